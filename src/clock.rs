@@ -1,0 +1,123 @@
+//! Wall-clock time for expiry decisions, with a manual clock for tests.
+//!
+//! Every time-dependent decision in tower-kv (entry expiry, session timeouts,
+//! rate windows on the in-memory backend) reads a [`Clock`]. Production code
+//! uses [`Clock::system`]; tests use [`Clock::manual`] and [`Clock::advance`]
+//! instead of sleeping.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_kv::Clock;
+//!
+//! let clock = Clock::manual();
+//! let start = clock.now_ms();
+//! clock.advance(Duration::from_secs(90));
+//! assert_eq!(clock.now_ms() - start, 90_000);
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A source of wall-clock time in milliseconds since the Unix epoch.
+///
+/// Cloning is cheap; clones of a manual clock share one time.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    manual: Option<Arc<AtomicU64>>,
+}
+
+/// The fixed instant a manual clock starts at: 2026-01-01T00:00:00Z.
+const MANUAL_EPOCH_MS: u64 = 1_767_225_600_000;
+
+impl Clock {
+    /// The operating system's clock.
+    pub fn system() -> Self {
+        Self { manual: None }
+    }
+
+    /// A clock that only moves when [`Clock::advance`] or [`Clock::set_ms`] is called.
+    pub fn manual() -> Self {
+        Self {
+            manual: Some(Arc::new(AtomicU64::new(MANUAL_EPOCH_MS))),
+        }
+    }
+
+    /// Whether this is a manual clock.
+    pub fn is_manual(&self) -> bool {
+        self.manual.is_some()
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        match &self.manual {
+            Some(ms) => ms.load(Ordering::Acquire),
+            None => system_ms(),
+        }
+    }
+
+    /// The current time as a [`SystemTime`].
+    pub fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.now_ms())
+    }
+
+    /// Moves a manual clock forward. Has no effect on the system clock.
+    pub fn advance(&self, by: Duration) {
+        if let Some(ms) = &self.manual {
+            ms.fetch_add(duration_ms_ceil(by), Ordering::AcqRel);
+        }
+    }
+
+    /// Sets a manual clock to `ms` since the epoch. Has no effect on the system clock.
+    pub fn set_ms(&self, ms: u64) {
+        if let Some(now) = &self.manual {
+            now.store(ms, Ordering::Release);
+        }
+    }
+}
+
+fn system_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Whole milliseconds in `d`, rounded up, saturating.
+pub(crate) fn duration_ms_ceil(d: Duration) -> u64 {
+    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the epoch of `t`, clamped to zero before the epoch.
+pub(crate) fn system_time_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_is_shared_between_clones() {
+        let a = Clock::manual();
+        let b = a.clone();
+        a.advance(Duration::from_millis(1500));
+        assert_eq!(b.now_ms(), MANUAL_EPOCH_MS + 1500);
+    }
+
+    #[test]
+    fn system_clock_ignores_advance() {
+        let c = Clock::system();
+        let before = c.now_ms();
+        c.advance(Duration::from_secs(3600));
+        assert!(c.now_ms() < before + 3_600_000);
+    }
+
+    #[test]
+    fn rounding_up_to_milliseconds() {
+        assert_eq!(duration_ms_ceil(Duration::from_micros(1)), 1);
+        assert_eq!(duration_ms_ceil(Duration::from_millis(7)), 7);
+        assert_eq!(duration_ms_ceil(Duration::MAX), u64::MAX);
+    }
+}

@@ -1,0 +1,611 @@
+//! The embedded backend: sharded, bounded, LRU-evicting, with exact expiry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use lru::LruCache;
+use parking_lot::{Mutex, MutexGuard};
+
+use super::gcra::Bucket;
+use super::limits::{check_expiration, check_gcra, check_key, check_list, check_value};
+use super::{
+    CasOutcome, Entry, Expiration, GcraDecision, GcraRequest, KeyInfo, KvStore, ListOptions,
+    ListPage, PutOptions, StoreError, Version, DEFAULT_MAX_VALUE_LEN,
+};
+use crate::clock::{duration_ms_ceil, system_time_ms};
+use crate::Clock;
+
+/// Default byte budget of a [`MemoryStore`]: 1 GiB of keys, values and metadata.
+const DEFAULT_MAX_BYTES: usize = 1 << 30;
+/// Bookkeeping bytes charged per entry on top of its key and value.
+const ENTRY_OVERHEAD: usize = 96;
+/// Expired entries reclaimed per write, so memory is freed without a sweeper task.
+const RECLAIM_PER_WRITE: usize = 4;
+const MAX_SHARDS: usize = 32;
+
+/// The in-process backend: the default for a single instance.
+///
+/// Keys are spread over independently locked shards, so operations on
+/// different keys do not contend on one lock. The store is bounded by entry
+/// count and bytes; when full it drops expired entries first, then the least
+/// recently used ones. Expired entries are invisible at once and reclaimed on
+/// later writes. Time comes from a [`Clock`], so tests can advance it.
+///
+/// ```
+/// use tower_kv::store::{KvStore, MemoryStore};
+///
+/// let store = MemoryStore::builder().max_entries(100_000).build();
+/// # let _ = store;
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::collections::hash_map::RandomState,
+    clock: Clock,
+    max_value_len: usize,
+    next_version: AtomicU64,
+}
+
+/// Configures a [`MemoryStore`].
+#[derive(Clone, Debug)]
+pub struct MemoryStoreBuilder {
+    max_entries: usize,
+    max_bytes: usize,
+    max_value_len: usize,
+    clock: Clock,
+}
+
+impl Default for MemoryStoreBuilder {
+    fn default() -> Self {
+        Self {
+            max_entries: usize::MAX,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl MemoryStoreBuilder {
+    /// Evict least recently used entries beyond this many (default: no count limit).
+    #[must_use]
+    pub fn max_entries(mut self, max: usize) -> Self {
+        self.max_entries = max.max(1);
+        self
+    }
+
+    /// Evict least recently used entries beyond this many bytes of keys,
+    /// values and metadata (default 1 GiB).
+    #[must_use]
+    pub fn max_bytes(mut self, max: usize) -> Self {
+        self.max_bytes = max.max(1);
+        self
+    }
+
+    /// Reject values larger than this (default 25 MiB; never more than `max_bytes`).
+    #[must_use]
+    pub fn max_value_len(mut self, max: usize) -> Self {
+        self.max_value_len = max;
+        self
+    }
+
+    /// Read time from this clock (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let max_value_len = self.max_value_len.min(self.max_bytes);
+        // Every shard must hold at least 64 entries and one largest value, so
+        // sharding never makes the effective capacity smaller than asked.
+        let by_entries = self.max_entries / 64;
+        let by_bytes = self.max_bytes / (max_value_len + ENTRY_OVERHEAD).max(1);
+        let shard_count = by_entries.min(by_bytes).clamp(1, MAX_SHARDS);
+        let shards = (0..shard_count)
+            .map(|_| {
+                Mutex::new(Shard::new(
+                    self.max_entries.div_ceil(shard_count),
+                    self.max_bytes.div_ceil(shard_count),
+                ))
+            })
+            .collect();
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards,
+                hasher: Default::default(),
+                clock: self.clock,
+                max_value_len,
+                next_version: AtomicU64::new(1),
+            }),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store with default limits on the system clock.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Configure a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder::default()
+    }
+
+    /// The clock this store reads.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Live entries currently held (expired ones not yet reclaimed excluded).
+    pub fn len(&self) -> usize {
+        let now = self.inner.clock.now_ms();
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().live_count(now))
+            .sum()
+    }
+
+    /// Whether the store holds no live entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes charged for the entries held, expired ones included until reclaimed.
+    pub fn bytes(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.lock().bytes).sum()
+    }
+
+    fn shard_index(&self, key: &str) -> usize {
+        (self.inner.hasher.hash_one(key) as usize) % self.inner.shards.len()
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        self.inner.shards[self.shard_index(key)].lock()
+    }
+
+    fn next_version(&self) -> Version {
+        Version(self.inner.next_version.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Validates a write and turns it into a slot; `None` when the expiry is
+    /// already past (the write is a delete).
+    fn slot(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+        now: u64,
+    ) -> Result<Option<Slot>, StoreError> {
+        check_key(key)?;
+        check_value(key, value.len(), self.inner.max_value_len)?;
+        check_expiration(options.expiration)?;
+        let expires_at = expiry_ms(options.expiration, now);
+        if expires_at.is_some_and(|at| at <= now) {
+            return Ok(None);
+        }
+        Ok(Some(Slot {
+            value,
+            metadata: options.metadata,
+            expires_at,
+            version: self.next_version(),
+        }))
+    }
+
+    /// Applies a conditional write under the key's shard lock.
+    fn write_if(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+        condition: impl FnOnce(Option<&Slot>) -> bool,
+    ) -> Result<Option<Version>, StoreError> {
+        let now = self.inner.clock.now_ms();
+        let slot = self.slot(key, value, options, now)?;
+        let mut shard = self.shard(key);
+        if !condition(shard.live(key, now)) {
+            return Ok(None);
+        }
+        Ok(Some(match slot {
+            Some(slot) => {
+                let version = slot.version;
+                shard.insert(key, slot, now);
+                version
+            }
+            None => {
+                shard.remove(key);
+                self.next_version()
+            }
+        }))
+    }
+}
+
+impl KvStore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        check_key(key)?;
+        let now = self.inner.clock.now_ms();
+        Ok(self.shard(key).touch(key, now).map(Slot::to_entry))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version, StoreError> {
+        self.write_if(key, value, options, |_| true)
+            .map(|v| v.expect("an unconditional write always applies"))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        check_key(key)?;
+        let now = self.inner.clock.now_ms();
+        let mut shard = self.shard(key);
+        let was_live = shard.live(key, now).is_some();
+        shard.remove(key);
+        Ok(was_live)
+    }
+
+    async fn list(&self, options: ListOptions) -> Result<ListPage, StoreError> {
+        check_list(&options)?;
+        let now = self.inner.clock.now_ms();
+        let mut keys: Vec<KeyInfo> = Vec::new();
+        for shard in self.inner.shards.iter() {
+            shard.lock().collect(&options, now, &mut keys);
+        }
+        keys.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let cursor = if keys.len() > options.limit {
+            keys.truncate(options.limit);
+            keys.last().map(|k| k.name.clone())
+        } else {
+            None
+        };
+        Ok(ListPage { keys, cursor })
+    }
+
+    async fn insert_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<Option<Version>, StoreError> {
+        self.write_if(key, value, options, |current| current.is_none())
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Version>,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<CasOutcome, StoreError> {
+        let swapped = self.write_if(key, value, options, |current| {
+            current.map(|s| s.version) == expected
+        })?;
+        Ok(swapped.map_or(CasOutcome::Conflict, CasOutcome::Swapped))
+    }
+
+    async fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        expiration_on_create: Expiration,
+    ) -> Result<i64, StoreError> {
+        check_key(key)?;
+        check_expiration(expiration_on_create)?;
+        let now = self.inner.clock.now_ms();
+        let version = self.next_version();
+        let mut shard = self.shard(key);
+        let slot = match shard.live(key, now) {
+            Some(slot) => Slot {
+                value: parse_counter(&slot.value)
+                    .and_then(|n| n.checked_add(delta))
+                    .ok_or_else(|| StoreError::NotACounter { key: key.to_owned() })?
+                    .to_string()
+                    .into(),
+                metadata: slot.metadata.clone(),
+                expires_at: slot.expires_at,
+                version,
+            },
+            None => Slot {
+                value: delta.to_string().into(),
+                metadata: None,
+                expires_at: expiry_ms(expiration_on_create, now),
+                version,
+            },
+        };
+        let total = parse_counter(&slot.value).expect("written as a decimal above");
+        if slot.is_live(now) {
+            shard.insert(key, slot, now);
+        }
+        Ok(total)
+    }
+
+    async fn gcra(&self, requests: &[GcraRequest]) -> Result<GcraDecision, StoreError> {
+        check_gcra(requests)?;
+        let now_ms = self.inner.clock.now_ms();
+        let now_us = now_ms.saturating_mul(1000);
+        // Lock every shard involved, in index order, so the decision is atomic
+        // across buckets and concurrent decisions cannot deadlock.
+        let indices: BTreeSet<usize> = requests.iter().map(|r| self.shard_index(&r.key)).collect();
+        let mut guards: BTreeMap<usize, MutexGuard<'_, Shard>> = indices
+            .into_iter()
+            .map(|i| (i, self.inner.shards[i].lock()))
+            .collect();
+        let mut buckets = Vec::with_capacity(requests.len());
+        for r in requests {
+            let shard = guards.get_mut(&self.shard_index(&r.key)).expect("locked above");
+            let tat = match shard.live(&r.key, now_ms) {
+                Some(slot) => Some(parse_counter(&slot.value).and_then(|n| u64::try_from(n).ok()).ok_or_else(|| StoreError::NotACounter { key: r.key.clone() })?),
+                None => None,
+            };
+            buckets.push(Bucket::from_request(r, tat));
+        }
+        let verdicts: Vec<_> = buckets.iter().map(|b| b.decide(now_us)).collect();
+        let allowed = verdicts.iter().all(|v| v.state.allowed);
+        if !allowed {
+            let states = buckets
+                .iter()
+                .zip(&verdicts)
+                .map(|(b, v)| b.unconsumed(now_us, v))
+                .collect();
+            return Ok(GcraDecision { allowed, states });
+        }
+        for (r, v) in requests.iter().zip(&verdicts) {
+            let shard = guards.get_mut(&self.shard_index(&r.key)).expect("locked above");
+            let slot = Slot {
+                value: Bytes::from(v.new_tat_us.to_string()),
+                metadata: None,
+                expires_at: Some(now_ms + v.state.reset_after.as_millis() as u64 + 1),
+                version: self.next_version(),
+            };
+            shard.insert(&r.key, slot, now_ms);
+        }
+        Ok(GcraDecision {
+            allowed,
+            states: verdicts.into_iter().map(|v| v.state).collect(),
+        })
+    }
+}
+
+fn expiry_ms(expiration: Expiration, now: u64) -> Option<u64> {
+    match expiration {
+        Expiration::Never => None,
+        Expiration::Ttl(ttl) => Some(now.saturating_add(duration_ms_ceil(ttl))),
+        Expiration::At(at) => Some(system_time_ms(at)),
+    }
+}
+
+fn parse_counter(bytes: &[u8]) -> Option<i64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+#[derive(Debug)]
+struct Slot {
+    value: Bytes,
+    metadata: Option<serde_json::Value>,
+    expires_at: Option<u64>,
+    version: Version,
+}
+
+impl Slot {
+    fn is_live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+
+    fn charge(&self, key: &str) -> usize {
+        let metadata = self
+            .metadata
+            .as_ref()
+            .map_or(0, |m| serde_json::to_vec(m).map_or(0, |v| v.len()));
+        key.len() + self.value.len() + metadata + ENTRY_OVERHEAD
+    }
+
+    fn to_entry(&self) -> Entry {
+        Entry {
+            value: self.value.clone(),
+            metadata: self.metadata.clone(),
+            expires_at: self.expires_at.map(ms_to_time),
+            version: self.version,
+        }
+    }
+}
+
+fn ms_to_time(ms: u64) -> std::time::SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// One independently locked part of the key space.
+#[derive(Debug)]
+struct Shard {
+    entries: LruCache<Arc<str>, Slot>,
+    /// Key names in order, for `list`.
+    order: BTreeSet<Arc<str>>,
+    /// (expiry, key) pairs in expiry order, for reclaiming memory.
+    expiries: BTreeSet<(u64, Arc<str>)>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl Shard {
+    fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            entries: LruCache::unbounded(),
+            order: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            bytes: 0,
+            max_entries,
+            max_bytes,
+        }
+    }
+
+    /// The live slot at `key` without touching its recency; drops it if expired.
+    fn live(&mut self, key: &str, now: u64) -> Option<&Slot> {
+        if self.entries.peek(key)?.is_live(now) {
+            return self.entries.peek(key);
+        }
+        self.remove(key);
+        None
+    }
+
+    /// The live slot at `key`, marked as most recently used.
+    fn touch(&mut self, key: &str, now: u64) -> Option<&Slot> {
+        self.live(key, now)?;
+        self.entries.get(key)
+    }
+
+    fn insert(&mut self, key: &str, slot: Slot, now: u64) {
+        self.remove(key);
+        let key: Arc<str> = Arc::from(key);
+        self.bytes += slot.charge(&key);
+        if let Some(at) = slot.expires_at {
+            self.expiries.insert((at, key.clone()));
+        }
+        self.order.insert(key.clone());
+        self.entries.push(key, slot);
+        self.reclaim_expired(now, RECLAIM_PER_WRITE);
+        self.evict(now);
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some((key, slot)) = self.entries.pop_entry(key) {
+            self.forget(&key, &slot);
+        }
+    }
+
+    fn forget(&mut self, key: &Arc<str>, slot: &Slot) {
+        self.bytes -= slot.charge(key);
+        self.order.remove(key);
+        if let Some(at) = slot.expires_at {
+            self.expiries.remove(&(at, key.clone()));
+        }
+    }
+
+    fn reclaim_expired(&mut self, now: u64, max: usize) -> usize {
+        let due: Vec<Arc<str>> = self
+            .expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(max)
+            .map(|(_, key)| key.clone())
+            .collect();
+        for key in &due {
+            self.remove(key);
+        }
+        due.len()
+    }
+
+    fn over_capacity(&self) -> bool {
+        self.entries.len() > self.max_entries || self.bytes > self.max_bytes
+    }
+
+    fn evict(&mut self, now: u64) {
+        while self.over_capacity() && self.reclaim_expired(now, 1) == 1 {}
+        while self.over_capacity() && self.entries.len() > 1 {
+            if let Some((key, slot)) = self.entries.pop_lru() {
+                self.forget(&key, &slot);
+            }
+        }
+    }
+
+    fn live_count(&self, now: u64) -> usize {
+        self.entries.iter().filter(|(_, s)| s.is_live(now)).count()
+    }
+
+    /// Appends up to `limit + 1` live keys of this shard after the cursor.
+    fn collect(&self, options: &ListOptions, now: u64, out: &mut Vec<KeyInfo>) {
+        let start = match &options.cursor {
+            Some(cursor) => Bound::Excluded(cursor.as_str()),
+            None => Bound::Included(options.prefix.as_str()),
+        };
+        let live = self
+            .order
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|key| key.starts_with(options.prefix.as_str()))
+            .filter_map(|key| {
+                let slot = self.entries.peek(key)?;
+                slot.is_live(now).then(|| KeyInfo {
+                    name: key.to_string(),
+                    expires_at: slot.expires_at.map(ms_to_time),
+                    metadata: slot.metadata.clone(),
+                })
+            })
+            .take(options.limit + 1);
+        out.extend(live);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn evicts_least_recently_used_beyond_capacity() {
+        let store = MemoryStore::builder().max_entries(3).build();
+        for k in ["a", "b", "c"] {
+            store.put(k, Bytes::from_static(b"v"), PutOptions::new()).await.unwrap();
+        }
+        store.get("a").await.unwrap();
+        store.put("d", Bytes::from_static(b"v"), PutOptions::new()).await.unwrap();
+        assert!(store.get("b").await.unwrap().is_none(), "b was least recently used");
+        for k in ["a", "c", "d"] {
+            assert!(store.get(k).await.unwrap().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn evicts_expired_before_live_entries() {
+        let clock = Clock::manual();
+        let store = MemoryStore::builder().max_entries(2).clock(clock.clone()).build();
+        let short = PutOptions::new().ttl(Duration::from_secs(1));
+        store.put("old", Bytes::from_static(b"v"), PutOptions::new()).await.unwrap();
+        store.put("short", Bytes::from_static(b"v"), short).await.unwrap();
+        clock.advance(Duration::from_secs(2));
+        store.put("new", Bytes::from_static(b"v"), PutOptions::new()).await.unwrap();
+        assert!(store.get("old").await.unwrap().is_some());
+        assert!(store.get("new").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn expired_memory_is_reclaimed_by_later_writes() {
+        let clock = Clock::manual();
+        let store = MemoryStore::builder().clock(clock.clone()).build();
+        let ttl = PutOptions::new().ttl(Duration::from_secs(1));
+        for i in 0..8 {
+            store.put(&format!("k{i}"), Bytes::from(vec![0; 1000]), ttl.clone()).await.unwrap();
+        }
+        let full = store.bytes();
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(store.len(), 0);
+        for i in 0..8 {
+            store.put(&format!("n{i}"), Bytes::from_static(b"x"), PutOptions::new()).await.unwrap();
+        }
+        assert!(store.bytes() < full / 4, "expired values were not reclaimed");
+    }
+
+    #[tokio::test]
+    async fn byte_budget_bounds_the_store() {
+        let store = MemoryStore::builder().max_bytes(10_000).build();
+        for i in 0..100 {
+            store.put(&format!("k{i}"), Bytes::from(vec![0; 1000]), PutOptions::new()).await.unwrap();
+        }
+        assert!(store.bytes() <= 10_000);
+        assert!(store.get("k99").await.unwrap().is_some());
+    }
+}

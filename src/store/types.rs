@@ -1,0 +1,258 @@
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+/// When an entry written by [`KvStore::put`](super::KvStore::put) expires.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expiration {
+    /// The entry stays until deleted or evicted.
+    #[default]
+    Never,
+    /// The entry expires this long after the write (the seed's `expirationTtl`).
+    /// Rounded up to whole milliseconds; zero is rejected.
+    Ttl(Duration),
+    /// The entry expires at this instant (the seed's `expiration`). An instant
+    /// in the past makes the write a delete.
+    At(SystemTime),
+}
+
+/// Opaque version of a stored entry, changed by every write.
+///
+/// Used with [`KvStore::compare_and_swap`](super::KvStore::compare_and_swap).
+/// Versions are random or globally unique, so a key that is deleted and
+/// written again never repeats an old version (no ABA).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version(pub(crate) u64);
+
+impl Version {
+    pub(crate) fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// The version as a number, for logging or external storage.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Version({:016x})", self.0)
+    }
+}
+
+/// A stored value with its metadata, expiry and version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The value bytes.
+    pub value: Bytes,
+    /// JSON metadata written with the value, if any.
+    pub metadata: Option<serde_json::Value>,
+    /// When the entry expires, if it does.
+    pub expires_at: Option<SystemTime>,
+    /// The entry's current version.
+    pub version: Version,
+}
+
+/// Options for a write: expiry and metadata.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PutOptions {
+    /// When the entry expires.
+    pub expiration: Expiration,
+    /// JSON metadata stored with the value and returned by `get` and `list`.
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl PutOptions {
+    /// No expiry, no metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Expire `ttl` after the write.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.expiration = Expiration::Ttl(ttl);
+        self
+    }
+
+    /// Expire at an absolute instant.
+    #[must_use]
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.expiration = Expiration::At(at);
+        self
+    }
+
+    /// Store JSON metadata with the value.
+    #[must_use]
+    pub fn metadata(mut self, metadata: serde_json::Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+}
+
+/// Options for a read through [`KvStore::get_with`](super::KvStore::get_with).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// How long a near cache may serve this read without asking the store
+    /// (the seed's `cacheTtl`). Ignored by stores without a near cache.
+    pub cache_ttl: Option<Duration>,
+    /// On a store failure, a near cache may answer with the last value it saw,
+    /// even past `cache_ttl`.
+    pub stale_on_error: bool,
+}
+
+impl ReadOptions {
+    /// Allow a near cache to serve this read for `ttl`.
+    pub fn cache_ttl(ttl: Duration) -> Self {
+        Self {
+            cache_ttl: Some(ttl),
+            stale_on_error: false,
+        }
+    }
+
+    /// Allow the last known value on a store failure.
+    #[must_use]
+    pub fn stale_on_error(mut self) -> Self {
+        self.stale_on_error = true;
+        self
+    }
+}
+
+/// Which keys [`KvStore::list`](super::KvStore::list) returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Only keys that start with this prefix.
+    pub prefix: String,
+    /// At most this many keys per page (1 ..= [`MAX_LIST_LIMIT`](super::MAX_LIST_LIMIT)).
+    pub limit: usize,
+    /// Where to continue: the cursor of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListOptions {
+    /// The first page of keys under `prefix`, 1,000 at most (the seed's default).
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            limit: 1000,
+            cursor: None,
+        }
+    }
+
+    /// At most `limit` keys per page.
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Continue after a previous page.
+    #[must_use]
+    pub fn cursor(mut self, cursor: Option<String>) -> Self {
+        self.cursor = cursor;
+        self
+    }
+}
+
+/// A listed key with its expiry and metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyInfo {
+    /// The key.
+    pub name: String,
+    /// When it expires, if it does.
+    pub expires_at: Option<SystemTime>,
+    /// Its metadata, if any.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// One page of a listing, in lexicographic (byte) order of key names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListPage {
+    /// The keys of this page.
+    pub keys: Vec<KeyInfo>,
+    /// Pass this to the next call; `None` once the listing is complete.
+    pub cursor: Option<String>,
+}
+
+/// The outcome of [`KvStore::compare_and_swap`](super::KvStore::compare_and_swap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The write happened; the entry now has this version.
+    Swapped(Version),
+    /// The entry's version (or absence) was not the expected one; nothing was written.
+    Conflict,
+}
+
+/// A GCRA rate: one unit replenished every `emission_interval`, at most
+/// `burst` units available at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcraRate {
+    /// Time to replenish one unit (period / limit).
+    pub emission_interval: Duration,
+    /// Maximum units spendable at once.
+    pub burst: u32,
+}
+
+impl GcraRate {
+    /// `limit` units per `period`, all of them available at once.
+    pub fn per(limit: u32, period: Duration) -> Self {
+        Self {
+            emission_interval: period / limit.max(1),
+            burst: limit,
+        }
+    }
+
+    /// The same rate with a different burst.
+    #[must_use]
+    pub fn with_burst(mut self, burst: u32) -> Self {
+        self.burst = burst;
+        self
+    }
+}
+
+/// One (key, rate, cost) triple of a [`KvStore::gcra`](super::KvStore::gcra) decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcraRequest {
+    /// The bucket's key.
+    pub key: String,
+    /// The bucket's rate.
+    pub rate: GcraRate,
+    /// Units this request spends (1 for an ordinary request).
+    pub cost: u32,
+}
+
+/// The state of one bucket after a GCRA decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcraState {
+    /// Whether this bucket alone had room for the request.
+    pub allowed: bool,
+    /// Units left after the decision (not consumed when the whole decision was denied).
+    pub remaining: u32,
+    /// How long until the request would be allowed by this bucket (zero when allowed).
+    pub retry_after: Duration,
+    /// How long until this bucket is full again.
+    pub reset_after: Duration,
+}
+
+/// The outcome of an all-or-nothing GCRA decision over one or several buckets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcraDecision {
+    /// True when every bucket had room; only then was anything consumed.
+    pub allowed: bool,
+    /// One state per request, in the order given.
+    pub states: Vec<GcraState>,
+}
+
+impl GcraDecision {
+    /// The longest `retry_after` among the buckets: when the whole request
+    /// could be allowed.
+    pub fn retry_after(&self) -> Duration {
+        self.states
+            .iter()
+            .map(|s| s.retry_after)
+            .max()
+            .unwrap_or_default()
+    }
+}
