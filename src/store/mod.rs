@@ -57,7 +57,7 @@ pub use error::StoreError;
 pub use json::{decode_json, encode_json, KvStoreExt};
 pub use limits::{DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, MAX_LIST_LIMIT};
 pub use memory::{MemoryStore, MemoryStoreBuilder};
-// near
+pub use near_cache::{NearCache, NearCacheBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};
 pub use types::{

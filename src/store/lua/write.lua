@@ -1,0 +1,24 @@
+-- KEYS: data, index. ARGV: data prefix, name, condition (any|absent|version),
+-- expected version, value, has metadata (0|1), metadata, new version,
+-- expiry mode (none|px|pxat), expiry ms. Returns 1, or nil when the
+-- condition failed.
+local data, idx = KEYS[1], KEYS[2]
+local condition = ARGV[3]
+if condition == 'absent' then
+  if redis.call('EXISTS', data) == 1 then
+    return false
+  end
+elseif condition == 'version' then
+  if redis.call('HGET', data, 'r') ~= ARGV[4] then
+    return false
+  end
+end
+redis.call('DEL', data)
+if ARGV[6] == '1' then
+  redis.call('HSET', data, 'v', ARGV[5], 'r', ARGV[8], 'm', ARGV[7])
+else
+  redis.call('HSET', data, 'v', ARGV[5], 'r', ARGV[8])
+end
+set_expiry(data, ARGV[9], ARGV[10])
+index_add(idx, ARGV[1], ARGV[2])
+return 1

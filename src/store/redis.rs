@@ -1,0 +1,401 @@
+//! The Redis / Valkey backend: one Lua script per operation, one round trip each.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+
+use super::gcra::duration_us;
+use super::limits::{check_expiration, check_gcra, check_key, check_list, check_value};
+use super::{
+    decode_json, CasOutcome, Entry, Expiration, GcraDecision, GcraRequest, GcraState, KeyInfo,
+    KvStore, ListOptions, ListPage, PutOptions, StoreError, Version, DEFAULT_MAX_VALUE_LEN,
+};
+use crate::clock::{duration_ms_ceil, system_time_ms};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/prelude.lua"),
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+/// The shared backend for a fleet: Redis 6.2+ or Valkey.
+///
+/// Built on the `redis` crate's auto-reconnecting multiplexed
+/// [`ConnectionManager`]: one connection per store, shared by clones, with
+/// pipelined requests. Every operation is one Lua script called by its SHA
+/// (loaded on first use), so each is atomic and costs one round trip.
+/// Every operation is bounded by a timeout (default 500 ms), so a dead server
+/// yields [`StoreError::Timeout`] or [`StoreError::Backend`] quickly instead
+/// of a hung request; the connection is re-established when the server returns.
+///
+/// Entries live at `{prefix}d:{key}` as hashes holding the value, metadata and
+/// version; `{prefix}i` is a sorted-set index of key names for `list`.
+/// Redis Cluster is not supported yet (the scripts touch the index key).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_kv::store::RedisStore;
+///
+/// # async fn run() -> Result<(), tower_kv::store::StoreError> {
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/")
+///     .prefix("myapp:")
+///     .timeout(Duration::from_millis(250))
+///     .connect()
+///     .await?;
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_prefix: String,
+    index_key: String,
+    timeout: Duration,
+    max_value_len: usize,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    get: Script,
+    write: Script,
+    delete: Script,
+    increment: Script,
+    gcra: Script,
+    list: Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("data_prefix", &self.inner.data_prefix)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`RedisStore`].
+#[derive(Clone, Debug)]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    max_value_len: usize,
+}
+
+impl RedisStoreBuilder {
+    /// Namespace every key under this prefix (default `tower-kv:`).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Fail an operation that has not completed after this long (default 500 ms).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Reject values larger than this (default 25 MiB).
+    #[must_use]
+    pub fn max_value_len(mut self, max: usize) -> Self {
+        self.max_value_len = max;
+        self
+    }
+
+    /// Connects to the server. Fails if it cannot be reached within the timeout.
+    pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(self.url.as_str()).map_err(map_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(self.timeout);
+        let conn = with_timeout(self.timeout, async {
+            ConnectionManager::new_with_config(client, config)
+                .await
+                .map_err(map_error)
+        })
+        .await?;
+        Ok(RedisStore {
+            conn,
+            inner: Arc::new(Inner {
+                data_prefix: format!("{}d:", self.prefix),
+                index_key: format!("{}i", self.prefix),
+                timeout: self.timeout,
+                max_value_len: self.max_value_len,
+                scripts: Scripts {
+                    get: script!("get.lua"),
+                    write: script!("write.lua"),
+                    delete: script!("delete.lua"),
+                    increment: script!("increment.lua"),
+                    gcra: script!("gcra.lua"),
+                    list: script!("list.lua"),
+                },
+            }),
+        })
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`, `rediss://…`, `redis+unix:///path`)
+    /// with default settings.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Configure a store for `url`.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: "tower-kv:".into(),
+            timeout: DEFAULT_TIMEOUT,
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
+        }
+    }
+
+    fn data_key(&self, key: &str) -> String {
+        format!("{}{key}", self.inner.data_prefix)
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+        key: &str,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        with_timeout(self.inner.timeout, async move {
+            invocation.invoke_async(&mut conn).await.map_err(|e| {
+                if e.code() == Some("NOTCOUNTER") {
+                    StoreError::NotACounter { key: key.to_owned() }
+                } else {
+                    map_error(e)
+                }
+            })
+        })
+        .await
+    }
+
+    /// A write with a condition; `None` when the condition failed.
+    async fn write(
+        &self,
+        key: &str,
+        condition: (&str, Option<Version>),
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<Option<Version>, StoreError> {
+        check_key(key)?;
+        check_value(key, value.len(), self.inner.max_value_len)?;
+        check_expiration(options.expiration)?;
+        let metadata = options
+            .metadata
+            .as_ref()
+            .map(|m| super::encode_json(key, m))
+            .transpose()?;
+        let version = Version::random();
+        let (mode, ms) = expiry_args(options.expiration);
+        let mut call = self.inner.scripts.write.prepare_invoke();
+        call.key(self.data_key(key))
+            .key(&self.inner.index_key)
+            .arg(&self.inner.data_prefix)
+            .arg(key)
+            .arg(condition.0)
+            .arg(condition.1.map_or(String::new(), |v| v.0.to_string()))
+            .arg(value.as_ref())
+            .arg(if metadata.is_some() { "1" } else { "0" })
+            .arg(metadata.unwrap_or_default())
+            .arg(version.0.to_string())
+            .arg(mode)
+            .arg(ms);
+        let written: Option<i64> = self.run(call, key).await?;
+        Ok(written.map(|_| version))
+    }
+}
+
+async fn with_timeout<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(timeout)))
+}
+
+fn map_error(e: RedisError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn expiry_args(expiration: Expiration) -> (&'static str, u64) {
+    match expiration {
+        Expiration::Never => ("none", 0),
+        Expiration::Ttl(ttl) => ("px", duration_ms_ceil(ttl)),
+        Expiration::At(at) => ("pxat", system_time_ms(at).max(1)),
+    }
+}
+
+/// Turns a PTTL reply into an absolute expiry on the local clock.
+fn expires_at(pttl: i64) -> Option<SystemTime> {
+    u64::try_from(pttl)
+        .ok()
+        .map(|ms| SystemTime::now() + Duration::from_millis(ms))
+}
+
+fn parse_metadata(key: &str, raw: Option<Vec<u8>>) -> Result<Option<serde_json::Value>, StoreError> {
+    raw.map(|m| decode_json(key, &m)).transpose()
+}
+
+fn parse_version(key: &str, raw: &str) -> Result<Version, StoreError> {
+    raw.parse().map(Version).map_err(|e| StoreError::Decode {
+        key: key.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+impl KvStore for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        check_key(key)?;
+        let mut call = self.inner.scripts.get.prepare_invoke();
+        call.key(self.data_key(key));
+        type Reply = Option<(Vec<u8>, Option<Vec<u8>>, Option<String>, i64)>;
+        let Some((value, metadata, version, pttl)) = self.run::<Reply>(call, key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Entry {
+            value: value.into(),
+            metadata: parse_metadata(key, metadata)?,
+            expires_at: expires_at(pttl),
+            version: parse_version(key, version.as_deref().unwrap_or("0"))?,
+        }))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version, StoreError> {
+        let written = self.write(key, ("any", None), value, options).await?;
+        written.ok_or_else(|| StoreError::backend("unconditional write was refused"))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        check_key(key)?;
+        let mut call = self.inner.scripts.delete.prepare_invoke();
+        call.key(self.data_key(key)).key(&self.inner.index_key).arg(key);
+        let removed: i64 = self.run(call, key).await?;
+        Ok(removed > 0)
+    }
+
+    async fn list(&self, options: ListOptions) -> Result<ListPage, StoreError> {
+        check_list(&options)?;
+        let mut call = self.inner.scripts.list.prepare_invoke();
+        call.key(&self.inner.index_key)
+            .arg(&self.inner.data_prefix)
+            .arg(&options.prefix)
+            .arg(options.cursor.as_deref().unwrap_or(""))
+            .arg(options.limit);
+        type Reply = (Vec<(String, i64, Option<Vec<u8>>)>, i64);
+        let (rows, more): Reply = self.run(call, &options.prefix).await?;
+        let keys = rows
+            .into_iter()
+            .map(|(name, pttl, metadata)| {
+                Ok(KeyInfo {
+                    metadata: parse_metadata(&name, metadata)?,
+                    expires_at: expires_at(pttl),
+                    name,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let cursor = if more == 1 {
+            keys.last().map(|k| k.name.clone())
+        } else {
+            None
+        };
+        Ok(ListPage { keys, cursor })
+    }
+
+    async fn insert_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<Option<Version>, StoreError> {
+        self.write(key, ("absent", None), value, options).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Version>,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<CasOutcome, StoreError> {
+        let condition = match expected {
+            Some(v) => ("version", Some(v)),
+            None => ("absent", None),
+        };
+        let written = self.write(key, condition, value, options).await?;
+        Ok(written.map_or(CasOutcome::Conflict, CasOutcome::Swapped))
+    }
+
+    async fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        expiration_on_create: Expiration,
+    ) -> Result<i64, StoreError> {
+        check_key(key)?;
+        check_expiration(expiration_on_create)?;
+        let (mode, ms) = expiry_args(expiration_on_create);
+        let mut call = self.inner.scripts.increment.prepare_invoke();
+        call.key(self.data_key(key))
+            .key(&self.inner.index_key)
+            .arg(&self.inner.data_prefix)
+            .arg(key)
+            .arg(delta)
+            .arg(Version::random().0.to_string())
+            .arg(mode)
+            .arg(ms);
+        self.run(call, key).await
+    }
+
+    async fn gcra(&self, requests: &[GcraRequest]) -> Result<GcraDecision, StoreError> {
+        check_gcra(requests)?;
+        let mut call = self.inner.scripts.gcra.prepare_invoke();
+        for r in requests {
+            call.key(self.data_key(&r.key));
+        }
+        call.key(&self.inner.index_key).arg(&self.inner.data_prefix);
+        for r in requests {
+            call.arg(&r.key)
+                .arg(duration_us(r.rate.emission_interval).max(1))
+                .arg(r.rate.burst)
+                .arg(r.cost)
+                .arg(Version::random().0.to_string());
+        }
+        type Reply = (i64, Vec<(i64, i64, i64, i64)>);
+        let (allowed, states): Reply = self.run(call, &requests[0].key).await?;
+        let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
+        Ok(GcraDecision {
+            allowed: allowed == 1,
+            states: states
+                .into_iter()
+                .map(|(allowed, remaining, retry, reset)| GcraState {
+                    allowed: allowed == 1,
+                    remaining: u32::try_from(remaining).unwrap_or(0),
+                    retry_after: micros(retry),
+                    reset_after: micros(reset),
+                })
+                .collect(),
+        })
+    }
+}
