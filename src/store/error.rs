@@ -71,6 +71,7 @@ impl StoreError {
         matches!(self, Self::Timeout(_) | Self::Backend(_))
     }
 
+    #[cfg(feature = "redis")]
     pub(crate) fn backend(msg: impl fmt::Display) -> Self {
         Self::Backend(msg.to_string().into())
     }

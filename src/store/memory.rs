@@ -260,7 +260,12 @@ impl KvStore for MemoryStore {
         Ok(self.shard(key).touch(key, now).map(Slot::to_entry))
     }
 
-    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version, StoreError> {
+    async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<Version, StoreError> {
         self.write_if(key, value, options, |_| true)
             .map(|v| v.expect("an unconditional write always applies"))
     }
@@ -329,7 +334,9 @@ impl KvStore for MemoryStore {
             Some(slot) => Slot {
                 value: parse_counter(&slot.value)
                     .and_then(|n| n.checked_add(delta))
-                    .ok_or_else(|| StoreError::NotACounter { key: key.to_owned() })?
+                    .ok_or_else(|| StoreError::NotACounter {
+                        key: key.to_owned(),
+                    })?
                     .to_string()
                     .into(),
                 metadata: slot.metadata.clone(),
@@ -363,9 +370,15 @@ impl KvStore for MemoryStore {
             .collect();
         let mut buckets = Vec::with_capacity(requests.len());
         for r in requests {
-            let shard = guards.get_mut(&self.shard_index(&r.key)).expect("locked above");
+            let shard = guards
+                .get_mut(&self.shard_index(&r.key))
+                .expect("locked above");
             let tat = match shard.live(&r.key, now_ms) {
-                Some(slot) => Some(parse_counter(&slot.value).and_then(|n| u64::try_from(n).ok()).ok_or_else(|| StoreError::NotACounter { key: r.key.clone() })?),
+                Some(slot) => Some(
+                    parse_counter(&slot.value)
+                        .and_then(|n| u64::try_from(n).ok())
+                        .ok_or_else(|| StoreError::NotACounter { key: r.key.clone() })?,
+                ),
                 None => None,
             };
             buckets.push(Bucket::from_request(r, tat));
@@ -381,7 +394,9 @@ impl KvStore for MemoryStore {
             return Ok(GcraDecision { allowed, states });
         }
         for (r, v) in requests.iter().zip(&verdicts) {
-            let shard = guards.get_mut(&self.shard_index(&r.key)).expect("locked above");
+            let shard = guards
+                .get_mut(&self.shard_index(&r.key))
+                .expect("locked above");
             let slot = Slot {
                 value: Bytes::from(v.new_tat_us.to_string()),
                 metadata: None,
@@ -573,11 +588,20 @@ mod tests {
     async fn evicts_least_recently_used_beyond_capacity() {
         let store = MemoryStore::builder().max_entries(3).build();
         for k in ["a", "b", "c"] {
-            store.put(k, Bytes::from_static(b"v"), PutOptions::new()).await.unwrap();
+            store
+                .put(k, Bytes::from_static(b"v"), PutOptions::new())
+                .await
+                .unwrap();
         }
         store.get("a").await.unwrap();
-        store.put("d", Bytes::from_static(b"v"), PutOptions::new()).await.unwrap();
-        assert!(store.get("b").await.unwrap().is_none(), "b was least recently used");
+        store
+            .put("d", Bytes::from_static(b"v"), PutOptions::new())
+            .await
+            .unwrap();
+        assert!(
+            store.get("b").await.unwrap().is_none(),
+            "b was least recently used"
+        );
         for k in ["a", "c", "d"] {
             assert!(store.get(k).await.unwrap().is_some());
         }
@@ -586,12 +610,24 @@ mod tests {
     #[tokio::test]
     async fn evicts_expired_before_live_entries() {
         let clock = Clock::manual();
-        let store = MemoryStore::builder().max_entries(2).clock(clock.clone()).build();
+        let store = MemoryStore::builder()
+            .max_entries(2)
+            .clock(clock.clone())
+            .build();
         let short = PutOptions::new().ttl(Duration::from_secs(1));
-        store.put("old", Bytes::from_static(b"v"), PutOptions::new()).await.unwrap();
-        store.put("short", Bytes::from_static(b"v"), short).await.unwrap();
+        store
+            .put("old", Bytes::from_static(b"v"), PutOptions::new())
+            .await
+            .unwrap();
+        store
+            .put("short", Bytes::from_static(b"v"), short)
+            .await
+            .unwrap();
         clock.advance(Duration::from_secs(2));
-        store.put("new", Bytes::from_static(b"v"), PutOptions::new()).await.unwrap();
+        store
+            .put("new", Bytes::from_static(b"v"), PutOptions::new())
+            .await
+            .unwrap();
         assert!(store.get("old").await.unwrap().is_some());
         assert!(store.get("new").await.unwrap().is_some());
     }
@@ -602,14 +638,26 @@ mod tests {
         let store = MemoryStore::builder().clock(clock.clone()).build();
         let ttl = PutOptions::new().ttl(Duration::from_secs(1));
         for i in 0..8 {
-            store.put(&format!("k{i}"), Bytes::from(vec![0; 1000]), ttl.clone()).await.unwrap();
+            store
+                .put(&format!("k{i}"), Bytes::from(vec![0; 1000]), ttl.clone())
+                .await
+                .unwrap();
         }
         clock.advance(Duration::from_secs(2));
         assert_eq!(store.len(), 0);
         for i in 0..64 {
-            store.put(&format!("n{i}"), Bytes::from_static(b"x"), PutOptions::new()).await.unwrap();
+            store
+                .put(
+                    &format!("n{i}"),
+                    Bytes::from_static(b"x"),
+                    PutOptions::new(),
+                )
+                .await
+                .unwrap();
         }
-        let live: usize = (0..64).map(|i| format!("n{i}").len() + 1 + ENTRY_OVERHEAD).sum();
+        let live: usize = (0..64)
+            .map(|i| format!("n{i}").len() + 1 + ENTRY_OVERHEAD)
+            .sum();
         assert_eq!(store.bytes(), live, "expired values were not reclaimed");
     }
 
@@ -617,7 +665,14 @@ mod tests {
     async fn byte_budget_bounds_the_store() {
         let store = MemoryStore::builder().max_bytes(10_000).build();
         for i in 0..100 {
-            store.put(&format!("k{i}"), Bytes::from(vec![0; 1000]), PutOptions::new()).await.unwrap();
+            store
+                .put(
+                    &format!("k{i}"),
+                    Bytes::from(vec![0; 1000]),
+                    PutOptions::new(),
+                )
+                .await
+                .unwrap();
         }
         assert!(store.bytes() <= 10_000);
         assert!(store.get("k99").await.unwrap().is_some());

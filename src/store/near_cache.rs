@@ -171,7 +171,12 @@ impl<S: KvStore> KvStore for NearCache<S> {
         }
     }
 
-    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version, StoreError> {
+    async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<Version, StoreError> {
         let result = self.store.put(key, value, options).await;
         self.invalidate(key);
         result
@@ -205,7 +210,10 @@ impl<S: KvStore> KvStore for NearCache<S> {
         value: Bytes,
         options: PutOptions,
     ) -> Result<CasOutcome, StoreError> {
-        let result = self.store.compare_and_swap(key, expected, value, options).await;
+        let result = self
+            .store
+            .compare_and_swap(key, expected, value, options)
+            .await;
         self.invalidate(key);
         result
     }

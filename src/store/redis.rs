@@ -119,7 +119,8 @@ impl RedisStoreBuilder {
 
     /// Connects to the server. Fails if it cannot be reached within the timeout.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(self.url.as_str()).map_err(map_error)?;
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|e| map_error(e, self.timeout))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
@@ -128,7 +129,7 @@ impl RedisStoreBuilder {
         let conn = with_timeout(self.timeout, async {
             ConnectionManager::new_with_config(client, config)
                 .await
-                .map_err(map_error)
+                .map_err(|e| map_error(e, self.timeout))
         })
         .await?;
         Ok(RedisStore {
@@ -181,9 +182,11 @@ impl RedisStore {
         with_timeout(self.inner.timeout, async move {
             invocation.invoke_async(&mut conn).await.map_err(|e| {
                 if e.code() == Some("NOTCOUNTER") {
-                    StoreError::NotACounter { key: key.to_owned() }
+                    StoreError::NotACounter {
+                        key: key.to_owned(),
+                    }
                 } else {
-                    map_error(e)
+                    map_error(e, self.inner.timeout)
                 }
             })
         })
@@ -235,8 +238,12 @@ async fn with_timeout<T>(
         .unwrap_or(Err(StoreError::Timeout(timeout)))
 }
 
-fn map_error(e: RedisError) -> StoreError {
-    StoreError::Backend(Box::new(e))
+fn map_error(e: RedisError, timeout: Duration) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout(timeout)
+    } else {
+        StoreError::Backend(Box::new(e))
+    }
 }
 
 fn expiry_args(expiration: Expiration) -> (&'static str, u64) {
@@ -254,7 +261,10 @@ fn expires_at(pttl: i64) -> Option<SystemTime> {
         .map(|ms| SystemTime::now() + Duration::from_millis(ms))
 }
 
-fn parse_metadata(key: &str, raw: Option<Vec<u8>>) -> Result<Option<serde_json::Value>, StoreError> {
+fn parse_metadata(
+    key: &str,
+    raw: Option<Vec<u8>>,
+) -> Result<Option<serde_json::Value>, StoreError> {
     raw.map(|m| decode_json(key, &m)).transpose()
 }
 
@@ -282,7 +292,12 @@ impl KvStore for RedisStore {
         }))
     }
 
-    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Version, StoreError> {
+    async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> Result<Version, StoreError> {
         let written = self.write(key, ("any", None), value, options).await?;
         written.ok_or_else(|| StoreError::backend("unconditional write was refused"))
     }
@@ -290,7 +305,9 @@ impl KvStore for RedisStore {
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
         let mut call = self.inner.scripts.delete.prepare_invoke();
-        call.key(self.data_key(key)).key(&self.inner.index_key).arg(key);
+        call.key(self.data_key(key))
+            .key(&self.inner.index_key)
+            .arg(key);
         let removed: i64 = self.run(call, key).await?;
         Ok(removed > 0)
     }

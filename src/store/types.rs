@@ -26,6 +26,7 @@ pub enum Expiration {
 pub struct Version(pub(crate) u64);
 
 impl Version {
+    #[cfg(feature = "redis")]
     pub(crate) fn random() -> Self {
         Self(rand::random())
     }

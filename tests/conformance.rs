@@ -1,0 +1,758 @@
+//! One behaviour suite, written once, run against every backend:
+//! `memory::*`, `redis::*`, `near_cache_memory::*`, `near_cache_redis::*`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tower_kv::store::{
+    CasOutcome, Expiration, GcraRate, GcraRequest, KvStore, KvStoreExt, ListOptions, MemoryStore,
+    NearCache, PutOptions, StoreError, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN,
+};
+use tower_kv::Clock;
+
+/// A store under test, a second handle on the same data (a separate
+/// connection for Redis: another "instance"), and control over time.
+struct Harness<S> {
+    store: S,
+    twin: S,
+    clock: Option<Clock>,
+}
+
+impl<S: KvStore> Harness<S> {
+    /// Lets `d` pass: instantly on a manual clock, by sleeping on a server's clock.
+    async fn advance(&self, d: Duration) {
+        match &self.clock {
+            Some(clock) => clock.advance(d),
+            None => tokio::time::sleep(d).await,
+        }
+    }
+}
+
+async fn memory() -> Option<Harness<MemoryStore>> {
+    let clock = Clock::manual();
+    let store = MemoryStore::builder().clock(clock.clone()).build();
+    Some(Harness {
+        twin: store.clone(),
+        store,
+        clock: Some(clock),
+    })
+}
+
+fn near(store: MemoryStore, clock: &Clock) -> NearCache<MemoryStore> {
+    NearCache::builder(store)
+        .default_ttl(Duration::from_secs(60))
+        .clock(clock.clone())
+        .build()
+}
+
+async fn near_cache_memory() -> Option<Harness<NearCache<MemoryStore>>> {
+    let h = memory().await?;
+    let clock = h.clock.clone().expect("manual clock");
+    Some(Harness {
+        store: near(h.store, &clock),
+        twin: near(h.twin, &clock),
+        clock: Some(clock),
+    })
+}
+
+#[cfg(feature = "redis")]
+mod redis_backends {
+    use super::*;
+    use tower_kv::store::RedisStore;
+
+    async fn connect(url: &str, prefix: &str) -> RedisStore {
+        RedisStore::builder(url)
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect to the test redis-server")
+    }
+
+    pub async fn redis() -> Option<Harness<RedisStore>> {
+        let server = support::RedisServer::shared()?;
+        let prefix = support::unique_prefix();
+        Some(Harness {
+            store: connect(&server.url(), &prefix).await,
+            twin: connect(&server.url(), &prefix).await,
+            clock: None,
+        })
+    }
+
+    fn near(store: RedisStore) -> NearCache<RedisStore> {
+        NearCache::builder(store)
+            .default_ttl(Duration::from_secs(60))
+            .build()
+    }
+
+    pub async fn near_cache_redis() -> Option<Harness<NearCache<RedisStore>>> {
+        let h = redis().await?;
+        Some(Harness {
+            store: near(h.store),
+            twin: near(h.twin),
+            clock: None,
+        })
+    }
+}
+
+fn b(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+fn ttl(ms: u64) -> PutOptions {
+    PutOptions::new().ttl(Duration::from_millis(ms))
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn get_missing_is_none<S: KvStore>(h: Harness<S>) {
+        assert!(h.store.get("nothing:here").await.unwrap().is_none());
+        assert!(!h.store.delete("nothing:here").await.unwrap());
+    }
+
+    pub async fn put_get_roundtrip_with_metadata<S: KvStore>(h: Harness<S>) {
+        let meta = serde_json::json!({"createdAt": 1_700_000_000_000u64, "tags": ["a"]});
+        let v1 = h
+            .store
+            .put(
+                "session:abc",
+                b("one"),
+                PutOptions::new().metadata(meta.clone()),
+            )
+            .await
+            .unwrap();
+        let e = h.store.get("session:abc").await.unwrap().unwrap();
+        assert_eq!(e.value, "one");
+        assert_eq!(e.metadata, Some(meta));
+        assert_eq!(e.expires_at, None);
+        assert_eq!(e.version, v1);
+
+        let v2 = h
+            .store
+            .put("session:abc", b("two"), PutOptions::new())
+            .await
+            .unwrap();
+        assert_ne!(v1, v2, "every write changes the version");
+        let e = h.store.get("session:abc").await.unwrap().unwrap();
+        assert_eq!((e.value, e.metadata, e.version), (b("two"), None, v2));
+    }
+
+    pub async fn delete_removes_and_reports<S: KvStore>(h: Harness<S>) {
+        h.store.put("k", b("v"), PutOptions::new()).await.unwrap();
+        assert!(h.store.delete("k").await.unwrap());
+        assert!(h.store.get("k").await.unwrap().is_none());
+        assert!(!h.store.delete("k").await.unwrap());
+    }
+
+    pub async fn ttl_expiry<S: KvStore>(h: Harness<S>) {
+        let before = SystemTime::now();
+        h.store.put("short", b("v"), ttl(300)).await.unwrap();
+        h.store.put("long", b("v"), ttl(60_000)).await.unwrap();
+        let e = h
+            .store
+            .get("short")
+            .await
+            .unwrap()
+            .expect("visible before expiry");
+        assert!(e.expires_at.is_some());
+        h.advance(Duration::from_millis(450)).await;
+        assert!(
+            h.store.get("short").await.unwrap().is_none(),
+            "expired entry is invisible"
+        );
+        assert!(h.store.get("long").await.unwrap().is_some());
+        if h.clock.is_none() {
+            let at = h
+                .store
+                .get("long")
+                .await
+                .unwrap()
+                .unwrap()
+                .expires_at
+                .unwrap();
+            let left = at.duration_since(before).unwrap();
+            assert!(
+                left > Duration::from_secs(55) && left <= Duration::from_secs(61),
+                "{left:?}"
+            );
+        }
+        let err = h
+            .store
+            .put("zero", b("v"), PutOptions::new().ttl(Duration::ZERO))
+            .await;
+        assert!(matches!(err, Err(StoreError::InvalidArgument(_))));
+    }
+
+    pub async fn absolute_expiry<S: KvStore>(h: Harness<S>) {
+        let now = h.clock.as_ref().map_or_else(SystemTime::now, Clock::now);
+        let at = now + Duration::from_millis(300);
+        h.store
+            .put("abs", b("v"), PutOptions::new().expires_at(at))
+            .await
+            .unwrap();
+        let e = h.store.get("abs").await.unwrap().unwrap();
+        let got = e.expires_at.unwrap();
+        let skew = if got > at {
+            got.duration_since(at)
+        } else {
+            at.duration_since(got)
+        }
+        .unwrap();
+        assert!(
+            skew < Duration::from_millis(100),
+            "expiry reported {skew:?} away"
+        );
+        h.advance(Duration::from_millis(450)).await;
+        assert!(h.store.get("abs").await.unwrap().is_none());
+
+        h.store
+            .put("past", b("v"), PutOptions::new())
+            .await
+            .unwrap();
+        let past = now - Duration::from_secs(10);
+        h.store
+            .put("past", b("v"), PutOptions::new().expires_at(past))
+            .await
+            .unwrap();
+        assert!(
+            h.store.get("past").await.unwrap().is_none(),
+            "a past expiry deletes"
+        );
+    }
+
+    pub async fn binary_values<S: KvStore>(h: Harness<S>) {
+        let big: Bytes = (0..1024 * 1024)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>()
+            .into();
+        let cases: [(&str, Bytes); 3] = [
+            ("bin:empty", Bytes::new()),
+            ("bin:1mib", big),
+            (
+                "bin:invalid-utf8",
+                Bytes::from_static(&[0xff, 0xfe, 0x00, 0xc3, 0x28]),
+            ),
+        ];
+        for (key, value) in &cases {
+            h.store
+                .put(key, value.clone(), PutOptions::new())
+                .await
+                .unwrap();
+        }
+        for (key, value) in &cases {
+            let got = h.store.get(key).await.unwrap().expect(key);
+            assert_eq!(&got.value, value, "{key}");
+        }
+    }
+
+    pub async fn unicode_keys<S: KvStore>(h: Harness<S>) {
+        let key = "ключ:🔑:日本語 with spaces/and*glob?[chars]";
+        h.store.put(key, b("v"), PutOptions::new()).await.unwrap();
+        assert_eq!(h.store.get(key).await.unwrap().unwrap().value, "v");
+        let page = h.store.list(ListOptions::prefix("ключ:🔑")).await.unwrap();
+        assert_eq!(page.keys.len(), 1);
+        assert_eq!(page.keys[0].name, key);
+        assert!(
+            h.store.get("ключ:🔑:*").await.unwrap().is_none(),
+            "no glob matching"
+        );
+    }
+
+    pub async fn key_and_value_limits<S: KvStore>(h: Harness<S>) {
+        assert!(matches!(h.store.get("").await, Err(StoreError::EmptyKey)));
+        assert!(matches!(
+            h.store.put("", b("v"), PutOptions::new()).await,
+            Err(StoreError::EmptyKey)
+        ));
+        let longest = "k".repeat(MAX_KEY_LEN);
+        h.store
+            .put(&longest, b("v"), PutOptions::new())
+            .await
+            .unwrap();
+        assert!(h.store.get(&longest).await.unwrap().is_some());
+        let too_long = "k".repeat(MAX_KEY_LEN + 1);
+        assert!(matches!(
+            h.store.put(&too_long, b("v"), PutOptions::new()).await,
+            Err(StoreError::KeyTooLong { len: 513, max: 512 })
+        ));
+        assert!(matches!(
+            h.store.increment(&too_long, 1, Expiration::Never).await,
+            Err(StoreError::KeyTooLong { .. })
+        ));
+        let huge = Bytes::from(vec![0u8; DEFAULT_MAX_VALUE_LEN + 1]);
+        assert!(matches!(
+            h.store.put("huge", huge, PutOptions::new()).await,
+            Err(StoreError::ValueTooLarge { .. })
+        ));
+        assert!(
+            h.store.get("huge").await.unwrap().is_none(),
+            "nothing partial written"
+        );
+    }
+
+    pub async fn list_paginates_every_key_once<S: KvStore>(h: Harness<S>) {
+        let tasks: Vec<_> = (0..1000)
+            .map(|i| {
+                let store = h.store.clone();
+                tokio::spawn(async move {
+                    store
+                        .put(&format!("user:{i:04}"), b("v"), PutOptions::new())
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for other in ["user", "users:1", "usex:1", "a:1", "zzz"] {
+            h.store.put(other, b("v"), PutOptions::new()).await.unwrap();
+        }
+        let mut seen = BTreeSet::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let page = h
+                .store
+                .list(ListOptions::prefix("user:").limit(128).cursor(cursor))
+                .await
+                .unwrap();
+            pages += 1;
+            assert!(page.keys.len() <= 128);
+            let names: Vec<_> = page.keys.iter().map(|k| k.name.clone()).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(names, sorted, "a page is ordered with no key twice");
+            for name in names {
+                assert!(name.starts_with("user:"), "prefix isolation: {name}");
+                assert!(seen.insert(name.clone()), "{name} returned twice");
+            }
+            cursor = page.cursor;
+            if cursor.is_none() {
+                break;
+            }
+            assert!(pages < 20, "listing does not terminate");
+        }
+        assert_eq!(seen.len(), 1000);
+        assert_eq!(pages, 8);
+        let err = h.store.list(ListOptions::prefix("user:").limit(0)).await;
+        assert!(matches!(err, Err(StoreError::InvalidArgument(_))));
+    }
+
+    pub async fn list_reports_metadata_and_skips_expired<S: KvStore>(h: Harness<S>) {
+        let meta = serde_json::json!({"owner": "u1"});
+        h.store
+            .put("s:a", b("v"), PutOptions::new().metadata(meta.clone()))
+            .await
+            .unwrap();
+        h.store.put("s:b", b("v"), ttl(300)).await.unwrap();
+        h.store.put("s:c", b("v"), ttl(60_000)).await.unwrap();
+        h.advance(Duration::from_millis(450)).await;
+        let page = h.store.list(ListOptions::prefix("s:")).await.unwrap();
+        let names: Vec<_> = page.keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["s:a", "s:c"]);
+        assert_eq!(page.keys[0].metadata, Some(meta));
+        assert_eq!(page.keys[0].expires_at, None);
+        assert!(page.keys[1].expires_at.is_some());
+        assert_eq!(page.cursor, None);
+        h.store.delete("s:a").await.unwrap();
+        let page = h.store.list(ListOptions::prefix("s:")).await.unwrap();
+        assert_eq!(page.keys.len(), 1);
+    }
+
+    pub async fn insert_if_absent_semantics<S: KvStore>(h: Harness<S>) {
+        let v = h
+            .store
+            .insert_if_absent("lock", b("a"), ttl(300))
+            .await
+            .unwrap();
+        assert!(v.is_some());
+        assert_eq!(
+            h.store.get("lock").await.unwrap().unwrap().version,
+            v.unwrap()
+        );
+        assert!(h
+            .store
+            .insert_if_absent("lock", b("b"), PutOptions::new())
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(h.store.get("lock").await.unwrap().unwrap().value, "a");
+        h.advance(Duration::from_millis(450)).await;
+        assert!(
+            h.store
+                .insert_if_absent("lock", b("c"), PutOptions::new())
+                .await
+                .unwrap()
+                .is_some(),
+            "an expired entry counts as absent"
+        );
+        assert_eq!(h.store.get("lock").await.unwrap().unwrap().value, "c");
+    }
+
+    pub async fn compare_and_swap_semantics<S: KvStore>(h: Harness<S>) {
+        let CasOutcome::Swapped(v1) = h
+            .store
+            .compare_and_swap("doc", None, b("1"), PutOptions::new())
+            .await
+            .unwrap()
+        else {
+            panic!("creating an absent key with expected None swaps");
+        };
+        assert_eq!(
+            h.store
+                .compare_and_swap("doc", None, b("x"), PutOptions::new())
+                .await
+                .unwrap(),
+            CasOutcome::Conflict
+        );
+        let CasOutcome::Swapped(v2) = h
+            .store
+            .compare_and_swap("doc", Some(v1), b("2"), PutOptions::new())
+            .await
+            .unwrap()
+        else {
+            panic!("matching version swaps");
+        };
+        assert_eq!(
+            h.store
+                .compare_and_swap("doc", Some(v1), b("x"), PutOptions::new())
+                .await
+                .unwrap(),
+            CasOutcome::Conflict
+        );
+        assert_eq!(h.store.get("doc").await.unwrap().unwrap().value, "2");
+        h.store.delete("doc").await.unwrap();
+        assert_eq!(
+            h.store
+                .compare_and_swap("doc", Some(v2), b("x"), PutOptions::new())
+                .await
+                .unwrap(),
+            CasOutcome::Conflict,
+            "an update never resurrects a deleted entry"
+        );
+        assert!(h.store.get("doc").await.unwrap().is_none());
+    }
+
+    pub async fn increment_semantics<S: KvStore>(h: Harness<S>) {
+        assert_eq!(
+            h.store
+                .increment("c", 5, Expiration::Ttl(Duration::from_millis(300)))
+                .await
+                .unwrap(),
+            5
+        );
+        assert_eq!(
+            h.store
+                .increment("c", -2, Expiration::Ttl(Duration::from_secs(3600)))
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(h.store.get("c").await.unwrap().unwrap().value, "3");
+        h.advance(Duration::from_millis(450)).await;
+        assert!(
+            h.store.get("c").await.unwrap().is_none(),
+            "expiry is set on creation only"
+        );
+        assert_eq!(
+            h.store.increment("c", 1, Expiration::Never).await.unwrap(),
+            1
+        );
+
+        h.store
+            .put("text", b("hello"), PutOptions::new())
+            .await
+            .unwrap();
+        assert!(matches!(
+            h.store.increment("text", 1, Expiration::Never).await,
+            Err(StoreError::NotACounter { .. })
+        ));
+        assert_eq!(h.store.get("text").await.unwrap().unwrap().value, "hello");
+        h.store
+            .put("max", Bytes::from(i64::MAX.to_string()), PutOptions::new())
+            .await
+            .unwrap();
+        assert!(matches!(
+            h.store.increment("max", 1, Expiration::Never).await,
+            Err(StoreError::NotACounter { .. })
+        ));
+    }
+
+    pub async fn concurrent_increments_are_exact<S: KvStore>(h: Harness<S>) {
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    h.store.clone()
+                } else {
+                    h.twin.clone()
+                };
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        store
+                            .increment("hits", 1, Expiration::Ttl(Duration::from_secs(60)))
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(h.store.get("hits").await.unwrap().unwrap().value, "6400");
+    }
+
+    pub async fn concurrent_insert_if_absent_has_one_winner<S: KvStore>(h: Harness<S>) {
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    h.store.clone()
+                } else {
+                    h.twin.clone()
+                };
+                tokio::spawn(async move {
+                    store
+                        .insert_if_absent("winner", Bytes::from(i.to_string()), PutOptions::new())
+                        .await
+                        .unwrap()
+                        .map(|_| i)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            winners.extend(t.await.unwrap());
+        }
+        assert_eq!(winners.len(), 1, "winners: {winners:?}");
+        let stored = h.store.get("winner").await.unwrap().unwrap().value;
+        assert_eq!(stored, winners[0].to_string());
+    }
+
+    pub async fn concurrent_cas_loops_lose_nothing<S: KvStore>(h: Harness<S>) {
+        h.store
+            .put_json("record", &Vec::<u32>::new(), PutOptions::new())
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..50u32)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    h.store.clone()
+                } else {
+                    h.twin.clone()
+                };
+                tokio::spawn(async move {
+                    loop {
+                        let entry = store.get("record").await.unwrap().unwrap();
+                        let mut items: Vec<u32> = serde_json::from_slice(&entry.value).unwrap();
+                        items.push(i);
+                        let value = Bytes::from(serde_json::to_vec(&items).unwrap());
+                        match store
+                            .compare_and_swap(
+                                "record",
+                                Some(entry.version),
+                                value,
+                                PutOptions::new(),
+                            )
+                            .await
+                            .unwrap()
+                        {
+                            CasOutcome::Swapped(_) => break,
+                            CasOutcome::Conflict => tokio::task::yield_now().await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut items: Vec<u32> = h.store.get_json("record").await.unwrap().unwrap();
+        items.sort_unstable();
+        assert_eq!(items, (0..50).collect::<Vec<_>>());
+    }
+
+    pub async fn gcra_allows_exactly_the_burst_under_contention<S: KvStore>(h: Harness<S>) {
+        const BURST: u32 = 37;
+        let rate = GcraRate::per(1, Duration::from_secs(3600)).with_burst(BURST);
+        let tasks: Vec<_> = (0..1000)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    h.store.clone()
+                } else {
+                    h.twin.clone()
+                };
+                tokio::spawn(async move {
+                    let req = [GcraRequest {
+                        key: "rl:ip".into(),
+                        rate,
+                        cost: 1,
+                    }];
+                    store.gcra(&req).await.unwrap().allowed
+                })
+            })
+            .collect();
+        let mut allowed = 0;
+        for t in tasks {
+            allowed += u32::from(t.await.unwrap());
+        }
+        assert_eq!(allowed, BURST);
+    }
+
+    pub async fn gcra_reports_remaining_and_retry_after<S: KvStore>(h: Harness<S>) {
+        let rate = GcraRate::per(10, Duration::from_secs(1)).with_burst(3);
+        let req = [GcraRequest {
+            key: "rl:one".into(),
+            rate,
+            cost: 1,
+        }];
+        let first = h.store.gcra(&req).await.unwrap();
+        assert!(first.allowed);
+        assert_eq!(first.states[0].remaining, 2);
+        let reset = first.states[0].reset_after;
+        assert!(
+            reset <= Duration::from_millis(100) && reset > Duration::from_millis(50),
+            "{reset:?}"
+        );
+        h.store.gcra(&req).await.unwrap();
+        h.store.gcra(&req).await.unwrap();
+        let denied = h.store.gcra(&req).await.unwrap();
+        assert!(!denied.allowed);
+        assert_eq!(denied.states[0].remaining, 0);
+        let retry = denied.retry_after();
+        assert!(
+            retry > Duration::ZERO && retry <= Duration::from_millis(100),
+            "{retry:?}"
+        );
+        h.advance(Duration::from_millis(150)).await;
+        let again = h.store.gcra(&req).await.unwrap();
+        assert!(again.allowed, "one unit replenished after one interval");
+
+        let expensive = [GcraRequest {
+            key: "rl:one".into(),
+            rate,
+            cost: 4,
+        }];
+        assert!(matches!(
+            h.store.gcra(&expensive).await,
+            Err(StoreError::InvalidArgument(_))
+        ));
+    }
+
+    pub async fn gcra_several_buckets_are_all_or_nothing<S: KvStore>(h: Harness<S>) {
+        let tight = GcraRate::per(2, Duration::from_secs(3600));
+        let loose = GcraRate::per(100, Duration::from_secs(3600));
+        let req = [
+            GcraRequest {
+                key: "rl:loose".into(),
+                rate: loose,
+                cost: 1,
+            },
+            GcraRequest {
+                key: "rl:tight".into(),
+                rate: tight,
+                cost: 1,
+            },
+        ];
+        for _ in 0..2 {
+            assert!(h.store.gcra(&req).await.unwrap().allowed);
+        }
+        for _ in 0..5 {
+            let d = h.store.gcra(&req).await.unwrap();
+            assert!(!d.allowed);
+            assert!(d.states[0].allowed && !d.states[1].allowed);
+            assert_eq!(
+                d.states[0].remaining, 98,
+                "the loose bucket is not consumed on a denial"
+            );
+        }
+        let loose_only = [req[0].clone()];
+        assert_eq!(
+            h.store.gcra(&loose_only).await.unwrap().states[0].remaining,
+            97
+        );
+    }
+
+    pub async fn json_helpers_name_the_key_on_bad_data<S: KvStore>(h: Harness<S>) {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Session {
+            user_id: String,
+            expires_at: u64,
+        }
+        let s = Session {
+            user_id: "u1".into(),
+            expires_at: 42,
+        };
+        h.store
+            .put_json("session:1", &s, PutOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            h.store.get_json::<Session>("session:1").await.unwrap(),
+            Some(s)
+        );
+        assert_eq!(
+            h.store.get_json::<Session>("session:none").await.unwrap(),
+            None
+        );
+        h.store
+            .put("session:bad", b("{not json"), PutOptions::new())
+            .await
+            .unwrap();
+        match h.store.get_json::<Session>("session:bad").await {
+            Err(e @ StoreError::Decode { .. }) => assert!(e.to_string().contains("session:bad")),
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+}
+
+macro_rules! suite {
+    ($backend:ident = $make:path) => {
+        mod $backend {
+            use super::*;
+            suite!(@cases $make;
+                get_missing_is_none,
+                put_get_roundtrip_with_metadata,
+                delete_removes_and_reports,
+                ttl_expiry,
+                absolute_expiry,
+                binary_values,
+                unicode_keys,
+                key_and_value_limits,
+                list_paginates_every_key_once,
+                list_reports_metadata_and_skips_expired,
+                insert_if_absent_semantics,
+                compare_and_swap_semantics,
+                increment_semantics,
+                concurrent_increments_are_exact,
+                concurrent_insert_if_absent_has_one_winner,
+                concurrent_cas_loops_lose_nothing,
+                gcra_allows_exactly_the_burst_under_contention,
+                gcra_reports_remaining_and_retry_after,
+                gcra_several_buckets_are_all_or_nothing,
+                json_helpers_name_the_key_on_bad_data,
+            );
+        }
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = $make().await else { return };
+                cases::$case(harness).await;
+            }
+        )*
+    };
+}
+
+suite!(memory = memory);
+suite!(near_cache_memory = near_cache_memory);
+#[cfg(feature = "redis")]
+suite!(redis = redis_backends::redis);
+#[cfg(feature = "redis")]
+suite!(near_cache_redis = redis_backends::near_cache_redis);

@@ -1,0 +1,176 @@
+//! Store outages: a killed or frozen Redis gives errors within the configured
+//! timeout (never a hang, never a panic), and the store recovers when Redis returns.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tower_kv::store::{
+    Expiration, GcraRate, GcraRequest, KvStore, ListOptions, NearCache, PutOptions, ReadOptions,
+    RedisStore, StoreError,
+};
+use tower_kv::Clock;
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+/// Far above TIMEOUT: reaching it means an operation hung.
+const HANG: Duration = Duration::from_secs(10);
+
+async fn connect(server: &support::RedisServer) -> RedisStore {
+    RedisStore::builder(server.url())
+        .prefix(support::unique_prefix())
+        .timeout(TIMEOUT)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Runs every kind of operation once; each must fail as "unavailable".
+async fn assert_every_operation_fails<S: KvStore>(store: &S) {
+    let rate = GcraRate::per(10, Duration::from_secs(1));
+    let results: Vec<Result<(), StoreError>> = vec![
+        store.get("k").await.map(drop),
+        store
+            .put("k", Bytes::from_static(b"v"), PutOptions::new())
+            .await
+            .map(drop),
+        store.delete("k").await.map(drop),
+        store.list(ListOptions::prefix("")).await.map(drop),
+        store
+            .insert_if_absent("k", Bytes::new(), PutOptions::new())
+            .await
+            .map(drop),
+        store
+            .compare_and_swap("k", None, Bytes::new(), PutOptions::new())
+            .await
+            .map(drop),
+        store.increment("n", 1, Expiration::Never).await.map(drop),
+        store
+            .gcra(&[GcraRequest {
+                key: "rl".into(),
+                rate,
+                cost: 1,
+            }])
+            .await
+            .map(drop),
+    ];
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Err(e) => assert!(e.is_unavailable(), "operation {i}: {e}"),
+            Ok(()) => panic!("operation {i} succeeded against a dead store"),
+        }
+    }
+}
+
+/// Retries until the store answers again, bounded.
+async fn wait_until_recovered(store: &RedisStore) {
+    for _ in 0..100 {
+        if store
+            .put("k", Bytes::from_static(b"back"), PutOptions::new())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("store did not recover after the server came back");
+}
+
+#[tokio::test]
+async fn killed_server_errors_fast_and_recovers_after_restart() {
+    let Some(mut server) = support::RedisServer::start() else {
+        return;
+    };
+    let store = connect(&server).await;
+    store
+        .put("k", Bytes::from_static(b"v"), PutOptions::new())
+        .await
+        .unwrap();
+
+    server.stop();
+    tokio::time::timeout(HANG, assert_every_operation_fails(&store))
+        .await
+        .expect("operations hung on a dead server");
+
+    server.restart();
+    wait_until_recovered(&store).await;
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, "back");
+    assert_eq!(store.increment("n", 2, Expiration::Never).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn frozen_server_hits_the_timeout_instead_of_hanging() {
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    let store = connect(&server).await;
+    store
+        .put("k", Bytes::from_static(b"v"), PutOptions::new())
+        .await
+        .unwrap();
+
+    server.pause();
+    let result = tokio::time::timeout(HANG, store.get("k"))
+        .await
+        .expect("get hung");
+    assert!(
+        matches!(result, Err(StoreError::Timeout(t)) if t == TIMEOUT),
+        "{result:?}"
+    );
+    tokio::time::timeout(HANG, assert_every_operation_fails(&store))
+        .await
+        .expect("operations hung on a frozen server");
+
+    server.resume();
+    wait_until_recovered(&store).await;
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, "back");
+}
+
+#[tokio::test]
+async fn near_cache_serves_last_known_value_only_when_allowed() {
+    let Some(mut server) = support::RedisServer::start() else {
+        return;
+    };
+    let clock = Clock::manual();
+    let cache = NearCache::builder(connect(&server).await)
+        .clock(clock.clone())
+        .build();
+    cache
+        .put(
+            "features:flags",
+            Bytes::from_static(b"{\"beta\":true}"),
+            PutOptions::new(),
+        )
+        .await
+        .unwrap();
+    let read = ReadOptions::cache_ttl(Duration::from_secs(600));
+    assert!(cache
+        .get_with("features:flags", read)
+        .await
+        .unwrap()
+        .is_some());
+
+    server.stop();
+    assert!(
+        cache
+            .get_with("features:flags", read)
+            .await
+            .unwrap()
+            .is_some(),
+        "fresh local copy needs no store"
+    );
+    clock.advance(Duration::from_secs(601));
+    let strict = cache.get_with("features:flags", read).await;
+    assert!(
+        strict.is_err_and(|e| e.is_unavailable()),
+        "stale value served without permission"
+    );
+    let lenient = cache
+        .get_with("features:flags", read.stale_on_error())
+        .await
+        .unwrap();
+    assert_eq!(lenient.unwrap().value, "{\"beta\":true}");
+    assert_every_operation_fails(&cache).await;
+}

@@ -1,0 +1,163 @@
+//! Test harness: a private `redis-server` per test binary (or per fault test),
+//! isolated key prefixes, and a controllable notion of time per backend.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A `redis-server` on a unix socket in a temporary directory. It dies with
+/// the test process: a watchdog shell kills it when our end of its stdin closes.
+pub struct RedisServer {
+    dir: tempfile::TempDir,
+    watchdog: Option<(Child, ChildStdin)>,
+    pid: Option<u32>,
+}
+
+impl RedisServer {
+    /// Starts a server, or returns `None` (with a printed reason) when
+    /// `redis-server` is unavailable. With `CI=true` that is a panic instead.
+    pub fn start() -> Option<Self> {
+        let mut server = Self {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            watchdog: None,
+            pid: None,
+        };
+        match server.spawn() {
+            Ok(()) => Some(server),
+            Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true and no redis-server could be started: {reason}")
+            }
+            Err(reason) => {
+                eprintln!("skipping Redis test: {reason}");
+                None
+            }
+        }
+    }
+
+    /// The server shared by every test of this binary.
+    pub fn shared() -> Option<&'static RedisServer> {
+        static SHARED: OnceLock<Option<RedisServer>> = OnceLock::new();
+        SHARED.get_or_init(RedisServer::start).as_ref()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let socket = self.socket();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"redis-server "$@" >/dev/null 2>&1 & pid=$!; echo $pid; trap 'kill -9 $pid 2>/dev/null; wait $pid' EXIT; read _"#)
+            .arg("sh")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run sh: {e}"))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .map_err(|e| format!("watchdog: {e}"))?;
+        self.pid = line.trim().parse().ok();
+        self.watchdog = Some((child, stdin));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if ping(&socket) {
+                return Ok(());
+            }
+            if let Some((child, _)) = &mut self.watchdog {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.watchdog = None;
+                    return Err("redis-server exited at start (is it installed?)".into());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop();
+        Err("redis-server did not answer PING within 10 s".into())
+    }
+
+    /// Kills the server (SIGKILL): clients see a dead peer.
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            // A paused server must run again to be killed cleanly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+        if let Some((mut child, stdin)) = self.watchdog.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ping(&self.socket()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): clients see a peer that never answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid.expect("server running").to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Starts the server again on the same socket (empty: nothing persisted).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn().expect("redis-server restarts");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn ping(socket: &PathBuf) -> bool {
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// A key prefix no other test of this run uses.
+pub fn unique_prefix() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t{}-{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
