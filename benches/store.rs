@@ -1,1 +1,213 @@
-fn main() {}
+//! Benchmarks of the store operations: MemoryStore on 1 and 2 threads, RedisStore
+//! sequential and with 64 operations in flight.
+//!
+//! `cargo bench --bench store --all-features`
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use tower_kv::store::{Expiration, GcraRate, GcraRequest, KvStore, MemoryStore, PutOptions};
+
+#[cfg(feature = "redis")]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+const KEYS: usize = 10_000;
+
+/// Runs a future that completes without waiting (every MemoryStore operation),
+/// so the measurement is the operation and not an executor.
+fn ready<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("MemoryStore operations never wait"),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Get,
+    Put,
+    Increment,
+    Gcra,
+}
+
+impl Op {
+    const ALL: [(Op, &'static str); 4] = [
+        (Op::Get, "get"),
+        (Op::Put, "put"),
+        (Op::Increment, "increment"),
+        (Op::Gcra, "gcra"),
+    ];
+
+    async fn run<S: KvStore>(self, store: &S, key: &str, value: &Bytes) {
+        match self {
+            Op::Get => drop(black_box(store.get(key).await.unwrap())),
+            Op::Put => drop(
+                store
+                    .put(key, value.clone(), PutOptions::new())
+                    .await
+                    .unwrap(),
+            ),
+            Op::Increment => drop(store.increment(key, 1, Expiration::Never).await.unwrap()),
+            Op::Gcra => {
+                // Generous enough that no bucket is denied or expires during a run.
+                let rate = GcraRate::per(1000, Duration::from_secs(3600));
+                let req = [GcraRequest {
+                    key: key.to_owned(),
+                    rate,
+                    cost: 1,
+                }];
+                drop(black_box(store.gcra(&req).await.unwrap()));
+            }
+        }
+    }
+}
+
+fn keys(prefix: &str) -> Vec<String> {
+    (0..KEYS).map(|i| format!("{prefix}:{i}")).collect()
+}
+
+async fn seed<S: KvStore>(store: &S, keys: &[String]) {
+    for k in keys {
+        store
+            .put(
+                &format!("{k}:get"),
+                Bytes::from_static(b"v"),
+                PutOptions::new(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn key_for(op: Op, keys: &[String], i: usize) -> String {
+    let base = &keys[i % keys.len()];
+    match op {
+        Op::Get => format!("{base}:get"),
+        _ => base.clone(),
+    }
+}
+
+fn memory(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store_memory");
+    let value = Bytes::from(vec![7u8; 128]);
+    for (op, name) in Op::ALL {
+        for threads in [1usize, 2] {
+            let store = MemoryStore::new();
+            let keys = keys(name);
+            ready(seed(&store, &keys));
+            let keys: Vec<Vec<String>> = (0..threads)
+                // Threads walk the keys from different offsets, as unrelated clients would.
+                .map(|t| {
+                    (0..KEYS)
+                        .map(|i| key_for(op, &keys, i + t * KEYS / 2))
+                        .collect()
+                })
+                .collect();
+            let id = BenchmarkId::new(name, format!("{threads}_thread"));
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let per_thread = iters.div_ceil(threads as u64);
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for keys in &keys {
+                            let (store, value) = (&store, &value);
+                            s.spawn(move || {
+                                for i in 0..per_thread as usize {
+                                    ready(op.run(store, &keys[i % KEYS], value));
+                                }
+                            });
+                        }
+                    });
+                    // Wall time per operation: with 2 threads, inverse throughput.
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+#[cfg(feature = "redis")]
+fn redis(c: &mut Criterion) {
+    use tower_kv::store::RedisStore;
+
+    let Some(server) = support::RedisServer::start() else {
+        eprintln!("redis-server not found: skipping the RedisStore benchmarks");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt.block_on(async {
+        let store = RedisStore::builder(server.url())
+            .prefix("bench:")
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        seed(&store, &keys("get")).await;
+        store
+    });
+    let value = Bytes::from(vec![7u8; 128]);
+    let mut group = c.benchmark_group("store_redis");
+    for (op, name) in Op::ALL {
+        let names = keys(name);
+        let keys: Vec<String> = (0..KEYS).map(|i| key_for(op, &names, i)).collect();
+        group.bench_function(BenchmarkId::new(name, "sequential"), |b| {
+            let mut i = 0;
+            b.to_async(&rt).iter(|| {
+                i += 1;
+                let key = &keys[i % KEYS];
+                op.run(&store, key, &value)
+            })
+        });
+        group.bench_function(BenchmarkId::new(name, "64_in_flight"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (store, keys, value) = (store.clone(), keys.clone(), value.clone());
+                async move {
+                    let start = Instant::now();
+                    let workers: Vec<_> = (0..64u64)
+                        .map(|w| {
+                            let (store, keys, value) = (store.clone(), keys.clone(), value.clone());
+                            tokio::spawn(async move {
+                                let mut i = w as usize;
+                                while (i as u64) < iters {
+                                    op.run(&store, &keys[i % KEYS], &value).await;
+                                    i += 64;
+                                }
+                            })
+                        })
+                        .collect();
+                    for w in workers {
+                        w.await.unwrap();
+                    }
+                    start.elapsed()
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis(_: &mut Criterion) {
+    eprintln!("built without feature `redis`: skipping the RedisStore benchmarks");
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    targets = memory, redis
+}
+criterion_main!(benches);

@@ -84,7 +84,7 @@ fn system_ms() -> u64 {
 
 /// Whole milliseconds in `d`, rounded up, saturating.
 pub(crate) fn duration_ms_ceil(d: Duration) -> u64 {
-    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 

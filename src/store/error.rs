@@ -1,5 +1,3 @@
-use std::fmt;
-
 /// Why a store operation failed.
 ///
 /// Layers turn these into responses according to their fail-open /
@@ -72,7 +70,7 @@ impl StoreError {
     }
 
     #[cfg(feature = "redis")]
-    pub(crate) fn backend(msg: impl fmt::Display) -> Self {
+    pub(crate) fn backend(msg: impl std::fmt::Display) -> Self {
         Self::Backend(msg.to_string().into())
     }
 }

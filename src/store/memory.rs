@@ -1,6 +1,6 @@
 //! The embedded backend: sharded, bounded, LRU-evicting, with exact expiry.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -363,16 +363,17 @@ impl KvStore for MemoryStore {
         let now_us = now_ms.saturating_mul(1000);
         // Lock every shard involved, in index order, so the decision is atomic
         // across buckets and concurrent decisions cannot deadlock.
-        let indices: BTreeSet<usize> = requests.iter().map(|r| self.shard_index(&r.key)).collect();
-        let mut guards: BTreeMap<usize, MutexGuard<'_, Shard>> = indices
+        let shard_of: Vec<usize> = requests.iter().map(|r| self.shard_index(&r.key)).collect();
+        let mut lock_order = shard_of.clone();
+        lock_order.sort_unstable();
+        lock_order.dedup();
+        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> = lock_order
             .into_iter()
             .map(|i| (i, self.inner.shards[i].lock()))
             .collect();
         let mut buckets = Vec::with_capacity(requests.len());
-        for r in requests {
-            let shard = guards
-                .get_mut(&self.shard_index(&r.key))
-                .expect("locked above");
+        for (r, &index) in requests.iter().zip(&shard_of) {
+            let shard = locked(&mut guards, index);
             let tat = match shard.live(&r.key, now_ms) {
                 Some(slot) => Some(
                     parse_counter(&slot.value)
@@ -393,10 +394,8 @@ impl KvStore for MemoryStore {
                 .collect();
             return Ok(GcraDecision { allowed, states });
         }
-        for (r, v) in requests.iter().zip(&verdicts) {
-            let shard = guards
-                .get_mut(&self.shard_index(&r.key))
-                .expect("locked above");
+        for ((r, v), &index) in requests.iter().zip(&verdicts).zip(&shard_of) {
+            let shard = locked(&mut guards, index);
             let slot = Slot {
                 value: Bytes::from(v.new_tat_us.to_string()),
                 metadata: None,
@@ -410,6 +409,15 @@ impl KvStore for MemoryStore {
             states: verdicts.into_iter().map(|v| v.state).collect(),
         })
     }
+}
+
+/// The already locked shard `index` among `guards`.
+fn locked<'a>(guards: &'a mut [(usize, MutexGuard<'_, Shard>)], index: usize) -> &'a mut Shard {
+    let (_, guard) = guards
+        .iter_mut()
+        .find(|(i, _)| *i == index)
+        .expect("every shard of the decision is locked");
+    guard
 }
 
 fn expiry_ms(expiration: Expiration, now: u64) -> Option<u64> {
@@ -500,14 +508,30 @@ impl Shard {
     }
 
     fn insert(&mut self, key: &str, slot: Slot, now: u64) {
-        self.remove(key);
-        let key: Arc<str> = Arc::from(key);
-        self.bytes += slot.charge(&key);
-        if let Some(at) = slot.expires_at {
-            self.expiries.insert((at, key.clone()));
+        let charge = slot.charge(key);
+        if let Some((stored, old)) = self.entries.get_key_value_mut(key) {
+            // Update in place: the key keeps its allocation and its place in `order`.
+            let stored = stored.clone();
+            let old = std::mem::replace(old, slot);
+            self.bytes = self.bytes - old.charge(&stored) + charge;
+            let new_expiry = self.entries.peek(key).and_then(|s| s.expires_at);
+            if old.expires_at != new_expiry {
+                if let Some(at) = old.expires_at {
+                    self.expiries.remove(&(at, stored.clone()));
+                }
+                if let Some(at) = new_expiry {
+                    self.expiries.insert((at, stored));
+                }
+            }
+        } else {
+            let key: Arc<str> = Arc::from(key);
+            self.bytes += charge;
+            if let Some(at) = slot.expires_at {
+                self.expiries.insert((at, key.clone()));
+            }
+            self.order.insert(key.clone());
+            self.entries.push(key, slot);
         }
-        self.order.insert(key.clone());
-        self.entries.push(key, slot);
         self.reclaim_expired(now, RECLAIM_PER_WRITE);
         self.evict(now);
     }
