@@ -4,7 +4,7 @@
 //! Every layer stores its state through [`store::KvStore`]: pick
 //! [`store::MemoryStore`] for one process, or `RedisStore` (feature `redis`)
 //! when many instances share state, and every layer follows.
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 pub mod store;
