@@ -64,7 +64,7 @@ async fn assert_every_operation_fails<S: KvStore>(store: &S) {
 }
 
 /// Retries until the store answers again, bounded.
-async fn wait_until_recovered(store: &RedisStore) {
+async fn wait_until_recovered<S: KvStore>(store: &S) {
     for _ in 0..100 {
         if store
             .put("k", Bytes::from_static(b"back"), PutOptions::new())
@@ -78,12 +78,12 @@ async fn wait_until_recovered(store: &RedisStore) {
     panic!("store did not recover after the server came back");
 }
 
-#[tokio::test]
-async fn killed_server_errors_fast_and_recovers_after_restart() {
+/// Kill mid-run: errors within the timeout, then success after restart.
+async fn outage_and_recovery<S: KvStore>(wrap: impl Fn(RedisStore) -> S) {
     let Some(mut server) = support::RedisServer::start() else {
         return;
     };
-    let store = connect(&server).await;
+    let store = wrap(connect(&server).await);
     store
         .put("k", Bytes::from_static(b"v"), PutOptions::new())
         .await
@@ -98,6 +98,21 @@ async fn killed_server_errors_fast_and_recovers_after_restart() {
     wait_until_recovered(&store).await;
     assert_eq!(store.get("k").await.unwrap().unwrap().value, "back");
     assert_eq!(store.increment("n", 2, Expiration::Never).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn redis_killed_server_errors_fast_and_recovers_after_restart() {
+    outage_and_recovery(|s| s).await;
+}
+
+#[tokio::test]
+async fn near_cache_redis_killed_server_errors_fast_and_recovers_after_restart() {
+    outage_and_recovery(|s| {
+        NearCache::builder(s)
+            .default_ttl(Duration::from_secs(60))
+            .build()
+    })
+    .await;
 }
 
 #[tokio::test]
