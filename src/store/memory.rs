@@ -221,6 +221,7 @@ impl MemoryStore {
             metadata: options.metadata,
             expires_at,
             version: self.next_version(),
+            indexed_at: None,
         }))
     }
 
@@ -342,12 +343,14 @@ impl KvStore for MemoryStore {
                 metadata: slot.metadata.clone(),
                 expires_at: slot.expires_at,
                 version,
+                indexed_at: None,
             },
             None => Slot {
                 value: delta.to_string().into(),
                 metadata: None,
                 expires_at: expiry_ms(expiration_on_create, now),
                 version,
+                indexed_at: None,
             },
         };
         let total = parse_counter(&slot.value).expect("written as a decimal above");
@@ -401,6 +404,7 @@ impl KvStore for MemoryStore {
                 metadata: None,
                 expires_at: Some(now_ms + v.state.reset_after.as_millis() as u64 + 1),
                 version: self.next_version(),
+                indexed_at: None,
             };
             shard.insert(&r.key, slot, now_ms);
         }
@@ -438,6 +442,9 @@ struct Slot {
     metadata: Option<serde_json::Value>,
     expires_at: Option<u64>,
     version: Version,
+    /// The time this slot is filed under in `Shard::expiries`: never later
+    /// than `expires_at`, so extending an expiry needs no index update.
+    indexed_at: Option<u64>,
 }
 
 impl Slot {
@@ -507,33 +514,48 @@ impl Shard {
         self.entries.get(key)
     }
 
-    fn insert(&mut self, key: &str, slot: Slot, now: u64) {
+    fn insert(&mut self, key: &str, mut slot: Slot, now: u64) {
         let charge = slot.charge(key);
-        if let Some((stored, old)) = self.entries.get_key_value_mut(key) {
+        if let Some((stored, current)) = self.entries.get_key_value_mut(key) {
             // Update in place: the key keeps its allocation and its place in `order`.
             let stored = stored.clone();
-            let old = std::mem::replace(old, slot);
+            slot.indexed_at = current.indexed_at;
+            let old = std::mem::replace(current, slot);
             self.bytes = self.bytes - old.charge(&stored) + charge;
-            let new_expiry = self.entries.peek(key).and_then(|s| s.expires_at);
-            if old.expires_at != new_expiry {
-                if let Some(at) = old.expires_at {
-                    self.expiries.remove(&(at, stored.clone()));
-                }
-                if let Some(at) = new_expiry {
-                    self.expiries.insert((at, stored));
-                }
-            }
+            self.refile(&stored);
         } else {
             let key: Arc<str> = Arc::from(key);
             self.bytes += charge;
-            if let Some(at) = slot.expires_at {
-                self.expiries.insert((at, key.clone()));
-            }
             self.order.insert(key.clone());
-            self.entries.push(key, slot);
+            self.entries.push(key.clone(), slot);
+            self.refile(&key);
         }
         self.reclaim_expired(now, RECLAIM_PER_WRITE);
         self.evict(now);
+    }
+
+    /// Keeps the slot's `expiries` filing no later than its expiry, moving it
+    /// only when the expiry went away or came earlier.
+    fn refile(&mut self, key: &Arc<str>) {
+        let Some(slot) = self.entries.peek_mut(key) else {
+            return;
+        };
+        let keep = match (slot.indexed_at, slot.expires_at) {
+            (Some(filed), Some(at)) => filed <= at,
+            (None, None) => true,
+            _ => false,
+        };
+        if keep {
+            return;
+        }
+        let old = std::mem::replace(&mut slot.indexed_at, slot.expires_at);
+        let new = slot.indexed_at;
+        if let Some(filed) = old {
+            self.expiries.remove(&(filed, key.clone()));
+        }
+        if let Some(at) = new {
+            self.expiries.insert((at, key.clone()));
+        }
     }
 
     fn remove(&mut self, key: &str) {
@@ -545,21 +567,33 @@ impl Shard {
     fn forget(&mut self, key: &Arc<str>, slot: &Slot) {
         self.bytes -= slot.charge(key);
         self.order.remove(key);
-        if let Some(at) = slot.expires_at {
-            self.expiries.remove(&(at, key.clone()));
+        if let Some(filed) = slot.indexed_at {
+            self.expiries.remove(&(filed, key.clone()));
         }
     }
 
+    /// Processes up to `max` due filings: expired entries are removed,
+    /// extended ones re-filed at their real expiry. Returns how many were processed.
     fn reclaim_expired(&mut self, now: u64, max: usize) -> usize {
-        let due: Vec<Arc<str>> = self
+        let due: Vec<(u64, Arc<str>)> = self
             .expiries
             .iter()
             .take_while(|(at, _)| *at <= now)
             .take(max)
-            .map(|(_, key)| key.clone())
+            .cloned()
             .collect();
-        for key in &due {
-            self.remove(key);
+        for (filed, key) in &due {
+            match self.entries.peek_mut(key) {
+                Some(slot) if slot.is_live(now) => {
+                    slot.indexed_at = slot.expires_at;
+                    let at = slot.expires_at;
+                    self.expiries.remove(&(*filed, key.clone()));
+                    if let Some(at) = at {
+                        self.expiries.insert((at, key.clone()));
+                    }
+                }
+                _ => self.remove(key),
+            }
         }
         due.len()
     }
@@ -683,6 +717,52 @@ mod tests {
             .map(|i| format!("n{i}").len() + 1 + ENTRY_OVERHEAD)
             .sum();
         assert_eq!(store.bytes(), live, "expired values were not reclaimed");
+    }
+
+    #[tokio::test]
+    async fn extended_and_shortened_expiries_are_both_honoured() {
+        let clock = Clock::manual();
+        let store = MemoryStore::builder()
+            .max_entries(64)
+            .clock(clock.clone())
+            .build();
+        let ttl = |s| PutOptions::new().ttl(Duration::from_secs(s));
+        store
+            .put("k", Bytes::from_static(b"v"), ttl(1))
+            .await
+            .unwrap();
+        store
+            .put("k", Bytes::from_static(b"v"), ttl(10))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(2));
+        for i in 0..8 {
+            store
+                .put(&format!("x{i}"), Bytes::new(), PutOptions::new())
+                .await
+                .unwrap();
+        }
+        assert!(
+            store.get("k").await.unwrap().is_some(),
+            "an extended entry is not reclaimed early"
+        );
+        store
+            .put("k", Bytes::from_static(b"v"), ttl(1))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(2));
+        store
+            .put("y", Bytes::new(), PutOptions::new())
+            .await
+            .unwrap();
+        let live: usize =
+            (0..8).map(|i| format!("x{i}").len()).sum::<usize>() + 1 + 9 * ENTRY_OVERHEAD;
+        assert_eq!(
+            store.bytes(),
+            live,
+            "the shortened entry's memory is reclaimed"
+        );
+        assert!(store.get("k").await.unwrap().is_none());
     }
 
     #[tokio::test]
