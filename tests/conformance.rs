@@ -22,6 +22,27 @@ struct Harness<S> {
 }
 
 impl<S: KvStore> Harness<S> {
+    /// Runs `n` tasks at once, alternating between the two handles, and
+    /// returns their results in order.
+    async fn concurrently<T, F, Fut>(&self, n: usize, task: F) -> Vec<T>
+    where
+        T: Send + 'static,
+        F: Fn(usize, S) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let store = if i % 2 == 0 { &self.store } else { &self.twin };
+                tokio::spawn(task(i, store.clone()))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(n);
+        for h in handles {
+            results.push(h.await.expect("task panicked"));
+        }
+        results
+    }
+
     /// Lets `d` pass: instantly on a manual clock, by sleeping on a server's clock.
     async fn advance(&self, d: Duration) {
         match &self.clock {
@@ -485,50 +506,31 @@ mod cases {
     }
 
     pub async fn concurrent_increments_are_exact<S: KvStore>(h: Harness<S>) {
-        let tasks: Vec<_> = (0..64)
-            .map(|i| {
-                let store = if i % 2 == 0 {
-                    h.store.clone()
-                } else {
-                    h.twin.clone()
-                };
-                tokio::spawn(async move {
-                    for _ in 0..100 {
-                        store
-                            .increment("hits", 1, Expiration::Ttl(Duration::from_secs(60)))
-                            .await
-                            .unwrap();
-                    }
-                })
+        let results = h
+            .concurrently(64, |_, store| async move {
+                for _ in 0..100 {
+                    store
+                        .increment("hits", 1, Expiration::Ttl(Duration::from_secs(60)))
+                        .await
+                        .unwrap();
+                }
             })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
+            .await;
+        assert_eq!(results.len(), 64);
         assert_eq!(h.store.get("hits").await.unwrap().unwrap().value, "6400");
     }
 
     pub async fn concurrent_insert_if_absent_has_one_winner<S: KvStore>(h: Harness<S>) {
-        let tasks: Vec<_> = (0..100)
-            .map(|i| {
-                let store = if i % 2 == 0 {
-                    h.store.clone()
-                } else {
-                    h.twin.clone()
-                };
-                tokio::spawn(async move {
-                    store
-                        .insert_if_absent("winner", Bytes::from(i.to_string()), PutOptions::new())
-                        .await
-                        .unwrap()
-                        .map(|_| i)
-                })
+        let results = h
+            .concurrently(100, |i, store| async move {
+                store
+                    .insert_if_absent("winner", Bytes::from(i.to_string()), PutOptions::new())
+                    .await
+                    .unwrap()
+                    .map(|_| i)
             })
-            .collect();
-        let mut winners = Vec::new();
-        for t in tasks {
-            winners.extend(t.await.unwrap());
-        }
+            .await;
+        let winners: Vec<usize> = results.into_iter().flatten().collect();
         assert_eq!(winners.len(), 1, "winners: {winners:?}");
         let stored = h.store.get("winner").await.unwrap().unwrap().value;
         assert_eq!(stored, winners[0].to_string());
@@ -539,40 +541,26 @@ mod cases {
             .put_json("record", &Vec::<u32>::new(), PutOptions::new())
             .await
             .unwrap();
-        let tasks: Vec<_> = (0..50u32)
-            .map(|i| {
-                let store = if i % 2 == 0 {
-                    h.store.clone()
-                } else {
-                    h.twin.clone()
-                };
-                tokio::spawn(async move {
-                    loop {
-                        let entry = store.get("record").await.unwrap().unwrap();
-                        let mut items: Vec<u32> = serde_json::from_slice(&entry.value).unwrap();
-                        items.push(i);
-                        let value = Bytes::from(serde_json::to_vec(&items).unwrap());
-                        match store
-                            .compare_and_swap(
-                                "record",
-                                Some(entry.version),
-                                value,
-                                PutOptions::new(),
-                            )
-                            .await
-                            .unwrap()
-                        {
-                            CasOutcome::Swapped(_) => break,
-                            CasOutcome::Conflict => tokio::task::yield_now().await,
-                        }
+        let results = h
+            .concurrently(50, |i, store| async move {
+                loop {
+                    let entry = store.get("record").await.unwrap().unwrap();
+                    let mut items: Vec<usize> = serde_json::from_slice(&entry.value).unwrap();
+                    items.push(i);
+                    let value = Bytes::from(serde_json::to_vec(&items).unwrap());
+                    match store
+                        .compare_and_swap("record", Some(entry.version), value, PutOptions::new())
+                        .await
+                        .unwrap()
+                    {
+                        CasOutcome::Swapped(_) => break,
+                        CasOutcome::Conflict => tokio::task::yield_now().await,
                     }
-                })
+                }
             })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let mut items: Vec<u32> = h.store.get_json("record").await.unwrap().unwrap();
+            .await;
+        assert_eq!(results.len(), 50);
+        let mut items: Vec<usize> = h.store.get_json("record").await.unwrap().unwrap();
         items.sort_unstable();
         assert_eq!(items, (0..50).collect::<Vec<_>>());
     }
@@ -580,28 +568,18 @@ mod cases {
     pub async fn gcra_allows_exactly_the_burst_under_contention<S: KvStore>(h: Harness<S>) {
         const BURST: u32 = 37;
         let rate = GcraRate::per(1, Duration::from_secs(3600)).with_burst(BURST);
-        let tasks: Vec<_> = (0..1000)
-            .map(|i| {
-                let store = if i % 2 == 0 {
-                    h.store.clone()
-                } else {
-                    h.twin.clone()
-                };
-                tokio::spawn(async move {
-                    let req = [GcraRequest {
-                        key: "rl:ip".into(),
-                        rate,
-                        cost: 1,
-                    }];
-                    store.gcra(&req).await.unwrap().allowed
-                })
+        let results = h
+            .concurrently(1000, |_, store| async move {
+                let req = [GcraRequest {
+                    key: "rl:ip".into(),
+                    rate,
+                    cost: 1,
+                }];
+                store.gcra(&req).await.unwrap().allowed
             })
-            .collect();
-        let mut allowed = 0;
-        for t in tasks {
-            allowed += u32::from(t.await.unwrap());
-        }
-        assert_eq!(allowed, BURST);
+            .await;
+        let allowed = results.into_iter().filter(|allowed| *allowed).count();
+        assert_eq!(allowed, BURST as usize);
     }
 
     pub async fn gcra_reports_remaining_and_retry_after<S: KvStore>(h: Harness<S>) {
