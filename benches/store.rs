@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tower_kv::store::{Expiration, GcraRate, GcraRequest, KvStore, MemoryStore, PutOptions};
+use tower_kv::store::{Expiration, GcraRate, KvStore, MemoryStore, PutOptions, RateRequest};
 
 #[cfg(feature = "redis")]
 #[path = "../tests/support/mod.rs"]
@@ -58,12 +58,8 @@ impl Op {
             Op::Gcra => {
                 // Generous enough that no bucket is denied or expires during a run.
                 let rate = GcraRate::per(1000, Duration::from_secs(3600));
-                let req = [GcraRequest {
-                    key: key.to_owned(),
-                    rate,
-                    cost: 1,
-                }];
-                drop(black_box(store.gcra(&req).await.unwrap()));
+                let req = [RateRequest::new(key, rate, 1)];
+                drop(black_box(store.rate_limit(&req).await.unwrap()));
             }
         }
     }

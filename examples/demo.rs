@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tower_kv::store::{
-    Expiration, GcraRate, GcraRequest, KvStore, KvStoreExt, ListOptions, MemoryStore, PutOptions,
+    Expiration, GcraRate, KvStore, KvStoreExt, ListOptions, MemoryStore, PutOptions, RateRequest,
     StoreError,
 };
 
@@ -75,11 +75,7 @@ async fn tour<S: KvStore>(store: S) -> Result<(), StoreError> {
     let mut verdicts = Vec::new();
     for _ in 0..7 {
         let d = store
-            .gcra(&[GcraRequest {
-                key: "ratelimit:ip:127.0.0.1".into(),
-                rate,
-                cost: 1,
-            }])
+            .rate_limit(&[RateRequest::new("ratelimit:ip:127.0.0.1", rate, 1)])
             .await?;
         verdicts.push(if d.allowed {
             "ok".to_owned()

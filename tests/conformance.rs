@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tower_kv::store::{
-    CasOutcome, Expiration, GcraRate, GcraRequest, KvStore, KvStoreExt, ListOptions, MemoryStore,
-    NearCache, PutOptions, StoreError, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN,
+    CasOutcome, Expiration, GcraRate, KvStore, KvStoreExt, ListOptions, MemoryStore, NearCache,
+    PutOptions, Rate, RateRequest, StoreError, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN,
 };
 use tower_kv::Clock;
 
@@ -570,12 +570,8 @@ mod cases {
         let rate = GcraRate::per(1, Duration::from_secs(3600)).with_burst(BURST);
         let results = h
             .concurrently(1000, |_, store| async move {
-                let req = [GcraRequest {
-                    key: "rl:ip".into(),
-                    rate,
-                    cost: 1,
-                }];
-                store.gcra(&req).await.unwrap().allowed
+                let req = [RateRequest::new("rl:ip", rate, 1)];
+                store.rate_limit(&req).await.unwrap().allowed
             })
             .await;
         let allowed = results.into_iter().filter(|allowed| *allowed).count();
@@ -584,12 +580,8 @@ mod cases {
 
     pub async fn gcra_reports_remaining_and_retry_after<S: KvStore>(h: Harness<S>) {
         let rate = GcraRate::per(10, Duration::from_secs(1)).with_burst(3);
-        let req = [GcraRequest {
-            key: "rl:one".into(),
-            rate,
-            cost: 1,
-        }];
-        let first = h.store.gcra(&req).await.unwrap();
+        let req = [RateRequest::new("rl:one", rate, 1)];
+        let first = h.store.rate_limit(&req).await.unwrap();
         assert!(first.allowed);
         assert_eq!(first.states[0].remaining, 2);
         let reset = first.states[0].reset_after;
@@ -597,9 +589,9 @@ mod cases {
             reset <= Duration::from_millis(100) && reset > Duration::from_millis(50),
             "{reset:?}"
         );
-        h.store.gcra(&req).await.unwrap();
-        h.store.gcra(&req).await.unwrap();
-        let denied = h.store.gcra(&req).await.unwrap();
+        h.store.rate_limit(&req).await.unwrap();
+        h.store.rate_limit(&req).await.unwrap();
+        let denied = h.store.rate_limit(&req).await.unwrap();
         assert!(!denied.allowed);
         assert_eq!(denied.states[0].remaining, 0);
         let retry = denied.retry_after();
@@ -608,16 +600,12 @@ mod cases {
             "{retry:?}"
         );
         h.advance(Duration::from_millis(150)).await;
-        let again = h.store.gcra(&req).await.unwrap();
+        let again = h.store.rate_limit(&req).await.unwrap();
         assert!(again.allowed, "one unit replenished after one interval");
 
-        let expensive = [GcraRequest {
-            key: "rl:one".into(),
-            rate,
-            cost: 4,
-        }];
+        let expensive = [RateRequest::new("rl:one", rate, 4)];
         assert!(matches!(
-            h.store.gcra(&expensive).await,
+            h.store.rate_limit(&expensive).await,
             Err(StoreError::InvalidArgument(_))
         ));
     }
@@ -626,22 +614,14 @@ mod cases {
         let tight = GcraRate::per(2, Duration::from_secs(3600));
         let loose = GcraRate::per(100, Duration::from_secs(3600));
         let req = [
-            GcraRequest {
-                key: "rl:loose".into(),
-                rate: loose,
-                cost: 1,
-            },
-            GcraRequest {
-                key: "rl:tight".into(),
-                rate: tight,
-                cost: 1,
-            },
+            RateRequest::new("rl:loose", loose, 1),
+            RateRequest::new("rl:tight", tight, 1),
         ];
         for _ in 0..2 {
-            assert!(h.store.gcra(&req).await.unwrap().allowed);
+            assert!(h.store.rate_limit(&req).await.unwrap().allowed);
         }
         for _ in 0..5 {
-            let d = h.store.gcra(&req).await.unwrap();
+            let d = h.store.rate_limit(&req).await.unwrap();
             assert!(!d.allowed);
             assert!(d.states[0].allowed && !d.states[1].allowed);
             assert_eq!(
@@ -651,8 +631,74 @@ mod cases {
         }
         let loose_only = [req[0].clone()];
         assert_eq!(
-            h.store.gcra(&loose_only).await.unwrap().states[0].remaining,
+            h.store.rate_limit(&loose_only).await.unwrap().states[0].remaining,
             97
+        );
+    }
+
+    pub async fn windows_allow_exactly_the_limit_under_contention<S: KvStore>(h: Harness<S>) {
+        let day = Duration::from_secs(86_400);
+        for (key, rate) in [
+            (
+                "rl:fixed",
+                Rate::FixedWindow {
+                    limit: 25,
+                    window: day,
+                },
+            ),
+            (
+                "rl:sliding",
+                Rate::SlidingWindow {
+                    limit: 25,
+                    window: day,
+                },
+            ),
+        ] {
+            let results = h
+                .concurrently(300, |_, store| async move {
+                    let req = [RateRequest::new(key, rate, 1)];
+                    store.rate_limit(&req).await.unwrap().allowed
+                })
+                .await;
+            assert_eq!(results.into_iter().filter(|a| *a).count(), 25, "{key}");
+        }
+    }
+
+    pub async fn mixed_algorithms_are_all_or_nothing<S: KvStore>(h: Harness<S>) {
+        let fixed = Rate::FixedWindow {
+            limit: 2,
+            window: Duration::from_secs(86_400),
+        };
+        let smooth = GcraRate::per(100, Duration::from_secs(3600));
+        let req = [
+            RateRequest::new("rl:fixed", fixed, 1),
+            RateRequest::new("rl:smooth", smooth, 1),
+        ];
+        assert!(h.store.rate_limit(&req).await.unwrap().allowed);
+        assert!(h.store.rate_limit(&req).await.unwrap().allowed);
+        let denied = h.store.rate_limit(&req).await.unwrap();
+        assert!(!denied.allowed);
+        assert_eq!(denied.states[0].remaining, 0);
+        assert!(denied.states[0].retry_after > Duration::ZERO);
+        assert_eq!(
+            denied.states[1].remaining, 98,
+            "GCRA bucket untouched by the denial"
+        );
+    }
+
+    pub async fn zero_cost_only_looks<S: KvStore>(h: Harness<S>) {
+        let rate = GcraRate::per(5, Duration::from_secs(3600));
+        let look = [RateRequest::new("rl:look", rate, 0)];
+        let spend = [RateRequest::new("rl:look", rate, 1)];
+        for _ in 0..3 {
+            let d = h.store.rate_limit(&look).await.unwrap();
+            assert!(d.allowed);
+            assert_eq!(d.states[0].remaining, 5);
+        }
+        h.store.rate_limit(&spend).await.unwrap();
+        assert_eq!(
+            h.store.rate_limit(&look).await.unwrap().states[0].remaining,
+            4
         );
     }
 
@@ -713,6 +759,9 @@ macro_rules! suite {
                 gcra_allows_exactly_the_burst_under_contention,
                 gcra_reports_remaining_and_retry_after,
                 gcra_several_buckets_are_all_or_nothing,
+                windows_allow_exactly_the_limit_under_contention,
+                mixed_algorithms_are_all_or_nothing,
+                zero_cost_only_looks,
                 json_helpers_name_the_key_on_bad_data,
             );
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tower_kv::store::{
-    Expiration, GcraRate, GcraRequest, KvStore, ListOptions, NearCache, PutOptions, ReadOptions,
+    Expiration, GcraRate, KvStore, ListOptions, NearCache, PutOptions, RateRequest, ReadOptions,
     RedisStore, StoreError,
 };
 use tower_kv::Clock;
@@ -47,11 +47,7 @@ async fn assert_every_operation_fails<S: KvStore>(store: &S) {
             .map(drop),
         store.increment("n", 1, Expiration::Never).await.map(drop),
         store
-            .gcra(&[GcraRequest {
-                key: "rl".into(),
-                rate,
-                cost: 1,
-            }])
+            .rate_limit(&[RateRequest::new("rl", rate, 1)])
             .await
             .map(drop),
     ];

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use super::{Expiration, GcraRequest, ListOptions, StoreError};
+use super::{Expiration, ListOptions, Rate, RateRequest, StoreError};
 
 /// Longest key accepted, in bytes (the edge KV the seed comes from allows 512).
 pub const MAX_KEY_LEN: usize = 512;
@@ -63,29 +63,38 @@ pub(crate) fn check_list(opts: &ListOptions) -> Result<(), StoreError> {
     }
 }
 
-pub(crate) fn check_gcra(requests: &[GcraRequest]) -> Result<(), StoreError> {
+pub(crate) fn check_rate(requests: &[RateRequest]) -> Result<(), StoreError> {
+    let invalid = |msg: String| Err(StoreError::InvalidArgument(msg));
     if requests.is_empty() {
-        return Err(StoreError::InvalidArgument("no GCRA buckets given".into()));
+        return invalid("no rate buckets given".into());
     }
     for (i, r) in requests.iter().enumerate() {
         check_key(&r.key)?;
         if requests[..i].iter().any(|o| o.key == r.key) {
-            return Err(StoreError::InvalidArgument(format!(
-                "GCRA bucket {:?} given twice in one decision",
+            return invalid(format!(
+                "rate bucket {:?} given twice in one decision",
                 r.key
-            )));
+            ));
         }
-        if r.rate.burst == 0 || r.rate.emission_interval < Duration::from_micros(1) {
-            return Err(StoreError::InvalidArgument(format!(
-                "GCRA rate for {:?} needs a burst of at least 1 and an interval of at least 1µs",
+        let period_ok = match r.rate {
+            Rate::Gcra(g) => g.emission_interval >= Duration::from_micros(1),
+            Rate::FixedWindow { window, .. } | Rate::SlidingWindow { window, .. } => {
+                window >= Duration::from_millis(1)
+            }
+        };
+        if r.rate.capacity() == 0 || !period_ok {
+            return invalid(format!(
+                "rate for {:?} needs a limit of at least 1 and a period of at least 1 ms",
                 r.key
-            )));
+            ));
         }
-        if r.cost > r.rate.burst {
-            return Err(StoreError::InvalidArgument(format!(
-                "GCRA cost {} for {:?} exceeds the burst {} and could never be allowed",
-                r.cost, r.key, r.rate.burst
-            )));
+        if r.cost > r.rate.capacity() {
+            return invalid(format!(
+                "cost {} for {:?} exceeds the rate's capacity {} and could never be allowed",
+                r.cost,
+                r.key,
+                r.rate.capacity()
+            ));
         }
     }
     Ok(())

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::{Mutex, MutexGuard};
 
-use super::gcra::Bucket;
-use super::limits::{check_expiration, check_gcra, check_key, check_list, check_value};
+use super::limits::{check_expiration, check_key, check_list, check_rate, check_value};
+use super::rate::{self, Verdict};
 use super::{
-    CasOutcome, Entry, Expiration, GcraDecision, GcraRequest, KeyInfo, KvStore, ListOptions,
-    ListPage, PutOptions, StoreError, Version, DEFAULT_MAX_VALUE_LEN,
+    CasOutcome, Entry, Expiration, KeyInfo, KvStore, ListOptions, ListPage, PutOptions,
+    RateDecision, RateRequest, StoreError, Version, DEFAULT_MAX_VALUE_LEN,
 };
 use crate::clock::{duration_ms_ceil, system_time_ms};
 use crate::Clock;
@@ -360,8 +360,8 @@ impl KvStore for MemoryStore {
         Ok(total)
     }
 
-    async fn gcra(&self, requests: &[GcraRequest]) -> Result<GcraDecision, StoreError> {
-        check_gcra(requests)?;
+    async fn rate_limit(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {
+        check_rate(requests)?;
         let now_ms = self.inner.clock.now_ms();
         let now_us = now_ms.saturating_mul(1000);
         // Lock every shard involved, in index order, so the decision is atomic
@@ -374,44 +374,33 @@ impl KvStore for MemoryStore {
             .into_iter()
             .map(|i| (i, self.inner.shards[i].lock()))
             .collect();
-        let mut buckets = Vec::with_capacity(requests.len());
-        for (r, &index) in requests.iter().zip(&shard_of) {
-            let shard = locked(&mut guards, index);
-            let tat = match shard.live(&r.key, now_ms) {
-                Some(slot) => Some(
-                    parse_counter(&slot.value)
-                        .and_then(|n| u64::try_from(n).ok())
-                        .ok_or_else(|| StoreError::NotACounter { key: r.key.clone() })?,
-                ),
-                None => None,
-            };
-            buckets.push(Bucket::from_request(r, tat));
-        }
-        let verdicts: Vec<_> = buckets.iter().map(|b| b.decide(now_us)).collect();
+        let verdicts: Vec<Verdict> = requests
+            .iter()
+            .zip(&shard_of)
+            .map(|(r, &index)| {
+                let stored = locked(&mut guards, index).live(&r.key, now_ms);
+                rate::decide(r.rate, r.cost, stored.map(|s| &s.value[..]), now_us)
+            })
+            .collect();
         let allowed = verdicts.iter().all(|v| v.state.allowed);
-        if !allowed {
-            let states = buckets
-                .iter()
-                .zip(&verdicts)
-                .map(|(b, v)| b.unconsumed(now_us, v))
-                .collect();
-            return Ok(GcraDecision { allowed, states });
+        let looking_only = requests.iter().all(|r| r.cost == 0);
+        if !allowed || looking_only {
+            let states = verdicts.iter().map(|v| v.unconsumed).collect();
+            return Ok(RateDecision { allowed, states });
         }
-        for ((r, v), &index) in requests.iter().zip(&verdicts).zip(&shard_of) {
-            let shard = locked(&mut guards, index);
+        let mut states = Vec::with_capacity(verdicts.len());
+        for ((r, v), &index) in requests.iter().zip(verdicts).zip(&shard_of) {
             let slot = Slot {
-                value: Bytes::from(v.new_tat_us.to_string()),
+                value: Bytes::from(v.new_value),
                 metadata: None,
-                expires_at: Some(now_ms + v.state.reset_after.as_millis() as u64 + 1),
+                expires_at: Some(now_ms + v.ttl_us / 1000 + 1),
                 version: self.next_version(),
                 indexed_at: None,
             };
-            shard.insert(&r.key, slot, now_ms);
+            locked(&mut guards, index).insert(&r.key, slot, now_ms);
+            states.push(v.state);
         }
-        Ok(GcraDecision {
-            allowed,
-            states: verdicts.into_iter().map(|v| v.state).collect(),
-        })
+        Ok(RateDecision { allowed, states })
     }
 }
 

@@ -10,7 +10,8 @@
 //! [`insert_if_absent`](KvStore::insert_if_absent),
 //! [`compare_and_swap`](KvStore::compare_and_swap),
 //! [`increment`](KvStore::increment) and a multi-bucket
-//! [`gcra`](KvStore::gcra) rate decision. Each is one round trip on Redis.
+//! [`rate_limit`](KvStore::rate_limit) decision (GCRA, fixed or sliding
+//! window). Each is one round trip on Redis.
 //!
 //! ```
 //! use std::time::Duration;
@@ -44,11 +45,11 @@ use std::future::Future;
 use bytes::Bytes;
 
 mod error;
-mod gcra;
 mod json;
 mod limits;
 mod memory;
 mod near_cache;
+mod rate;
 #[cfg(feature = "redis")]
 mod redis;
 mod types;
@@ -61,8 +62,8 @@ pub use near_cache::{NearCache, NearCacheBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};
 pub use types::{
-    CasOutcome, Entry, Expiration, GcraDecision, GcraRate, GcraRequest, GcraState, KeyInfo,
-    ListOptions, ListPage, PutOptions, ReadOptions, Version,
+    CasOutcome, Entry, Expiration, GcraRate, KeyInfo, ListOptions, ListPage, PutOptions, Rate,
+    RateDecision, RateRequest, RateState, ReadOptions, Version,
 };
 
 /// A key-value backend shared by every tower-kv layer.
@@ -133,11 +134,12 @@ pub trait KvStore: Clone + Send + Sync + 'static {
         expiration_on_create: Expiration,
     ) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
-    /// An all-or-nothing GCRA decision over one or several buckets, on the
-    /// store's clock: each bucket is charged its cost only if every bucket
-    /// has room.
-    fn gcra(
+    /// An all-or-nothing rate decision over one or several buckets, on the
+    /// store's clock (Redis `TIME` on Redis): each bucket is charged its cost
+    /// only if every bucket has room. A cost of 0 reports the buckets' state
+    /// without charging them.
+    fn rate_limit(
         &self,
-        requests: &[GcraRequest],
-    ) -> impl Future<Output = Result<GcraDecision, StoreError>> + Send;
+        requests: &[RateRequest],
+    ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    CasOutcome, Entry, Expiration, GcraDecision, GcraRequest, KvStore, ListOptions, ListPage,
-    PutOptions, ReadOptions, StoreError, Version,
+    CasOutcome, Entry, Expiration, KvStore, ListOptions, ListPage, PutOptions, RateDecision,
+    RateRequest, ReadOptions, StoreError, Version,
 };
 use crate::clock::{duration_ms_ceil, system_time_ms};
 use crate::Clock;
@@ -229,8 +229,8 @@ impl<S: KvStore> KvStore for NearCache<S> {
         result
     }
 
-    async fn gcra(&self, requests: &[GcraRequest]) -> Result<GcraDecision, StoreError> {
-        let result = self.store.gcra(requests).await;
+    async fn rate_limit(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {
+        let result = self.store.rate_limit(requests).await;
         for r in requests {
             self.invalidate(&r.key);
         }

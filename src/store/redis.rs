@@ -9,11 +9,12 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
-use super::gcra::duration_us;
-use super::limits::{check_expiration, check_gcra, check_key, check_list, check_value};
+use super::limits::{check_expiration, check_key, check_list, check_rate, check_value};
+use super::rate;
 use super::{
-    decode_json, CasOutcome, Entry, Expiration, GcraDecision, GcraRequest, GcraState, KeyInfo,
-    KvStore, ListOptions, ListPage, PutOptions, StoreError, Version, DEFAULT_MAX_VALUE_LEN,
+    decode_json, CasOutcome, Entry, Expiration, KeyInfo, KvStore, ListOptions, ListPage,
+    PutOptions, Rate, RateDecision, RateRequest, RateState, StoreError, Version,
+    DEFAULT_MAX_VALUE_LEN,
 };
 use crate::clock::{duration_ms_ceil, system_time_ms};
 
@@ -73,7 +74,7 @@ struct Scripts {
     write: Script,
     delete: Script,
     increment: Script,
-    gcra: Script,
+    rate: Script,
     list: Script,
 }
 
@@ -144,7 +145,7 @@ impl RedisStoreBuilder {
                     write: script!("write.lua"),
                     delete: script!("delete.lua"),
                     increment: script!("increment.lua"),
-                    gcra: script!("gcra.lua"),
+                    rate: script!("rate.lua"),
                     list: script!("list.lua"),
                 },
             }),
@@ -385,28 +386,34 @@ impl KvStore for RedisStore {
         self.run(call, key).await
     }
 
-    async fn gcra(&self, requests: &[GcraRequest]) -> Result<GcraDecision, StoreError> {
-        check_gcra(requests)?;
-        let mut call = self.inner.scripts.gcra.prepare_invoke();
+    async fn rate_limit(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {
+        check_rate(requests)?;
+        let mut call = self.inner.scripts.rate.prepare_invoke();
         for r in requests {
             call.key(self.data_key(&r.key));
         }
         call.key(&self.inner.index_key).arg(&self.inner.data_prefix);
         for r in requests {
+            let (algorithm, period) = match r.rate {
+                Rate::Gcra(g) => ("gcra", g.emission_interval),
+                Rate::FixedWindow { window, .. } => ("fixed", window),
+                Rate::SlidingWindow { window, .. } => ("sliding", window),
+            };
             call.arg(&r.key)
-                .arg(duration_us(r.rate.emission_interval).max(1))
-                .arg(r.rate.burst)
+                .arg(algorithm)
+                .arg(rate::us(period).max(1))
+                .arg(r.rate.capacity())
                 .arg(r.cost)
                 .arg(Version::random().0.to_string());
         }
         type Reply = (i64, Vec<(i64, i64, i64, i64)>);
         let (allowed, states): Reply = self.run(call, &requests[0].key).await?;
         let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
-        Ok(GcraDecision {
+        Ok(RateDecision {
             allowed: allowed == 1,
             states: states
                 .into_iter()
-                .map(|(allowed, remaining, retry, reset)| GcraState {
+                .map(|(allowed, remaining, retry, reset)| RateState {
                     allowed: allowed == 1,
                     remaining: u32::try_from(remaining).unwrap_or(0),
                     retry_after: micros(retry),

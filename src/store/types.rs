@@ -213,40 +213,89 @@ impl GcraRate {
     }
 }
 
-/// One (key, rate, cost) triple of a [`KvStore::gcra`](super::KvStore::gcra) decision.
+/// How a rate bucket counts. Every algorithm is decided atomically by the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rate {
+    /// Generic cell rate algorithm: smooth, with a burst allowance.
+    Gcra(GcraRate),
+    /// At most `limit` units per aligned window (the seed's limiter, made atomic).
+    FixedWindow {
+        /// Units per window.
+        limit: u32,
+        /// Window length.
+        window: Duration,
+    },
+    /// At most `limit` units in any trailing window, estimated from the
+    /// current and previous fixed windows (the previous weighted by its overlap).
+    SlidingWindow {
+        /// Units per window.
+        limit: u32,
+        /// Window length.
+        window: Duration,
+    },
+}
+
+impl Rate {
+    /// The most units this rate ever allows at once.
+    pub fn capacity(&self) -> u32 {
+        match *self {
+            Rate::Gcra(g) => g.burst,
+            Rate::FixedWindow { limit, .. } | Rate::SlidingWindow { limit, .. } => limit,
+        }
+    }
+}
+
+impl From<GcraRate> for Rate {
+    fn from(rate: GcraRate) -> Self {
+        Rate::Gcra(rate)
+    }
+}
+
+/// One (key, rate, cost) triple of a [`KvStore::rate_limit`](super::KvStore::rate_limit) decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GcraRequest {
+pub struct RateRequest {
     /// The bucket's key.
     pub key: String,
-    /// The bucket's rate.
-    pub rate: GcraRate,
-    /// Units this request spends (1 for an ordinary request).
+    /// How the bucket counts.
+    pub rate: Rate,
+    /// Units this request spends (1 for an ordinary request; 0 only looks).
     pub cost: u32,
 }
 
-/// The state of one bucket after a GCRA decision.
+impl RateRequest {
+    /// A request spending `cost` units of `rate` at `key`.
+    pub fn new(key: impl Into<String>, rate: impl Into<Rate>, cost: u32) -> Self {
+        Self {
+            key: key.into(),
+            rate: rate.into(),
+            cost,
+        }
+    }
+}
+
+/// The state of one bucket after a rate decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GcraState {
+pub struct RateState {
     /// Whether this bucket alone had room for the request.
     pub allowed: bool,
     /// Units left after the decision (not consumed when the whole decision was denied).
     pub remaining: u32,
     /// How long until the request would be allowed by this bucket (zero when allowed).
     pub retry_after: Duration,
-    /// How long until this bucket is full again.
+    /// How long until this bucket is fully replenished.
     pub reset_after: Duration,
 }
 
-/// The outcome of an all-or-nothing GCRA decision over one or several buckets.
+/// The outcome of an all-or-nothing rate decision over one or several buckets.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GcraDecision {
+pub struct RateDecision {
     /// True when every bucket had room; only then was anything consumed.
     pub allowed: bool,
     /// One state per request, in the order given.
-    pub states: Vec<GcraState>,
+    pub states: Vec<RateState>,
 }
 
-impl GcraDecision {
+impl RateDecision {
     /// The longest `retry_after` among the buckets: when the whole request
     /// could be allowed.
     pub fn retry_after(&self) -> Duration {

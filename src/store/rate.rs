@@ -1,0 +1,257 @@
+//! The rate algorithms, shared by the in-memory backend and mirrored line
+//! for line by the Redis script (`lua/rate.lua`). Times are integer
+//! microseconds; each bucket's state is one short decimal string:
+//! GCRA `tat`, fixed window `start:count`, sliding window `start:current:previous`.
+//! A stored state of another shape counts as a fresh bucket.
+
+use std::time::Duration;
+
+use super::{GcraRate, Rate, RateState};
+
+/// One bucket's verdict.
+pub(crate) struct Verdict {
+    /// The bucket's state if the whole decision is allowed and applied.
+    pub state: RateState,
+    /// The bucket's state when another bucket denied the decision.
+    pub unconsumed: RateState,
+    /// The state to store when the whole decision is allowed.
+    pub new_value: String,
+    /// How long the stored state must live.
+    pub ttl_us: u64,
+}
+
+pub(crate) fn decide(rate: Rate, cost: u32, stored: Option<&[u8]>, now: u64) -> Verdict {
+    let fields = parse(stored);
+    let cost = u64::from(cost);
+    match rate {
+        Rate::Gcra(g) => gcra(g, cost, fields.first().copied(), now),
+        Rate::FixedWindow { limit, window } => {
+            fixed(u64::from(limit), us(window), cost, &fields, now)
+        }
+        Rate::SlidingWindow { limit, window } => {
+            sliding(u64::from(limit), us(window), cost, &fields, now)
+        }
+    }
+}
+
+fn parse(stored: Option<&[u8]>) -> Vec<u64> {
+    stored
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split(':')
+                .map(|f| f.parse().ok())
+                .collect::<Option<Vec<u64>>>()
+        })
+        .unwrap_or_default()
+}
+
+fn state(allowed: bool, remaining: u64, retry_us: u64, reset_us: u64) -> RateState {
+    RateState {
+        allowed,
+        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+        retry_after: Duration::from_micros(retry_us),
+        reset_after: Duration::from_micros(reset_us),
+    }
+}
+
+fn gcra(rate: GcraRate, cost: u64, stored_tat: Option<u64>, now: u64) -> Verdict {
+    let interval = us(rate.emission_interval).max(1);
+    let tolerance = interval.saturating_mul(u64::from(rate.burst));
+    let tat = stored_tat.unwrap_or(now).max(now);
+    let new_tat = tat.saturating_add(interval.saturating_mul(cost));
+    let allow_at = new_tat.saturating_sub(tolerance);
+    let remaining = |used: u64| tolerance.saturating_sub(used) / interval;
+    let unconsumed = state(true, remaining(tat - now), 0, tat - now);
+    if now >= allow_at {
+        let used = new_tat - now;
+        Verdict {
+            state: state(true, remaining(used), 0, used),
+            unconsumed,
+            new_value: new_tat.to_string(),
+            ttl_us: used,
+        }
+    } else {
+        let denied = state(false, remaining(tat - now), allow_at - now, tat - now);
+        Verdict {
+            state: denied,
+            unconsumed: denied,
+            new_value: tat.to_string(),
+            ttl_us: tat - now,
+        }
+    }
+}
+
+fn fixed(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verdict {
+    let start = now - now % window;
+    let end = start + window;
+    let count = match fields {
+        [s, c] if *s == start => *c,
+        _ => 0,
+    };
+    let reset = |count: u64| if count > 0 { end - now } else { 0 };
+    let unconsumed = state(true, limit.saturating_sub(count), 0, reset(count));
+    if count + cost <= limit {
+        let after = count + cost;
+        Verdict {
+            state: state(true, limit - after, 0, reset(after)),
+            unconsumed,
+            new_value: format!("{start}:{after}"),
+            ttl_us: end - now,
+        }
+    } else {
+        let denied = state(false, limit.saturating_sub(count), end - now, reset(count));
+        Verdict {
+            state: denied,
+            unconsumed: denied,
+            new_value: format!("{start}:{count}"),
+            ttl_us: end - now,
+        }
+    }
+}
+
+fn sliding(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verdict {
+    let start = now - now % window;
+    let (current, previous) = match fields {
+        [s, c, p] if *s == start => (*c, *p),
+        [s, c, _] if s + window == start => (0, *c),
+        _ => (0, 0),
+    };
+    let elapsed = now - start;
+    // Scaled by `window`: the estimate is previous × (unelapsed share) + current.
+    let capacity = u128::from(limit) * u128::from(window);
+    let estimate = |current: u64| {
+        u128::from(previous) * u128::from(window - elapsed)
+            + u128::from(current) * u128::from(window)
+    };
+    let remaining = |current: u64| {
+        u64::try_from(capacity.saturating_sub(estimate(current)) / u128::from(window)).unwrap_or(0)
+    };
+    let reset = |current: u64| match (current, previous) {
+        (0, 0) => 0,
+        (0, _) => start + window - now,
+        _ => start + 2 * window - now,
+    };
+    let unconsumed = state(true, remaining(current), 0, reset(current));
+    if estimate(current + cost) <= capacity {
+        let after = current + cost;
+        return Verdict {
+            state: state(true, remaining(after), 0, reset(after)),
+            unconsumed,
+            new_value: format!("{start}:{after}:{previous}"),
+            ttl_us: start + 2 * window - now,
+        };
+    }
+    // When will previous × share + current + cost fit? Within this window if
+    // the current count leaves room, else once this window becomes the previous one.
+    let retry_at = if current + cost <= limit {
+        let room = limit - current - cost;
+        start + window - room_share(room, previous, window)
+    } else {
+        let room = limit - cost;
+        start + 2 * window - room_share(room, current, window)
+    };
+    let denied = state(
+        false,
+        remaining(current),
+        retry_at.saturating_sub(now).max(1),
+        reset(current),
+    );
+    Verdict {
+        state: denied,
+        unconsumed: denied,
+        new_value: format!("{start}:{current}:{previous}"),
+        ttl_us: start + 2 * window - now,
+    }
+}
+
+/// The longest unelapsed part of a window (µs) at which `count` weighted by
+/// it still fits in `room`: floor(room × window / count), capped at the window.
+fn room_share(room: u64, count: u64, window: u64) -> u64 {
+    if count == 0 {
+        return window;
+    }
+    let share = u128::from(room) * u128::from(window) / u128::from(count);
+    u64::try_from(share).unwrap_or(u64::MAX).min(window)
+}
+
+pub(crate) fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000;
+
+    fn run(rate: Rate, stored: &mut Option<String>, now: u64) -> RateState {
+        let v = decide(rate, 1, stored.as_deref().map(str::as_bytes), now);
+        if v.state.allowed {
+            *stored = Some(v.new_value);
+        }
+        v.state
+    }
+
+    #[test]
+    fn gcra_burst_then_exact_retry_after() {
+        let rate = Rate::Gcra(GcraRate::per(10, Duration::from_secs(1)).with_burst(3));
+        let mut stored = None;
+        for left in [2, 1, 0] {
+            let s = run(rate, &mut stored, SECOND);
+            assert!(s.allowed);
+            assert_eq!(s.remaining, left);
+        }
+        let denied = run(rate, &mut stored, SECOND);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, Duration::from_millis(100));
+        assert_eq!(denied.reset_after, Duration::from_millis(300));
+        assert!(run(rate, &mut stored, SECOND + 100_000).allowed);
+    }
+
+    #[test]
+    fn fixed_window_resets_at_the_boundary() {
+        let rate = Rate::FixedWindow {
+            limit: 2,
+            window: Duration::from_secs(60),
+        };
+        let mut stored = None;
+        let t = 120 * SECOND + 50 * SECOND;
+        assert!(run(rate, &mut stored, t).allowed);
+        assert!(run(rate, &mut stored, t).allowed);
+        let denied = run(rate, &mut stored, t);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, Duration::from_secs(10));
+        assert!(run(rate, &mut stored, 180 * SECOND).allowed);
+    }
+
+    #[test]
+    fn sliding_window_weights_the_previous_window() {
+        let rate = Rate::SlidingWindow {
+            limit: 10,
+            window: Duration::from_secs(60),
+        };
+        let mut stored = None;
+        for _ in 0..10 {
+            assert!(run(rate, &mut stored, 59 * SECOND).allowed);
+        }
+        assert!(!run(rate, &mut stored, 59 * SECOND).allowed);
+        // 15 s into the next window the previous 10 weigh 7.5: two more fit.
+        let t = 75 * SECOND;
+        assert!(run(rate, &mut stored, t).allowed);
+        assert!(run(rate, &mut stored, t).allowed);
+        let denied = run(rate, &mut stored, t);
+        assert!(!denied.allowed);
+        // 10 × share + 2 + 1 ≤ 10 once the unelapsed share is ≤ 0.7: at 78 s.
+        assert_eq!(denied.retry_after, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn foreign_state_counts_as_fresh() {
+        let rate = Rate::FixedWindow {
+            limit: 1,
+            window: Duration::from_secs(1),
+        };
+        let v = decide(rate, 1, Some(b"not-a-state"), SECOND);
+        assert!(v.state.allowed);
+    }
+}
