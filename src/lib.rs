@@ -6,7 +6,11 @@
 //! when many instances share state, and every layer follows.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod body;
 mod clock;
+pub mod identity;
+pub mod ratelimit;
+pub mod routes;
 pub mod store;
 
 pub use clock::Clock;

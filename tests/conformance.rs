@@ -686,8 +686,11 @@ mod cases {
         );
     }
 
-    pub async fn zero_cost_only_looks<S: KvStore>(h: Harness<S>) {
+    pub async fn peeking_never_charges<S: KvStore>(h: Harness<S>) {
         let rate = GcraRate::per(5, Duration::from_secs(3600));
+        let would_five_pass = [RateRequest::new("rl:look", rate, 5).peek()];
+        assert!(h.store.rate_limit(&would_five_pass).await.unwrap().allowed);
+        assert!(h.store.rate_limit(&would_five_pass).await.unwrap().allowed);
         let look = [RateRequest::new("rl:look", rate, 0)];
         let spend = [RateRequest::new("rl:look", rate, 1)];
         for _ in 0..3 {
@@ -761,7 +764,7 @@ macro_rules! suite {
                 gcra_several_buckets_are_all_or_nothing,
                 windows_allow_exactly_the_limit_under_contention,
                 mixed_algorithms_are_all_or_nothing,
-                zero_cost_only_looks,
+                peeking_never_charges,
                 json_helpers_name_the_key_on_bad_data,
             );
         }

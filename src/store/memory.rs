@@ -383,13 +383,16 @@ impl KvStore for MemoryStore {
             })
             .collect();
         let allowed = verdicts.iter().all(|v| v.state.allowed);
-        let looking_only = requests.iter().all(|r| r.cost == 0);
-        if !allowed || looking_only {
+        if !allowed {
             let states = verdicts.iter().map(|v| v.unconsumed).collect();
             return Ok(RateDecision { allowed, states });
         }
         let mut states = Vec::with_capacity(verdicts.len());
         for ((r, v), &index) in requests.iter().zip(verdicts).zip(&shard_of) {
+            states.push(v.state);
+            if !r.charge || r.cost == 0 {
+                continue;
+            }
             let slot = Slot {
                 value: Bytes::from(v.new_value),
                 metadata: None,
@@ -398,7 +401,6 @@ impl KvStore for MemoryStore {
                 indexed_at: None,
             };
             locked(&mut guards, index).insert(&r.key, slot, now_ms);
-            states.push(v.state);
         }
         Ok(RateDecision { allowed, states })
     }

@@ -136,8 +136,8 @@ pub trait KvStore: Clone + Send + Sync + 'static {
 
     /// An all-or-nothing rate decision over one or several buckets, on the
     /// store's clock (Redis `TIME` on Redis): each bucket is charged its cost
-    /// only if every bucket has room. A cost of 0 reports the buckets' state
-    /// without charging them.
+    /// only if every bucket has room. Requests marked
+    /// [`peek`](RateRequest::peek) are decided but never charged.
     fn rate_limit(
         &self,
         requests: &[RateRequest],

@@ -404,6 +404,7 @@ impl KvStore for RedisStore {
                 .arg(rate::us(period).max(1))
                 .arg(r.rate.capacity())
                 .arg(r.cost)
+                .arg(if r.charge { "1" } else { "0" })
                 .arg(Version::random().0.to_string());
         }
         type Reply = (i64, Vec<(i64, i64, i64, i64)>);

@@ -258,8 +258,12 @@ pub struct RateRequest {
     pub key: String,
     /// How the bucket counts.
     pub rate: Rate,
-    /// Units this request spends (1 for an ordinary request; 0 only looks).
+    /// Units this request spends (1 for an ordinary request).
     pub cost: u32,
+    /// Whether an allowed decision charges this bucket (default). A request
+    /// with `charge: false` is decided with its cost but never consumes:
+    /// "would this pass?".
+    pub charge: bool,
 }
 
 impl RateRequest {
@@ -269,7 +273,15 @@ impl RateRequest {
             key: key.into(),
             rate: rate.into(),
             cost,
+            charge: true,
         }
+    }
+
+    /// Decide without charging: would this request pass?
+    #[must_use]
+    pub fn peek(mut self) -> Self {
+        self.charge = false;
+        self
     }
 }
 

@@ -116,23 +116,25 @@ end
 local algorithms = {gcra = gcra, fixed = fixed, sliding = sliding}
 local n = #KEYS - 1
 local verdicts = {}
-local all_allowed, looking_only = true, true
+local all_allowed = true
 for i = 1, n do
-  local a = 1 + (i - 1) * 6
+  local a = 1 + (i - 1) * 7
   local period, capacity, cost = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local f = fields(redis.call('HGET', KEYS[i], 'v'))
   local applied, unconsumed, value, ttl = algorithms[ARGV[a + 2]](period, capacity, cost, f)
-  verdicts[i] = {applied = applied, unconsumed = unconsumed, value = value, ttl = ttl}
+  local charge = cost > 0 and ARGV[a + 6] == '1'
+  verdicts[i] = {applied = applied, unconsumed = unconsumed, value = value, ttl = ttl, charge = charge}
   all_allowed = all_allowed and applied[1] == 1
-  looking_only = looking_only and cost == 0
 end
 local states = {}
 for i, v in ipairs(verdicts) do
-  if all_allowed and not looking_only then
-    local a = 1 + (i - 1) * 6
-    redis.call('HSET', KEYS[i], 'v', v.value, 'r', ARGV[a + 6])
-    redis.call('PEXPIRE', KEYS[i], floor(v.ttl / 1000) + 1)
-    index_add(KEYS[#KEYS], ARGV[1], ARGV[a + 1])
+  if all_allowed then
+    if v.charge then
+      local a = 1 + (i - 1) * 7
+      redis.call('HSET', KEYS[i], 'v', v.value, 'r', ARGV[a + 7])
+      redis.call('PEXPIRE', KEYS[i], floor(v.ttl / 1000) + 1)
+      index_add(KEYS[#KEYS], ARGV[1], ARGV[a + 1])
+    end
     states[i] = v.applied
   else
     states[i] = v.unconsumed

@@ -1,0 +1,364 @@
+//! Who is making a request: the one identity extraction that rate limiting,
+//! A/B tests, feature flags and sessions share.
+//!
+//! An [`Identity`] names where a request's key comes from: the peer address,
+//! the client address behind [`TrustedProxies`], a header (an API key), the
+//! signed-in user ([`UserId`] in request extensions), one global key, or a
+//! function of your own. Secrets never reach the store in clear: header
+//! values, and any value longer than 64 bytes, are replaced by a SHA-256 digest.
+//!
+//! ```
+//! use tower_kv::identity::{Identity, TrustedProxies};
+//!
+//! // Behind a load balancer at 10.0.0.0/8 that appends to X-Forwarded-For.
+//! let by_client = Identity::client_ip(TrustedProxies::new(["10.0.0.0/8"]).unwrap());
+//! let by_api_key = Identity::header("x-api-key");
+//! # let _ = (by_client, by_api_key);
+//! ```
+//!
+//! The peer address is read from a [`SocketAddr`] in the request extensions,
+//! or from axum's `ConnectInfo<SocketAddr>` (feature `axum`). With plain hyper,
+//! insert the accepted connection's `SocketAddr` into each request.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::header::{HeaderName, FORWARDED};
+use http::request::Parts;
+use http::Request;
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+
+/// The signed-in user of a request, placed in request extensions by the
+/// session layer or by your own authentication middleware.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UserId(pub String);
+
+/// A function computing an identity from a request head.
+pub type IdentityFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+/// Where a request's identity comes from.
+#[derive(Clone)]
+pub enum Identity {
+    /// The TCP peer's IP address.
+    PeerIp,
+    /// The client's IP address as reported by trusted proxies.
+    ClientIp(TrustedProxies),
+    /// A request header's value (stored as a digest, never in clear).
+    Header(HeaderName),
+    /// The [`UserId`] in request extensions.
+    User,
+    /// One identity shared by every request.
+    Global,
+    /// Your own function of the request head.
+    Custom(IdentityFn),
+    /// The first identity, or the second when the request has none of the first.
+    Either(Box<Identity>, Box<Identity>),
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PeerIp => f.write_str("PeerIp"),
+            Self::ClientIp(p) => f.debug_tuple("ClientIp").field(p).finish(),
+            Self::Header(h) => f.debug_tuple("Header").field(h).finish(),
+            Self::User => f.write_str("User"),
+            Self::Global => f.write_str("Global"),
+            Self::Custom(_) => f.write_str("Custom(..)"),
+            Self::Either(a, b) => f.debug_tuple("Either").field(a).field(b).finish(),
+        }
+    }
+}
+
+impl Identity {
+    /// The client address behind `proxies`.
+    pub fn client_ip(proxies: TrustedProxies) -> Self {
+        Self::ClientIp(proxies)
+    }
+
+    /// The value of header `name`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name.
+    pub fn header(name: &'static str) -> Self {
+        Self::Header(HeaderName::from_static(name))
+    }
+
+    /// This identity, or `other` when the request has none of this one:
+    /// `Identity::User.or(Identity::PeerIp)` limits users by account and
+    /// anonymous visitors by address.
+    #[must_use]
+    pub fn or(self, other: Identity) -> Self {
+        Self::Either(Box::new(self), Box::new(other))
+    }
+
+    /// Your own function of the request head; `None` means "no identity".
+    pub fn custom(f: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self::Custom(Arc::new(f))
+    }
+
+    /// The identity of `req` as a short store-safe string tagged with its
+    /// kind (`ip:…`, `user:…`, `h:…`, `global`, `fn:…`, so kinds never
+    /// collide), or `None` when the request carries none (no peer address,
+    /// header absent, …).
+    pub fn of<B>(&self, req: &Request<B>) -> Option<String> {
+        match self {
+            Self::PeerIp => peer_ip(req).map(|ip| format!("ip:{}", canonical(ip))),
+            Self::ClientIp(proxies) => proxies.client_ip(req).map(|ip| format!("ip:{ip}")),
+            Self::Header(name) => {
+                let value = req.headers().get(name)?.as_bytes();
+                (!value.is_empty()).then(|| format!("h:{}", digest(value)))
+            }
+            Self::User => req
+                .extensions()
+                .get::<UserId>()
+                .map(|u| format!("user:{}", shorten(&u.0))),
+            Self::Global => Some("global".to_owned()),
+            Self::Either(first, second) => first.of(req).or_else(|| second.of(req)),
+            Self::Custom(f) => {
+                // The function sees the head only; rebuilding one costs a
+                // clone of the headers, paid only by custom identities.
+                let mut head = Request::new(());
+                *head.method_mut() = req.method().clone();
+                *head.uri_mut() = req.uri().clone();
+                *head.version_mut() = req.version();
+                *head.headers_mut() = req.headers().clone();
+                let (parts, ()) = head.into_parts();
+                f(&parts).map(|v| format!("fn:{}", shorten(&v)))
+            }
+        }
+    }
+}
+
+/// Keeps short values readable and replaces long ones by their digest, so
+/// store keys stay bounded.
+fn shorten(value: &str) -> String {
+    if value.len() <= 64 {
+        value.to_owned()
+    } else {
+        digest(value.as_bytes())
+    }
+}
+
+/// A hex SHA-256 prefix (128 bits) of `value`: stable across instances, not reversible.
+pub fn digest(value: &[u8]) -> String {
+    let hash = Sha256::digest(value);
+    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The TCP peer's address, from a `SocketAddr` extension or axum's `ConnectInfo`.
+pub fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
+    if let Some(addr) = req.extensions().get::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(info.0.ip());
+    }
+    None
+}
+
+/// Which header the trusted proxies append the client address to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1` (nginx, most load balancers).
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
+/// The proxies whose forwarding headers are believed.
+///
+/// The client address is the rightmost address in the configured header that
+/// is not itself a trusted proxy, and only when the peer is a trusted proxy:
+/// a client talking to the service directly cannot choose its address by
+/// sending the header. Only the configured header is read, so a client-sent
+/// copy of the other one is ignored.
+#[derive(Clone, Debug)]
+pub struct TrustedProxies {
+    networks: Vec<IpNet>,
+    header: ForwardedHeader,
+}
+
+/// A CIDR that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid proxy network {0:?} (expected an address or CIDR like 10.0.0.0/8)")]
+pub struct InvalidNetwork(String);
+
+impl TrustedProxies {
+    /// Trust these networks (`"10.0.0.0/8"`, `"::1"`, …), reading `X-Forwarded-For`.
+    pub fn new<I, T>(networks: I) -> Result<Self, InvalidNetwork>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let networks = networks
+            .into_iter()
+            .map(|n| {
+                let n = n.as_ref();
+                n.parse::<IpNet>()
+                    .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| InvalidNetwork(n.to_owned()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            networks,
+            header: ForwardedHeader::XForwardedFor,
+        })
+    }
+
+    /// Read this header instead of `X-Forwarded-For`.
+    #[must_use]
+    pub fn header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client address of `req`, or `None` when a trusted proxy reported
+    /// something that is not an address.
+    pub fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        let peer = peer_ip(req)?;
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        let hops: Vec<Option<IpAddr>> = match self.header {
+            ForwardedHeader::XForwardedFor => req
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
+                .map(|hop| parse_hop(hop.trim()))
+                .collect(),
+            ForwardedHeader::Forwarded => req
+                .headers()
+                .get_all(FORWARDED)
+                .iter()
+                .flat_map(|v| v.to_str().unwrap_or("for=\u{0}").split(','))
+                .filter_map(forwarded_for)
+                .collect(),
+        };
+        let mut client = peer;
+        for hop in hops.into_iter().rev() {
+            let hop = hop?;
+            client = hop;
+            if !self.trusts(hop) {
+                break;
+            }
+        }
+        Some(client)
+    }
+}
+
+/// Maps IPv4-mapped IPv6 addresses to IPv4, so one client has one key.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// One hop: `203.0.113.7`, `203.0.113.7:443`, `[2001:db8::1]:443` or `2001:db8::1`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim_matches('"');
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(canonical(addr.ip()));
+    }
+    hop.strip_prefix('[')
+        .and_then(|h| h.split(']').next())
+        .and_then(|h| h.parse::<IpAddr>().ok())
+        .map(canonical)
+}
+
+/// The `for=` parameter of one `Forwarded` element, parsed; `None` when the
+/// element has no `for=`.
+fn forwarded_for(element: &str) -> Option<Option<IpAddr>> {
+    element.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        name.eq_ignore_ascii_case("for")
+            .then(|| parse_hop(value.trim()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, header: (&str, &str)) -> Request<()> {
+        let mut req = Request::builder()
+            .header(header.0, header.1)
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(peer.parse::<SocketAddr>().unwrap());
+        req
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof_its_address() {
+        let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let req = request("198.51.100.9:5000", ("x-forwarded-for", "1.2.3.4"));
+        assert_eq!(
+            proxies.client_ip(&req),
+            Some("198.51.100.9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn rightmost_untrusted_hop_is_the_client() {
+        let proxies = TrustedProxies::new(["10.0.0.0/8", "192.0.2.1"]).unwrap();
+        let xff = ("x-forwarded-for", "6.6.6.6, 203.0.113.7, 192.0.2.1");
+        let req = request("10.1.2.3:80", xff);
+        assert_eq!(
+            proxies.client_ip(&req),
+            Some("203.0.113.7".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn forwarded_header_with_ports_and_ipv6() {
+        let proxies = TrustedProxies::new(["10.0.0.0/8"])
+            .unwrap()
+            .header(ForwardedHeader::Forwarded);
+        let value = r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.2"#;
+        let req = request("10.0.0.1:80", ("forwarded", value));
+        assert_eq!(
+            proxies.client_ip(&req),
+            Some("2001:db8:cafe::17".parse().unwrap())
+        );
+        // X-Forwarded-For is not read in this mode.
+        let req = request("10.0.0.1:80", ("x-forwarded-for", "6.6.6.6"));
+        assert_eq!(proxies.client_ip(&req), Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn garbage_from_a_trusted_proxy_means_no_identity() {
+        let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let req = request("10.0.0.1:80", ("x-forwarded-for", "not-an-ip"));
+        assert_eq!(proxies.client_ip(&req), None);
+    }
+
+    #[test]
+    fn header_identities_are_digests() {
+        let req = request("10.0.0.1:80", ("x-api-key", "secret-key"));
+        let id = Identity::header("x-api-key").of(&req).unwrap();
+        assert!(!id.contains("secret"));
+        assert_eq!(id, format!("h:{}", digest(b"secret-key")));
+        assert_eq!(digest(b"x").len(), 32);
+        let either = Identity::User.or(Identity::PeerIp);
+        assert_eq!(either.of(&req).as_deref(), Some("ip:10.0.0.1"));
+        assert!(TrustedProxies::new(["nope"]).is_err());
+    }
+}

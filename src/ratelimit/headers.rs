@@ -1,0 +1,118 @@
+//! The IETF `RateLimit` / `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-headers-10),
+//! serialized as RFC 9651 structured fields, plus `Retry-After` and the
+//! optional legacy `X-RateLimit-*` trio.
+
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use sfv::{integer, key_ref, string_ref, ListSerializer};
+
+use super::Quota;
+use crate::store::RateState;
+
+/// `RateLimit-Policy`.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Whole seconds, rounded up.
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn sf_int(n: u64) -> sfv::Integer {
+    integer(
+        i64::try_from(n)
+            .unwrap_or(999_999_999_999_999)
+            .min(999_999_999_999_999),
+    )
+}
+
+fn to_header(list: Option<String>) -> HeaderValue {
+    HeaderValue::try_from(list.unwrap_or_default())
+        .expect("structured fields are valid header values")
+}
+
+/// `"minute";q=100;w=60, "hour";q=1000;w=3600`: fixed per route, built once.
+pub(crate) fn policy(quotas: &[Quota]) -> HeaderValue {
+    let mut list = ListSerializer::new();
+    for q in quotas {
+        let _ = list
+            .bare_item(string_ref(q.name()))
+            .parameter(key_ref("q"), sf_int(u64::from(q.limit())))
+            .parameter(key_ref("w"), sf_int(ceil_secs(q.period())));
+    }
+    to_header(list.finish())
+}
+
+/// `"minute";r=42;t=17, …`: the state of every quota after this request.
+pub(crate) fn current(quotas: &[Quota], states: &[RateState]) -> HeaderValue {
+    let mut list = ListSerializer::new();
+    for (q, s) in quotas.iter().zip(states) {
+        let _ = list
+            .bare_item(string_ref(q.name()))
+            .parameter(key_ref("r"), sf_int(u64::from(s.remaining)))
+            .parameter(key_ref("t"), sf_int(ceil_secs(s.reset_after)));
+    }
+    to_header(list.finish())
+}
+
+/// `Retry-After` in whole seconds, rounded up and never 0.
+pub(crate) fn retry_after(headers: &mut HeaderMap, after: Duration) {
+    headers.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(after).max(1)));
+}
+
+/// The legacy trio for the quota closest to running out.
+pub(crate) fn legacy(headers: &mut HeaderMap, quotas: &[Quota], states: &[RateState]) {
+    let tightest = quotas.iter().zip(states).min_by_key(|(_, s)| s.remaining);
+    if let Some((q, s)) = tightest {
+        headers.insert(&X_LIMIT, HeaderValue::from(q.limit()));
+        headers.insert(&X_REMAINING, HeaderValue::from(s.remaining));
+        headers.insert(&X_RESET, HeaderValue::from(ceil_secs(s.reset_after)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(remaining: u32, reset_ms: u64) -> RateState {
+        RateState {
+            allowed: true,
+            remaining,
+            retry_after: Duration::ZERO,
+            reset_after: Duration::from_millis(reset_ms),
+        }
+    }
+
+    #[test]
+    fn fields_are_structured_lists() {
+        let quotas = [
+            Quota::per_minute(100),
+            Quota::per_hour(1000).named("hourly"),
+        ];
+        assert_eq!(
+            policy(&quotas),
+            r#""minute";q=100;w=60, "hourly";q=1000;w=3600"#
+        );
+        let states = [state(42, 16_200), state(999, 3_599_999)];
+        assert_eq!(
+            current(&quotas, &states),
+            r#""minute";r=42;t=17, "hourly";r=999;t=3600"#
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        let mut h = HeaderMap::new();
+        retry_after(&mut h, Duration::from_millis(1));
+        assert_eq!(h[RETRY_AFTER], "1");
+        retry_after(&mut h, Duration::ZERO);
+        assert_eq!(h[RETRY_AFTER], "1");
+        retry_after(&mut h, Duration::from_millis(2001));
+        assert_eq!(h[RETRY_AFTER], "3");
+    }
+}

@@ -1,0 +1,58 @@
+//! Rate limiting: exact, distributed, per route, with standard headers.
+//!
+//! [`RateLimitLayer`] counts requests per [`Identity`](crate::identity::Identity)
+//! in the shared [`KvStore`](crate::store::KvStore) and answers
+//! `429 Too Many Requests` itself (the inner service is not called) when a
+//! request is over quota. Every decision is one atomic store operation — one
+//! round trip on Redis — even when a route has several quotas: they are
+//! checked and consumed together, all or nothing. Redis decides on its own
+//! clock, so instances with skewed clocks agree.
+//!
+//! ```
+//! use http::Method;
+//! use tower_kv::identity::Identity;
+//! use tower_kv::ratelimit::{Limit, Quota, RateLimitLayer};
+//! use tower_kv::store::MemoryStore;
+//!
+//! let layer = RateLimitLayer::new(MemoryStore::new(), Identity::PeerIp)
+//!     // Every route not listed below: 1,000 per minute.
+//!     .default_limit(Quota::per_minute(1000))
+//!     // 10/s and 1,000/h together; a search costs 5.
+//!     .route(Method::GET, "/search", Limit::new(Quota::per_second(10)).and(Quota::per_hour(1000)).cost(5))
+//!     .route_any("/api/{*rest}", Quota::per_minute(100))
+//!     .exempt("/health");
+//! # let _ = layer;
+//! ```
+//!
+//! Wrap a service with `tower::ServiceBuilder::new().layer(layer)`, or put it
+//! on one axum route with `route_layer` (give each such layer its own
+//! [`key_prefix`](RateLimitLayer::key_prefix)).
+//!
+//! # Responses
+//!
+//! Limited responses carry the IETF draft-10 fields, e.g.
+//! `RateLimit-Policy: "minute";q=100;w=60` and `RateLimit: "minute";r=42;t=17`;
+//! a 429 also carries `Retry-After` in whole seconds, rounded up and never 0.
+//! The legacy `X-RateLimit-*` trio is optional.
+//!
+//! # Failure modes
+//!
+//! - No identity (no peer address, no API key header, …): [`MissingIdentity`],
+//!   400 by default — never an accidental shared bucket.
+//! - Store unavailable: [`OnStoreError`], per layer or per route — a local
+//!   in-process limiter by default, or allow (marked with
+//!   [`RateLimitBypassed`]), or 503 with `Retry-After`.
+//! - Client IPs behind proxies come only from [`TrustedProxies`](crate::identity::TrustedProxies):
+//!   a spoofed `X-Forwarded-For` from anyone else changes nothing.
+
+mod headers;
+mod layer;
+mod limit;
+mod quota;
+mod service;
+
+pub use headers::{RATELIMIT, RATELIMIT_POLICY};
+pub use layer::RateLimitLayer;
+pub use limit::{Limit, MissingIdentity, OnStoreError, RateLimitBypassed};
+pub use quota::{Algorithm, Quota};
+pub use service::{RateLimit, ResponseFuture};
