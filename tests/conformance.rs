@@ -3,121 +3,17 @@
 
 mod support;
 
+use support::Harness;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tower_kv::store::{
-    CasOutcome, Expiration, GcraRate, KvStore, KvStoreExt, ListOptions, MemoryStore, NearCache,
-    PutOptions, Rate, RateRequest, StoreError, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN,
+    CasOutcome, Expiration, GcraRate, KvStore, KvStoreExt, ListOptions, PutOptions, Rate,
+    RateRequest, StoreError, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN,
 };
 use tower_kv::Clock;
-
-/// A store under test, a second handle on the same data (a separate
-/// connection for Redis: another "instance"), and control over time.
-struct Harness<S> {
-    store: S,
-    twin: S,
-    clock: Option<Clock>,
-}
-
-impl<S: KvStore> Harness<S> {
-    /// Runs `n` tasks at once, alternating between the two handles, and
-    /// returns their results in order.
-    async fn concurrently<T, F, Fut>(&self, n: usize, task: F) -> Vec<T>
-    where
-        T: Send + 'static,
-        F: Fn(usize, S) -> Fut,
-        Fut: std::future::Future<Output = T> + Send + 'static,
-    {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let store = if i % 2 == 0 { &self.store } else { &self.twin };
-                tokio::spawn(task(i, store.clone()))
-            })
-            .collect();
-        let mut results = Vec::with_capacity(n);
-        for h in handles {
-            results.push(h.await.expect("task panicked"));
-        }
-        results
-    }
-
-    /// Lets `d` pass: instantly on a manual clock, by sleeping on a server's clock.
-    async fn advance(&self, d: Duration) {
-        match &self.clock {
-            Some(clock) => clock.advance(d),
-            None => tokio::time::sleep(d).await,
-        }
-    }
-}
-
-async fn memory() -> Option<Harness<MemoryStore>> {
-    let clock = Clock::manual();
-    let store = MemoryStore::builder().clock(clock.clone()).build();
-    Some(Harness {
-        twin: store.clone(),
-        store,
-        clock: Some(clock),
-    })
-}
-
-fn near(store: MemoryStore, clock: &Clock) -> NearCache<MemoryStore> {
-    NearCache::builder(store)
-        .default_ttl(Duration::from_secs(60))
-        .clock(clock.clone())
-        .build()
-}
-
-async fn near_cache_memory() -> Option<Harness<NearCache<MemoryStore>>> {
-    let h = memory().await?;
-    let clock = h.clock.clone().expect("manual clock");
-    Some(Harness {
-        store: near(h.store, &clock),
-        twin: near(h.twin, &clock),
-        clock: Some(clock),
-    })
-}
-
-#[cfg(feature = "redis")]
-mod redis_backends {
-    use super::*;
-    use tower_kv::store::RedisStore;
-
-    async fn connect(url: &str, prefix: &str) -> RedisStore {
-        RedisStore::builder(url)
-            .prefix(prefix)
-            .timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .expect("connect to the test redis-server")
-    }
-
-    pub async fn redis() -> Option<Harness<RedisStore>> {
-        let server = support::RedisServer::shared()?;
-        let prefix = support::unique_prefix();
-        Some(Harness {
-            store: connect(&server.url(), &prefix).await,
-            twin: connect(&server.url(), &prefix).await,
-            clock: None,
-        })
-    }
-
-    fn near(store: RedisStore) -> NearCache<RedisStore> {
-        NearCache::builder(store)
-            .default_ttl(Duration::from_secs(60))
-            .build()
-    }
-
-    pub async fn near_cache_redis() -> Option<Harness<NearCache<RedisStore>>> {
-        let h = redis().await?;
-        Some(Harness {
-            store: near(h.store),
-            twin: near(h.twin),
-            clock: None,
-        })
-    }
-}
 
 fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
@@ -780,9 +676,9 @@ macro_rules! suite {
     };
 }
 
-suite!(memory = memory);
-suite!(near_cache_memory = near_cache_memory);
+suite!(memory = support::memory);
+suite!(near_cache_memory = support::near_cache_memory);
 #[cfg(feature = "redis")]
-suite!(redis = redis_backends::redis);
+suite!(redis = support::redis);
 #[cfg(feature = "redis")]
-suite!(near_cache_redis = redis_backends::near_cache_redis);
+suite!(near_cache_redis = support::near_cache_redis);

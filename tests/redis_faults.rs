@@ -185,3 +185,84 @@ async fn near_cache_serves_last_known_value_only_when_allowed() {
     assert_eq!(lenient.unwrap().value, "{\"beta\":true}");
     assert_every_operation_fails(&cache).await;
 }
+
+mod rate_limit_outage {
+    use super::*;
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+
+    use http::{Request, Response, StatusCode};
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_kv::identity::Identity;
+    use tower_kv::ratelimit::{OnStoreError, Quota, RateLimitBypassed, RateLimitLayer};
+
+    async fn call(
+        layer: &RateLimitLayer<RedisStore>,
+    ) -> Response<tower_kv::body::ResponseBody<String>> {
+        let svc = ServiceBuilder::new()
+            .layer(layer.clone())
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            });
+        let mut req = Request::get("/").body(()).unwrap();
+        req.extensions_mut()
+            .insert("198.51.100.9:1".parse::<SocketAddr>().unwrap());
+        tokio::time::timeout(HANG, svc.oneshot(req))
+            .await
+            .expect("a request hung on a dead store")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_policy_holds_while_redis_is_down_and_recovers() {
+        let Some(mut server) = support::RedisServer::start() else {
+            return;
+        };
+        let store = connect(&server).await;
+        let layer = |policy| {
+            RateLimitLayer::new(store.clone(), Identity::PeerIp)
+                .default_limit(Quota::per_minute(2))
+                .on_store_error(policy)
+        };
+        let local = layer(OnStoreError::LocalFallback);
+        let allow = layer(OnStoreError::Allow);
+        let reject = layer(OnStoreError::Reject {
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(call(&local).await.status(), StatusCode::OK);
+
+        server.stop();
+        assert_eq!(call(&local).await.status(), StatusCode::OK);
+        assert_eq!(call(&local).await.status(), StatusCode::OK);
+        assert_eq!(
+            call(&local).await.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "the local limiter limits"
+        );
+        let res = call(&allow).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(
+            res.extensions().get::<RateLimitBypassed>().is_some(),
+            "bypass is marked"
+        );
+        let res = call(&reject).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()["retry-after"], "2");
+
+        server.restart();
+        wait_until_recovered(&store).await;
+        for expected in [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+        ] {
+            let res = call(&reject).await;
+            assert_eq!(
+                res.status(),
+                expected,
+                "store decisions again after restart"
+            );
+            assert!(res.headers().contains_key("ratelimit"));
+        }
+    }
+}

@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use tower_kv::store::{KvStore, MemoryStore, NearCache};
+use tower_kv::Clock;
+
 /// A `redis-server` on a unix socket in a temporary directory. It dies with
 /// the test process: a watchdog shell kills it when our end of its stdin closes.
 pub struct RedisServer {
@@ -161,3 +164,113 @@ pub fn unique_prefix() -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A store under test, a second handle on the same data (a separate
+/// connection for Redis: another "instance"), and control over time.
+pub struct Harness<S> {
+    pub store: S,
+    pub twin: S,
+    pub clock: Option<Clock>,
+}
+
+impl<S: KvStore> Harness<S> {
+    /// Runs `n` tasks at once, alternating between the two handles, and
+    /// returns their results in order.
+    pub async fn concurrently<T, F, Fut>(&self, n: usize, task: F) -> Vec<T>
+    where
+        T: Send + 'static,
+        F: Fn(usize, S) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let store = if i % 2 == 0 { &self.store } else { &self.twin };
+                tokio::spawn(task(i, store.clone()))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(n);
+        for h in handles {
+            results.push(h.await.expect("task panicked"));
+        }
+        results
+    }
+
+    /// Lets `d` pass: instantly on a manual clock, by sleeping on a server's clock.
+    pub async fn advance(&self, d: Duration) {
+        match &self.clock {
+            Some(clock) => clock.advance(d),
+            None => tokio::time::sleep(d).await,
+        }
+    }
+}
+
+pub async fn memory() -> Option<Harness<MemoryStore>> {
+    let clock = Clock::manual();
+    let store = MemoryStore::builder().clock(clock.clone()).build();
+    Some(Harness {
+        twin: store.clone(),
+        store,
+        clock: Some(clock),
+    })
+}
+
+fn near(store: MemoryStore, clock: &Clock) -> NearCache<MemoryStore> {
+    NearCache::builder(store)
+        .default_ttl(Duration::from_secs(60))
+        .clock(clock.clone())
+        .build()
+}
+
+pub async fn near_cache_memory() -> Option<Harness<NearCache<MemoryStore>>> {
+    let h = memory().await?;
+    let clock = h.clock.clone().expect("manual clock");
+    Some(Harness {
+        store: near(h.store, &clock),
+        twin: near(h.twin, &clock),
+        clock: Some(clock),
+    })
+}
+
+#[cfg(feature = "redis")]
+mod redis_backends {
+    use super::*;
+    use tower_kv::store::{NearCache, RedisStore};
+
+    async fn connect(url: &str, prefix: &str) -> RedisStore {
+        RedisStore::builder(url)
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect to the test redis-server")
+    }
+
+    pub async fn redis() -> Option<Harness<RedisStore>> {
+        let server = RedisServer::shared()?;
+        let prefix = unique_prefix();
+        Some(Harness {
+            store: connect(&server.url(), &prefix).await,
+            twin: connect(&server.url(), &prefix).await,
+            clock: None,
+        })
+    }
+
+    fn near(store: RedisStore) -> NearCache<RedisStore> {
+        NearCache::builder(store)
+            .default_ttl(Duration::from_secs(60))
+            .build()
+    }
+
+    pub async fn near_cache_redis() -> Option<Harness<NearCache<RedisStore>>> {
+        let h = redis().await?;
+        Some(Harness {
+            store: near(h.store),
+            twin: near(h.twin),
+            clock: None,
+        })
+    }
+}
+
+#[cfg(feature = "redis")]
+#[allow(unused_imports)] // not every test binary uses every backend
+pub use redis_backends::{near_cache_redis, redis};

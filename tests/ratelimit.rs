@@ -1,0 +1,388 @@
+//! The rate-limit layer against every backend: `memory::*` and `redis::*`.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use support::Harness;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_kv::body::ResponseBody;
+use tower_kv::identity::{Identity, TrustedProxies};
+use tower_kv::ratelimit::{Limit, MissingIdentity, Quota, RateLimitLayer, RATELIMIT};
+use tower_kv::store::KvStore;
+
+type Reply = Response<ResponseBody<Full<Bytes>>>;
+
+/// A trivial inner service: 200, or 401 when `x-password` is not `right`
+/// on `/login`.
+fn app(
+    layer: RateLimitLayer<impl KvStore>,
+) -> impl Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
+    ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(|req: Request<()>| async move {
+            let denied = req.uri().path() == "/login"
+                && req.headers().get("x-password").is_none_or(|p| p != "right");
+            let status = if denied {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::OK
+            };
+            let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
+            *res.status_mut() = status;
+            Ok::<_, Infallible>(res)
+        })
+}
+
+fn get(path: &str, peer: &str) -> Request<()> {
+    let mut req = Request::get(path).body(()).unwrap();
+    req.extensions_mut()
+        .insert(peer.parse::<SocketAddr>().unwrap());
+    req
+}
+
+async fn send<S>(svc: &S, req: Request<()>) -> Reply
+where
+    S: Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone,
+{
+    svc.clone().oneshot(req).await.unwrap()
+}
+
+fn header(res: &Reply, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn exactly_the_quota_passes_under_contention<S: KvStore>(h: Harness<S>) {
+        // Two service stacks ("instances") on one store.
+        let layer = |store| {
+            RateLimitLayer::new(store, Identity::PeerIp).default_limit(Quota::per_minute(100))
+        };
+        let (a, b) = (app(layer(h.store.clone())), app(layer(h.twin.clone())));
+        let started = Instant::now();
+        let handles: Vec<_> = (0..1000)
+            .map(|i| {
+                let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { send(&svc, get("/", "203.0.113.7:1000")).await.status() })
+            })
+            .collect();
+        let mut ok = 0u32;
+        for handle in handles {
+            match handle.await.unwrap() {
+                StatusCode::OK => ok += 1,
+                StatusCode::TOO_MANY_REQUESTS => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+        // GCRA: the burst, plus one per 600 ms that passed on a real clock.
+        let replenished = match h.clock {
+            Some(_) => 0,
+            None => (started.elapsed().as_millis() / 600) as u32 + 1,
+        };
+        assert!((100..=100 + replenished).contains(&ok), "{ok} passed");
+    }
+
+    pub async fn windows_are_exact_under_contention<S: KvStore>(h: Harness<S>) {
+        for quota in [
+            Quota::per_day(100).fixed_window(),
+            Quota::per_day(100).sliding_window(),
+        ] {
+            let layer =
+                |store| RateLimitLayer::new(store, Identity::Global).default_limit(quota.clone());
+            let (a, b) = (app(layer(h.store.clone())), app(layer(h.twin.clone())));
+            let handles: Vec<_> = (0..1000)
+                .map(|i| {
+                    let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
+                    tokio::spawn(
+                        async move { send(&svc, get("/", "203.0.113.7:1000")).await.status() },
+                    )
+                })
+                .collect();
+            let mut ok = 0;
+            for handle in handles {
+                ok += usize::from(handle.await.unwrap() == StatusCode::OK);
+            }
+            assert_eq!(ok, 100, "{quota:?}");
+            h.store
+                .delete("ratelimit:default|day|global")
+                .await
+                .unwrap();
+        }
+    }
+
+    pub async fn tighter_quota_wins_and_denials_consume_nothing<S: KvStore>(h: Harness<S>) {
+        let limit =
+            Limit::new(Quota::per_minute(3).named("short")).and(Quota::per_hour(10).named("long"));
+        let svc = app(RateLimitLayer::new(h.store.clone(), Identity::PeerIp).default_limit(limit));
+        for _ in 0..3 {
+            assert_eq!(
+                send(&svc, get("/", "198.51.100.1:1")).await.status(),
+                StatusCode::OK
+            );
+        }
+        for _ in 0..5 {
+            let res = send(&svc, get("/", "198.51.100.1:1")).await;
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            let current = header(&res, "ratelimit");
+            assert!(current.starts_with(r#""short";r=0;t="#), "{current}");
+            assert!(
+                current.contains(r#""long";r=7;"#),
+                "a 429 consumed the long quota: {current}"
+            );
+            assert_eq!(
+                header(&res, "ratelimit-policy"),
+                r#""short";q=3;w=60, "long";q=10;w=3600"#
+            );
+        }
+    }
+
+    pub async fn headers_count_down_and_retry_after_rounds_up<S: KvStore>(h: Harness<S>) {
+        let layer = RateLimitLayer::new(h.store.clone(), Identity::PeerIp)
+            .default_limit(Quota::per_second(2))
+            .legacy_headers(true);
+        let svc = app(layer);
+        let first = send(&svc, get("/", "198.51.100.2:1")).await;
+        assert_eq!(header(&first, "ratelimit"), r#""second";r=1;t=1"#);
+        assert_eq!(header(&first, "x-ratelimit-remaining"), "1");
+        let second = send(&svc, get("/", "198.51.100.2:1")).await;
+        assert_eq!(header(&second, "ratelimit"), r#""second";r=0;t=1"#);
+        let denied = send(&svc, get("/", "198.51.100.2:1")).await;
+        assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            header(&denied, "retry-after"),
+            "1",
+            "500 ms rounds up to 1, never 0"
+        );
+        assert_eq!(header(&denied, "content-type"), "text/plain; charset=utf-8");
+        h.advance(Duration::from_millis(550)).await;
+        let again = send(&svc, get("/", "198.51.100.2:1")).await;
+        assert_eq!(again.status(), StatusCode::OK, "one unit back after 500 ms");
+        assert_eq!(header(&again, "ratelimit"), r#""second";r=0;t=1"#);
+    }
+
+    pub async fn spoofed_forwarded_for_does_not_change_the_key<S: KvStore>(h: Harness<S>) {
+        let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let layer = RateLimitLayer::new(h.store.clone(), Identity::client_ip(proxies))
+            .default_limit(Quota::per_minute(1));
+        let svc = app(layer);
+        let spoofed = |xff: &str, peer: &str| {
+            let mut req = get("/", peer);
+            req.headers_mut()
+                .insert("x-forwarded-for", xff.parse().unwrap());
+            req
+        };
+        assert_eq!(
+            send(&svc, spoofed("1.1.1.1", "198.51.100.3:1"))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        let res = send(&svc, spoofed("2.2.2.2", "198.51.100.3:1")).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "an untrusted peer chose its key"
+        );
+        // Behind the trusted proxy, the forwarded clients are told apart.
+        assert_eq!(
+            send(&svc, spoofed("3.3.3.3", "10.0.0.1:1")).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&svc, spoofed("4.4.4.4", "10.0.0.1:1")).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&svc, spoofed("9.9.9.9, 3.3.3.3", "10.0.0.1:1"))
+                .await
+                .status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "entries left of the client are the client's own claims"
+        );
+    }
+
+    pub async fn route_table_matches_as_documented<S: KvStore>(h: Harness<S>) {
+        let layer = RateLimitLayer::new(h.store.clone(), Identity::PeerIp)
+            .default_limit(Quota::per_minute(2))
+            .route(Method::GET, "/users/{id}", Quota::per_minute(1))
+            .route_any("/api/{*rest}", Limit::new(Quota::per_minute(10)).cost(5))
+            .exempt("/health");
+        let svc = app(layer);
+        let peer = "198.51.100.4:1";
+        let status = |res: Reply| res.status();
+        // A parameter route: one bucket for every id.
+        assert_eq!(
+            status(send(&svc, get("/users/1", peer)).await),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(send(&svc, get("/users/2", peer)).await),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        // Another method on that path falls to the default limit.
+        let post = |path: &str| {
+            let mut req = get(path, peer);
+            *req.method_mut() = Method::POST;
+            req
+        };
+        assert_eq!(status(send(&svc, post("/users/1")).await), StatusCode::OK);
+        // A wildcard with cost 5: two requests spend 10.
+        assert_eq!(
+            status(send(&svc, get("/api/a/b", peer)).await),
+            StatusCode::OK
+        );
+        assert_eq!(status(send(&svc, post("/api/c")).await), StatusCode::OK);
+        let res = send(&svc, get("/api/d", peer)).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(header(&res, "ratelimit").contains("r=0"));
+        // Exempt: never limited, no headers.
+        for _ in 0..5 {
+            let res = send(&svc, get("/health", peer)).await;
+            assert_eq!(res.status(), StatusCode::OK);
+            assert!(res.headers().get(RATELIMIT).is_none());
+        }
+        // Unlisted paths share the default limit (one used by POST /users/1).
+        assert_eq!(
+            status(send(&svc, get("/other", peer)).await),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(send(&svc, get("/other", peer)).await),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    pub async fn only_counted_responses_consume_quota<S: KvStore>(h: Harness<S>) {
+        let login = Limit::new(Quota::per_minute(3))
+            .count_when(|res| res.status == StatusCode::UNAUTHORIZED);
+        let svc = app(
+            RateLimitLayer::new(h.store.clone(), Identity::PeerIp).route(
+                Method::GET,
+                "/login",
+                login,
+            ),
+        );
+        let attempt = |password: &str| {
+            let mut req = get("/login", "198.51.100.5:1");
+            req.headers_mut()
+                .insert("x-password", password.parse().unwrap());
+            req
+        };
+        for _ in 0..10 {
+            assert_eq!(
+                send(&svc, attempt("right")).await.status(),
+                StatusCode::OK,
+                "successes are free"
+            );
+        }
+        for _ in 0..3 {
+            assert_eq!(
+                send(&svc, attempt("wrong")).await.status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        let res = send(&svc, attempt("right")).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "three failures lock the door"
+        );
+        assert!(header(&res, "retry-after").parse::<u64>().unwrap() >= 1);
+    }
+
+    pub async fn missing_identity_has_a_configured_answer<S: KvStore>(h: Harness<S>) {
+        let no_peer = || Request::get("/").body(()).unwrap();
+        let layer = |policy| {
+            RateLimitLayer::new(h.store.clone(), Identity::PeerIp)
+                .default_limit(Quota::per_minute(1))
+                .on_missing_identity(policy)
+        };
+        let reject = app(layer(MissingIdentity::default()));
+        assert_eq!(
+            send(&reject, no_peer()).await.status(),
+            StatusCode::BAD_REQUEST
+        );
+        let allow = app(layer(MissingIdentity::Allow));
+        for _ in 0..3 {
+            assert_eq!(send(&allow, no_peer()).await.status(), StatusCode::OK);
+        }
+        let shared = app(layer(MissingIdentity::SharedBucket));
+        assert_eq!(send(&shared, no_peer()).await.status(), StatusCode::OK);
+        assert_eq!(
+            send(&shared, no_peer()).await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        // Identified clients are not in the anonymous bucket.
+        assert_eq!(
+            send(&shared, get("/", "198.51.100.6:1")).await.status(),
+            StatusCode::OK
+        );
+    }
+
+    pub async fn works_as_an_axum_route_layer<S: KvStore>(h: Harness<S>) {
+        use axum::routing::get as axum_get;
+        let layer = RateLimitLayer::new(h.store.clone(), Identity::PeerIp)
+            .key_prefix("ratelimit:login:")
+            .default_limit(Quota::per_minute(1));
+        let router = axum::Router::new()
+            .route("/limited", axum_get(|| async { "ok" }))
+            .route_layer(layer)
+            .route("/free", axum_get(|| async { "ok" }));
+        let call = |path: &str| {
+            let mut req = Request::get(path).body(axum::body::Body::empty()).unwrap();
+            req.extensions_mut()
+                .insert("198.51.100.7:1".parse::<SocketAddr>().unwrap());
+            router.clone().oneshot(req)
+        };
+        assert_eq!(call("/limited").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            call("/limited").await.unwrap().status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(call("/free").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(call("/free").await.unwrap().status(), StatusCode::OK);
+    }
+}
+
+macro_rules! suite {
+    ($backend:ident = $make:path) => {
+        mod $backend {
+            use super::*;
+            suite!(@cases $make;
+                exactly_the_quota_passes_under_contention,
+                windows_are_exact_under_contention,
+                tighter_quota_wins_and_denials_consume_nothing,
+                headers_count_down_and_retry_after_rounds_up,
+                spoofed_forwarded_for_does_not_change_the_key,
+                route_table_matches_as_documented,
+                only_counted_responses_consume_quota,
+                missing_identity_has_a_configured_answer,
+                works_as_an_axum_route_layer,
+            );
+        }
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = $make().await else { return };
+                cases::$case(harness).await;
+            }
+        )*
+    };
+}
+
+suite!(memory = support::memory);
+#[cfg(feature = "redis")]
+suite!(redis = support::redis);
