@@ -1,1 +1,118 @@
-fn main() {}
+//! Per-request cost of rate limiting through a ready service stack with a
+//! trivial inner service: tower-kv (MemoryStore) vs tower_governor, same
+//! quota (GCRA, keyed by peer IP, never exhausted), same run.
+//!
+//! `cargo bench --bench ratelimit`
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use axum::body::Body;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use http::{Request, Response};
+use tower::{Service, ServiceBuilder};
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::GovernorLayer;
+use tower_kv::identity::Identity;
+use tower_kv::ratelimit::{Quota, RateLimitLayer};
+use tower_kv::store::MemoryStore;
+
+/// Polls a future that completes without waiting (both stacks' futures do
+/// here), so the measurement is the middleware and not an executor.
+fn ready<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the stack should answer at once"),
+    }
+}
+
+async fn inner(_: Request<Body>) -> Result<Response<Body>, Infallible> {
+    Ok(Response::new(Body::empty()))
+}
+
+fn peers(n: usize) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| {
+            let ip = Ipv4Addr::from(0x0a00_0000 + i as u32);
+            SocketAddr::new(IpAddr::V4(ip), 40_000)
+        })
+        .collect()
+}
+
+fn request(peer: SocketAddr) -> Request<Body> {
+    let mut req = Request::get("/api/users").body(Body::empty()).unwrap();
+    req.extensions_mut().insert(peer);
+    req
+}
+
+fn run<S>(svc: &mut S, peers: &[SocketAddr], i: &mut usize)
+where
+    S: Service<Request<Body>>,
+    S::Response: std::fmt::Debug,
+    S::Error: std::fmt::Debug,
+{
+    *i = (*i + 1) % peers.len();
+    let res = ready(svc.call(request(peers[*i]))).unwrap();
+    black_box(res);
+}
+
+fn ratelimit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ratelimit");
+    for (param, keys) in [("one_key", 1), ("10k_keys", 10_000)] {
+        let peers = peers(keys);
+
+        let mut kv = ServiceBuilder::new()
+            .layer(
+                RateLimitLayer::new(MemoryStore::new(), Identity::PeerIp)
+                    .default_limit(Quota::per_second(u32::MAX)),
+            )
+            .service_fn(inner);
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("tower_kv", param), |b| {
+            b.iter(|| run(&mut kv, &peers, &mut i))
+        });
+
+        // Same GCRA quota in governor terms: one cell per nanosecond, a huge
+        // burst; with its headers on, as tower-kv always sends its own.
+        let config = GovernorConfigBuilder::default()
+            .per_nanosecond(1)
+            .burst_size(u32::MAX)
+            .use_headers()
+            .finish()
+            .unwrap();
+        let mut governor = ServiceBuilder::new()
+            .layer(GovernorLayer::new(config))
+            .service_fn(inner);
+        group.bench_function(BenchmarkId::new("tower_governor", param), |b| {
+            b.iter(|| run(&mut governor, &peers, &mut i))
+        });
+
+        let config = GovernorConfigBuilder::default()
+            .per_nanosecond(1)
+            .burst_size(u32::MAX)
+            .finish()
+            .unwrap();
+        let mut governor = ServiceBuilder::new()
+            .layer(GovernorLayer::new(config))
+            .service_fn(inner);
+        group.bench_function(BenchmarkId::new("tower_governor_no_headers", param), |b| {
+            b.iter(|| run(&mut governor, &peers, &mut i))
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    targets = ratelimit
+}
+criterion_main!(benches);

@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 
 pin_project! {
     /// A response body that is either the inner service's or the layer's own.
+    #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -17,6 +18,7 @@ pin_project! {
 }
 
 pin_project! {
+    #[derive(Debug)]
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
