@@ -77,6 +77,9 @@ impl<T> RouteTable<T> {
 
     /// The route matching `method` and `path`, if any.
     pub fn at(&self, method: &Method, path: &str) -> Option<RouteMatch<'_, T>> {
+        if self.entries.is_empty() {
+            return None;
+        }
         let index = self
             .by_method
             .get(method)

@@ -14,9 +14,9 @@ use crate::store::RateState;
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-const X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+pub(crate) const X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(crate) const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// Whole seconds, rounded up.
 pub(crate) fn ceil_secs(d: Duration) -> u64 {
@@ -65,14 +65,14 @@ pub(crate) fn retry_after(headers: &mut HeaderMap, after: Duration) {
     headers.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(after).max(1)));
 }
 
-/// The legacy trio for the quota closest to running out.
-pub(crate) fn legacy(headers: &mut HeaderMap, quotas: &[Quota], states: &[RateState]) {
-    let tightest = quotas.iter().zip(states).min_by_key(|(_, s)| s.remaining);
-    if let Some((q, s)) = tightest {
-        headers.insert(&X_LIMIT, HeaderValue::from(q.limit()));
-        headers.insert(&X_REMAINING, HeaderValue::from(s.remaining));
-        headers.insert(&X_RESET, HeaderValue::from(ceil_secs(s.reset_after)));
-    }
+/// The legacy trio (limit, remaining, reset) for the quota closest to running out.
+pub(crate) fn legacy(quotas: &[Quota], states: &[RateState]) -> Option<[HeaderValue; 3]> {
+    let (q, s) = quotas.iter().zip(states).min_by_key(|(_, s)| s.remaining)?;
+    Some([
+        HeaderValue::from(q.limit()),
+        HeaderValue::from(s.remaining),
+        HeaderValue::from(ceil_secs(s.reset_after)),
+    ])
 }
 
 #[cfg(test)]

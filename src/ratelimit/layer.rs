@@ -56,7 +56,12 @@ impl Prepared {
             .quotas
             .iter()
             .map(|q| {
-                let key = format!("{}|{}|{identity}", self.key_stem, q.name());
+                let mut key = String::with_capacity(
+                    self.key_stem.len() + q.name().len() + identity.len() + 2,
+                );
+                for part in [self.key_stem.as_str(), "|", q.name(), "|", identity] {
+                    key.push_str(part);
+                }
                 RateRequest::new(key, q.rate(), cost)
             })
             .collect()

@@ -40,13 +40,18 @@ impl Quota {
     ///
     /// # Panics
     ///
-    /// If `limit` is zero or `period` is shorter than a millisecond: such a
-    /// quota is a configuration error.
+    /// If `limit` is zero, `period` is shorter than a millisecond, or the
+    /// quota is faster than one request per microsecond (the stores'
+    /// resolution): such a quota is a configuration error.
     pub fn per(limit: u32, period: Duration) -> Self {
         assert!(limit > 0, "a quota needs a limit of at least 1");
         assert!(
             period >= Duration::from_millis(1),
             "a quota period must be at least 1 ms"
+        );
+        assert!(
+            period / limit >= Duration::from_micros(1),
+            "a quota of {limit} per {period:?} is faster than one request per microsecond"
         );
         Self {
             limit,
@@ -182,6 +187,12 @@ mod tests {
         let rate = Quota::per_second(10).burst(2).rate();
         assert_eq!(rate.capacity(), 2);
         assert_eq!(Quota::per_second(10).rate().capacity(), 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "faster than one request per microsecond")]
+    fn sub_microsecond_rates_are_rejected() {
+        let _ = Quota::per_second(2_000_000);
     }
 
     #[test]

@@ -1,13 +1,13 @@
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
+use super::future::{Annotation, ResponseFuture};
 use super::headers;
 use super::layer::{Config, Prepared};
 use super::limit::{MissingIdentity, OnStoreError, RateLimitBypassed};
@@ -20,10 +20,6 @@ pub struct RateLimit<S, St> {
     inner: S,
     config: Arc<Config<St>>,
 }
-
-/// The future of [`RateLimit`]'s responses.
-pub type ResponseFuture<B, E> =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 
 impl<S, St> RateLimit<S, St> {
     pub(crate) fn from_config(inner: S, config: Arc<Config<St>>) -> Self {
@@ -78,7 +74,7 @@ impl<St: KvStore> Config<St> {
         }
     }
 
-    fn respond<B>(&self, status: StatusCode, body: bytes::Bytes) -> Response<ResponseBody<B>> {
+    fn respond<B>(&self, status: StatusCode, body: Bytes) -> Response<ResponseBody<B>> {
         let mut res = Response::new(ResponseBody::full(body));
         *res.status_mut() = status;
         res
@@ -92,20 +88,21 @@ impl<St: KvStore> Config<St> {
         let mut res = self.respond(StatusCode::TOO_MANY_REQUESTS, self.rejection.1.clone());
         res.headers_mut()
             .insert(CONTENT_TYPE, self.rejection.0.clone());
-        self.annotate(res.headers_mut(), prepared, decision);
+        self.annotation(prepared, decision).apply(res.headers_mut());
         headers::retry_after(res.headers_mut(), decision.retry_after());
         res
     }
 
-    fn annotate(&self, h: &mut http::HeaderMap, prepared: &Prepared, decision: &RateDecision) {
+    fn annotation(&self, prepared: &Prepared, decision: &RateDecision) -> Annotation {
         let quotas = &prepared.limit.quotas;
-        h.insert(&headers::RATELIMIT_POLICY, prepared.policy.clone());
-        h.insert(
-            &headers::RATELIMIT,
-            headers::current(quotas, &decision.states),
-        );
-        if self.legacy_headers {
-            headers::legacy(h, quotas, &decision.states);
+        Annotation {
+            policy: prepared.policy.clone(),
+            current: headers::current(quotas, &decision.states),
+            legacy: self
+                .legacy_headers
+                .then(|| headers::legacy(quotas, &decision.states))
+                .flatten()
+                .map(Box::new),
         }
     }
 }
@@ -120,70 +117,100 @@ where
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResB, S::Error>;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        // The ready service handles this request; a clone takes its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let config = self.config.clone();
+        let config = &self.config;
         let Some(prepared) = config.limit_for(&req) else {
-            let fut = inner.call(req);
-            return Box::pin(async move { Ok(fut.await?.map(ResponseBody::inner)) });
+            return ResponseFuture::inner(self.inner.call(req), None);
         };
         let identity = match (config.identity.of(&req), config.missing_identity) {
             (Some(id), _) => id,
             (None, MissingIdentity::SharedBucket) => "anonymous".to_owned(),
             (None, MissingIdentity::Allow) => {
-                let fut = inner.call(req);
-                return Box::pin(async move { Ok(fut.await?.map(ResponseBody::inner)) });
+                return ResponseFuture::inner(self.inner.call(req), None)
             }
             (None, MissingIdentity::Reject(status)) => {
                 tracing::debug!(identity = ?config.identity, "request has no rate-limit identity");
-                let body = bytes::Bytes::from_static(b"missing client identity\n");
-                let res = config.respond(status, body);
-                return Box::pin(async move { Ok(res) });
+                let body = Bytes::from_static(b"missing client identity\n");
+                return ResponseFuture::ready(config.respond(status, body));
             }
         };
-        Box::pin(async move {
-            let limit = &prepared.limit;
-            let counts_later = limit.count_when.is_some();
-            let mut requests = prepared.requests(&identity, limit.cost);
-            if counts_later {
-                requests = requests.into_iter().map(RateRequest::peek).collect();
+        let limit = &prepared.limit;
+        if limit.count_when.is_none() {
+            // Fast path: a store that decides without I/O needs no boxed future.
+            let requests = prepared.requests(&identity, limit.cost);
+            match config.store.rate_limit_now(&requests) {
+                Some(Ok(d)) if d.allowed => {
+                    let annotation = config.annotation(&prepared, &d);
+                    return ResponseFuture::inner(self.inner.call(req), Some(annotation));
+                }
+                Some(Ok(d)) => return ResponseFuture::ready(config.too_many(&prepared, &d)),
+                Some(Err(_)) | None => {}
             }
-            let mut decision = match config.decide(&prepared, &requests).await {
-                Verdict::Decided(d) if d.allowed => d,
-                Verdict::Decided(d) => return Ok(config.too_many(&prepared, &d)),
-                Verdict::Unavailable(retry) => {
-                    let mut res =
-                        config.respond(StatusCode::SERVICE_UNAVAILABLE, bytes::Bytes::new());
-                    headers::retry_after(res.headers_mut(), retry);
-                    return Ok(res);
-                }
-                Verdict::Bypass => {
-                    let mut res = inner.call(req).await?.map(ResponseBody::inner);
-                    res.extensions_mut().insert(RateLimitBypassed);
-                    return Ok(res);
-                }
-            };
-            let res = inner.call(req).await?;
-            let (parts, body) = res.into_parts();
-            if let Some(count_when) = &limit.count_when {
-                if count_when(&parts) {
-                    let charge = prepared.requests(&identity, limit.cost);
-                    if let Verdict::Decided(d) = config.decide(&prepared, &charge).await {
-                        decision = d;
-                    }
-                }
-            }
-            let mut res = Response::from_parts(parts, ResponseBody::inner(body));
-            config.annotate(res.headers_mut(), &prepared, &decision);
-            Ok(res)
-        })
+        }
+        // The store must be awaited first: the ready service goes into the
+        // future and a clone takes its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::waiting(Box::pin(wait_then_call(
+            inner,
+            config.clone(),
+            prepared,
+            identity,
+            req,
+        )))
     }
+}
+
+/// The slow path: await the store's decision, then the inner service, then
+/// (with `count_when`) charge the quota if the response counts.
+async fn wait_then_call<S, St, ReqB, ResB>(
+    mut inner: S,
+    config: Arc<Config<St>>,
+    prepared: Arc<Prepared>,
+    identity: String,
+    req: Request<ReqB>,
+) -> Result<Response<ResponseBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    St: KvStore,
+{
+    let limit = &prepared.limit;
+    let mut requests = prepared.requests(&identity, limit.cost);
+    if limit.count_when.is_some() {
+        requests = requests.into_iter().map(RateRequest::peek).collect();
+    }
+    let mut decision = match config.decide(&prepared, &requests).await {
+        Verdict::Decided(d) if d.allowed => d,
+        Verdict::Decided(d) => return Ok(config.too_many(&prepared, &d)),
+        Verdict::Unavailable(retry) => {
+            let mut res = config.respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
+            headers::retry_after(res.headers_mut(), retry);
+            return Ok(res);
+        }
+        Verdict::Bypass => {
+            let mut res = inner.call(req).await?.map(ResponseBody::inner);
+            res.extensions_mut().insert(RateLimitBypassed);
+            return Ok(res);
+        }
+    };
+    let (parts, body) = inner.call(req).await?.into_parts();
+    if let Some(count_when) = &limit.count_when {
+        if count_when(&parts) {
+            let charge = prepared.requests(&identity, limit.cost);
+            if let Verdict::Decided(d) = config.decide(&prepared, &charge).await {
+                decision = d;
+            }
+        }
+    }
+    let mut res = Response::from_parts(parts, ResponseBody::inner(body));
+    config
+        .annotation(&prepared, &decision)
+        .apply(res.headers_mut());
+    Ok(res)
 }

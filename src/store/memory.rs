@@ -12,7 +12,7 @@ use lru::LruCache;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::limits::{check_expiration, check_key, check_list, check_rate, check_value};
-use super::rate::{self, Verdict};
+use super::rate::{self, Fields, Verdict};
 use super::{
     CasOutcome, Entry, Expiration, KeyInfo, KvStore, ListOptions, ListPage, PutOptions,
     RateDecision, RateRequest, StoreError, Version, DEFAULT_MAX_VALUE_LEN,
@@ -217,7 +217,7 @@ impl MemoryStore {
             return Ok(None);
         }
         Ok(Some(Slot {
-            value,
+            value: Value::Bytes(value),
             metadata: options.metadata,
             expires_at,
             version: self.next_version(),
@@ -333,27 +333,28 @@ impl KvStore for MemoryStore {
         let mut shard = self.shard(key);
         let slot = match shard.live(key, now) {
             Some(slot) => Slot {
-                value: parse_counter(&slot.value)
-                    .and_then(|n| n.checked_add(delta))
-                    .ok_or_else(|| StoreError::NotACounter {
-                        key: key.to_owned(),
-                    })?
-                    .to_string()
-                    .into(),
+                value: Value::Counter(
+                    slot.value
+                        .counter()
+                        .and_then(|n| n.checked_add(delta))
+                        .ok_or_else(|| StoreError::NotACounter {
+                            key: key.to_owned(),
+                        })?,
+                ),
                 metadata: slot.metadata.clone(),
                 expires_at: slot.expires_at,
                 version,
                 indexed_at: None,
             },
             None => Slot {
-                value: delta.to_string().into(),
+                value: Value::Counter(delta),
                 metadata: None,
                 expires_at: expiry_ms(expiration_on_create, now),
                 version,
                 indexed_at: None,
             },
         };
-        let total = parse_counter(&slot.value).expect("written as a decimal above");
+        let total = slot.value.counter().expect("written as a counter above");
         if slot.is_live(now) {
             shard.insert(key, slot, now);
         }
@@ -361,9 +362,38 @@ impl KvStore for MemoryStore {
     }
 
     async fn rate_limit(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {
+        self.decide_rate(requests)
+    }
+
+    fn rate_limit_now(&self, requests: &[RateRequest]) -> Option<Result<RateDecision, StoreError>> {
+        Some(self.decide_rate(requests))
+    }
+}
+
+impl MemoryStore {
+    fn decide_rate(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {
         check_rate(requests)?;
         let now_ms = self.inner.clock.now_ms();
         let now_us = now_ms.saturating_mul(1000);
+        if let [r] = requests {
+            // One bucket (the common case): one lock, no bookkeeping vectors.
+            let mut shard = self.shard(&r.key);
+            let stored = shard.live(&r.key, now_ms);
+            let v = rate::decide(
+                r.rate,
+                r.cost,
+                stored.map_or_else(Fields::default, |s| s.value.rate_state()),
+                now_us,
+            );
+            let allowed = v.state.allowed;
+            if allowed {
+                self.charge(&mut shard, r, &v, now_ms);
+            }
+            return Ok(RateDecision {
+                allowed,
+                states: vec![v.state],
+            });
+        }
         // Lock every shard involved, in index order, so the decision is atomic
         // across buckets and concurrent decisions cannot deadlock.
         let shard_of: Vec<usize> = requests.iter().map(|r| self.shard_index(&r.key)).collect();
@@ -379,7 +409,8 @@ impl KvStore for MemoryStore {
             .zip(&shard_of)
             .map(|(r, &index)| {
                 let stored = locked(&mut guards, index).live(&r.key, now_ms);
-                rate::decide(r.rate, r.cost, stored.map(|s| &s.value[..]), now_us)
+                let state = stored.map_or_else(Fields::default, |s| s.value.rate_state());
+                rate::decide(r.rate, r.cost, state, now_us)
             })
             .collect();
         let allowed = verdicts.iter().all(|v| v.state.allowed);
@@ -388,21 +419,26 @@ impl KvStore for MemoryStore {
             return Ok(RateDecision { allowed, states });
         }
         let mut states = Vec::with_capacity(verdicts.len());
-        for ((r, v), &index) in requests.iter().zip(verdicts).zip(&shard_of) {
+        for ((r, v), &index) in requests.iter().zip(&verdicts).zip(&shard_of) {
             states.push(v.state);
-            if !r.charge || r.cost == 0 {
-                continue;
-            }
-            let slot = Slot {
-                value: Bytes::from(v.new_value),
-                metadata: None,
-                expires_at: Some(now_ms + v.ttl_us / 1000 + 1),
-                version: self.next_version(),
-                indexed_at: None,
-            };
-            locked(&mut guards, index).insert(&r.key, slot, now_ms);
+            self.charge(locked(&mut guards, index), r, v, now_ms);
         }
         Ok(RateDecision { allowed, states })
+    }
+
+    /// Stores a bucket's new state after an allowed decision (unless it only peeked).
+    fn charge(&self, shard: &mut Shard, r: &RateRequest, v: &Verdict, now_ms: u64) {
+        if !r.charge || r.cost == 0 {
+            return;
+        }
+        let slot = Slot {
+            value: Value::Rate(v.new_state),
+            metadata: None,
+            expires_at: Some(now_ms + v.ttl_us / 1000 + 1),
+            version: self.next_version(),
+            indexed_at: None,
+        };
+        shard.insert(&r.key, slot, now_ms);
     }
 }
 
@@ -427,9 +463,52 @@ fn parse_counter(bytes: &[u8]) -> Option<i64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// A stored value: bytes, or a counter or rate state kept typed so hot
+/// paths neither parse nor format; `get` renders the same decimal text
+/// the Redis backend stores.
+#[derive(Clone, Debug)]
+enum Value {
+    Bytes(Bytes),
+    Counter(i64),
+    Rate(Fields),
+}
+
+impl Value {
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            Value::Bytes(b) => b.clone(),
+            Value::Counter(n) => Bytes::from(n.to_string()),
+            Value::Rate(f) => Bytes::from(f.render()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Value::Bytes(b) => b.len(),
+            Value::Counter(_) | Value::Rate(_) => 24,
+        }
+    }
+
+    fn counter(&self) -> Option<i64> {
+        match self {
+            Value::Bytes(b) => parse_counter(b),
+            Value::Counter(n) => Some(*n),
+            Value::Rate(f) => parse_counter(f.render().as_bytes()),
+        }
+    }
+
+    fn rate_state(&self) -> Fields {
+        match self {
+            Value::Bytes(b) => Fields::parse(b),
+            Value::Counter(n) => Fields::parse(n.to_string().as_bytes()),
+            Value::Rate(f) => *f,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
-    value: Bytes,
+    value: Value,
     metadata: Option<serde_json::Value>,
     expires_at: Option<u64>,
     version: Version,
@@ -453,7 +532,7 @@ impl Slot {
 
     fn to_entry(&self) -> Entry {
         Entry {
-            value: self.value.clone(),
+            value: self.value.to_bytes(),
             metadata: self.metadata.clone(),
             expires_at: self.expires_at.map(ms_to_time),
             version: self.version,

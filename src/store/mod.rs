@@ -142,4 +142,13 @@ pub trait KvStore: Clone + Send + Sync + 'static {
         &self,
         requests: &[RateRequest],
     ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+
+    /// The same decision made synchronously, for stores that need no I/O
+    /// for it (the in-memory store); `None` means "use
+    /// [`rate_limit`](Self::rate_limit)". Lets layers skip allocating a
+    /// future on the hot path.
+    fn rate_limit_now(&self, requests: &[RateRequest]) -> Option<Result<RateDecision, StoreError>> {
+        let _ = requests;
+        None
+    }
 }

@@ -229,6 +229,14 @@ impl<S: KvStore> KvStore for NearCache<S> {
         result
     }
 
+    fn rate_limit_now(&self, requests: &[RateRequest]) -> Option<Result<RateDecision, StoreError>> {
+        let result = self.store.rate_limit_now(requests)?;
+        for r in requests {
+            self.invalidate(&r.key);
+        }
+        Some(result)
+    }
+
     async fn rate_limit(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {
         let result = self.store.rate_limit(requests).await;
         for r in requests {

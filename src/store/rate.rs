@@ -2,11 +2,56 @@
 //! for line by the Redis script (`lua/rate.lua`). Times are integer
 //! microseconds; each bucket's state is one short decimal string:
 //! GCRA `tat`, fixed window `start:count`, sliding window `start:current:previous`.
-//! A stored state of another shape counts as a fresh bucket.
+//! A stored state of another shape counts as a fresh bucket. The in-memory
+//! backend keeps states as [`Fields`] and renders the string only when read.
 
 use std::time::Duration;
 
 use super::{GcraRate, Rate, RateState};
+
+/// A bucket's state: one to three integers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Fields {
+    values: [u64; 3],
+    len: usize,
+}
+
+impl Fields {
+    fn new(values: &[u64]) -> Self {
+        let mut f = Self::default();
+        f.values[..values.len()].copy_from_slice(values);
+        f.len = values.len();
+        f
+    }
+
+    fn as_slice(&self) -> &[u64] {
+        &self.values[..self.len]
+    }
+
+    /// Parses the stored string form; anything else is a fresh (empty) state.
+    pub(crate) fn parse(stored: &[u8]) -> Self {
+        let mut f = Self::default();
+        let Ok(text) = std::str::from_utf8(stored) else {
+            return f;
+        };
+        for part in text.split(':') {
+            match (part.parse(), f.len < 3) {
+                (Ok(n), true) => {
+                    f.values[f.len] = n;
+                    f.len += 1;
+                }
+                _ => return Self::default(),
+            }
+        }
+        f
+    }
+
+    /// The stored string form: `a`, `a:b` or `a:b:c`.
+    pub(crate) fn render(&self) -> String {
+        let parts: Vec<String> = self.as_slice().iter().map(u64::to_string).collect();
+        parts.join(":")
+    }
+}
 
 /// One bucket's verdict.
 pub(crate) struct Verdict {
@@ -15,34 +60,23 @@ pub(crate) struct Verdict {
     /// The bucket's state when another bucket denied the decision.
     pub unconsumed: RateState,
     /// The state to store when the whole decision is allowed.
-    pub new_value: String,
+    pub new_state: Fields,
     /// How long the stored state must live.
     pub ttl_us: u64,
 }
 
-pub(crate) fn decide(rate: Rate, cost: u32, stored: Option<&[u8]>, now: u64) -> Verdict {
-    let fields = parse(stored);
+pub(crate) fn decide(rate: Rate, cost: u32, stored: Fields, now: u64) -> Verdict {
+    let fields = stored.as_slice();
     let cost = u64::from(cost);
     match rate {
-        Rate::Gcra(g) => gcra(g, cost, fields.first().copied(), now),
+        Rate::Gcra(g) => gcra(g, cost, fields, now),
         Rate::FixedWindow { limit, window } => {
-            fixed(u64::from(limit), us(window), cost, &fields, now)
+            fixed(u64::from(limit), us(window), cost, fields, now)
         }
         Rate::SlidingWindow { limit, window } => {
-            sliding(u64::from(limit), us(window), cost, &fields, now)
+            sliding(u64::from(limit), us(window), cost, fields, now)
         }
     }
-}
-
-fn parse(stored: Option<&[u8]>) -> Vec<u64> {
-    stored
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|s| {
-            s.split(':')
-                .map(|f| f.parse().ok())
-                .collect::<Option<Vec<u64>>>()
-        })
-        .unwrap_or_default()
 }
 
 fn state(allowed: bool, remaining: u64, retry_us: u64, reset_us: u64) -> RateState {
@@ -54,7 +88,11 @@ fn state(allowed: bool, remaining: u64, retry_us: u64, reset_us: u64) -> RateSta
     }
 }
 
-fn gcra(rate: GcraRate, cost: u64, stored_tat: Option<u64>, now: u64) -> Verdict {
+fn gcra(rate: GcraRate, cost: u64, fields: &[u64], now: u64) -> Verdict {
+    let stored_tat = match fields {
+        [tat] => Some(*tat),
+        _ => None,
+    };
     let interval = us(rate.emission_interval).max(1);
     let tolerance = interval.saturating_mul(u64::from(rate.burst));
     let tat = stored_tat.unwrap_or(now).max(now);
@@ -67,7 +105,7 @@ fn gcra(rate: GcraRate, cost: u64, stored_tat: Option<u64>, now: u64) -> Verdict
         Verdict {
             state: state(true, remaining(used), 0, used),
             unconsumed,
-            new_value: new_tat.to_string(),
+            new_state: Fields::new(&[new_tat]),
             ttl_us: used,
         }
     } else {
@@ -75,7 +113,7 @@ fn gcra(rate: GcraRate, cost: u64, stored_tat: Option<u64>, now: u64) -> Verdict
         Verdict {
             state: denied,
             unconsumed: denied,
-            new_value: tat.to_string(),
+            new_state: Fields::new(&[tat]),
             ttl_us: tat - now,
         }
     }
@@ -95,7 +133,7 @@ fn fixed(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verdic
         Verdict {
             state: state(true, limit - after, 0, reset(after)),
             unconsumed,
-            new_value: format!("{start}:{after}"),
+            new_state: Fields::new(&[start, after]),
             ttl_us: end - now,
         }
     } else {
@@ -103,7 +141,7 @@ fn fixed(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verdic
         Verdict {
             state: denied,
             unconsumed: denied,
-            new_value: format!("{start}:{count}"),
+            new_state: Fields::new(&[start, count]),
             ttl_us: end - now,
         }
     }
@@ -137,7 +175,7 @@ fn sliding(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verd
         return Verdict {
             state: state(true, remaining(after), 0, reset(after)),
             unconsumed,
-            new_value: format!("{start}:{after}:{previous}"),
+            new_state: Fields::new(&[start, after, previous]),
             ttl_us: start + 2 * window - now,
         };
     }
@@ -159,7 +197,7 @@ fn sliding(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verd
     Verdict {
         state: denied,
         unconsumed: denied,
-        new_value: format!("{start}:{current}:{previous}"),
+        new_state: Fields::new(&[start, current, previous]),
         ttl_us: start + 2 * window - now,
     }
 }
@@ -185,9 +223,12 @@ mod tests {
     const SECOND: u64 = 1_000_000;
 
     fn run(rate: Rate, stored: &mut Option<String>, now: u64) -> RateState {
-        let v = decide(rate, 1, stored.as_deref().map(str::as_bytes), now);
+        let fields = stored
+            .as_deref()
+            .map_or_else(Fields::default, |s| Fields::parse(s.as_bytes()));
+        let v = decide(rate, 1, fields, now);
         if v.state.allowed {
-            *stored = Some(v.new_value);
+            *stored = Some(v.new_state.render());
         }
         v.state
     }
@@ -251,7 +292,9 @@ mod tests {
             limit: 1,
             window: Duration::from_secs(1),
         };
-        let v = decide(rate, 1, Some(b"not-a-state"), SECOND);
+        let v = decide(rate, 1, Fields::parse(b"not-a-state"), SECOND);
         assert!(v.state.allowed);
+        assert_eq!(Fields::parse(b"1:2:3:4"), Fields::default());
+        assert_eq!(Fields::parse(b"12:34").render(), "12:34");
     }
 }
