@@ -2,7 +2,11 @@
 //! trivial inner service: tower-kv (MemoryStore) vs tower_governor, same
 //! quota (GCRA, keyed by peer IP, never exhausted), same run.
 //!
-//! `cargo bench --bench ratelimit`
+//! With `--all-features`, also `tower_kv_redis`: the same stack on a
+//! RedisStore (private `redis-server` on a unix socket), one request at a
+//! time, i.e. the decision latency (one `EVALSHA` round trip per request).
+//!
+//! `cargo bench --bench ratelimit --all-features`
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::convert::Infallible;
@@ -108,8 +112,60 @@ fn ratelimit(c: &mut Criterion) {
             b.iter(|| run(&mut governor, &peers, &mut i))
         });
     }
+    redis(&mut group);
     group.finish();
 }
+
+#[cfg(feature = "redis")]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[cfg(feature = "redis")]
+fn redis(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    use tower::ServiceExt;
+    use tower_kv::store::RedisStore;
+
+    let Some(server) = support::RedisServer::start() else {
+        eprintln!("redis-server not found: skipping tower_kv_redis");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt.block_on(async {
+        RedisStore::builder(server.url())
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap()
+    });
+    let svc = ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::new(store, Identity::PeerIp)
+                .default_limit(Quota::per_second(1_000_000).burst(u32::MAX)),
+        )
+        .service_fn(inner);
+    for (param, keys) in [("one_key", 1), ("10k_keys", 10_000)] {
+        let peers = peers(keys);
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("tower_kv_redis", param), |b| {
+            b.to_async(&rt).iter(|| {
+                i = (i + 1) % peers.len();
+                let req = request(peers[i]);
+                let svc = svc.clone();
+                async move {
+                    let res = svc.oneshot(req).await.unwrap();
+                    assert!(res.headers().contains_key("ratelimit"));
+                }
+            })
+        });
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis(_: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {}
 
 criterion_group! {
     name = benches;

@@ -266,3 +266,71 @@ mod rate_limit_outage {
         }
     }
 }
+
+mod rate_limit_round_trips {
+    use super::*;
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+
+    use http::{Method, Request, Response, StatusCode};
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_kv::identity::Identity;
+    use tower_kv::ratelimit::{Limit, Quota, RateLimitLayer};
+
+    /// Script calls the server has received (every tower-kv operation is
+    /// one), from `INFO commandstats`.
+    async fn script_calls(server: &support::RedisServer) -> u64 {
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn one_round_trip_per_request_even_with_several_quotas() {
+        let Some(server) = support::RedisServer::start() else {
+            return;
+        };
+        let store = connect(&server).await;
+        let limit = Limit::new(Quota::per_second(10)).and(Quota::per_hour(1000));
+        let layer =
+            RateLimitLayer::new(store, Identity::PeerIp).route(Method::GET, "/search", limit);
+        let svc = ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            });
+        let request = || {
+            let mut req = Request::get("/search").body(()).unwrap();
+            req.extensions_mut()
+                .insert("198.51.100.10:1".parse::<SocketAddr>().unwrap());
+            req
+        };
+        // Warm up: loads the script (NOSCRIPT + SCRIPT LOAD happen once).
+        svc.clone().oneshot(request()).await.unwrap();
+        let before = script_calls(&server).await;
+        for _ in 0..5 {
+            let res = svc.clone().oneshot(request()).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+        assert_eq!(
+            script_calls(&server).await - before,
+            5,
+            "one script call per request"
+        );
+    }
+}
