@@ -11,6 +11,7 @@ mod clock;
 pub mod identity;
 pub mod ratelimit;
 pub mod routes;
+pub mod session;
 pub mod store;
 
 pub use clock::Clock;

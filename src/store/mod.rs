@@ -44,6 +44,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+mod dyn_store;
 mod error;
 mod json;
 mod limits;
@@ -54,6 +55,7 @@ mod rate;
 mod redis;
 mod types;
 
+pub use dyn_store::{BoxFuture, DynStore};
 pub use error::StoreError;
 pub use json::{decode_json, encode_json, KvStoreExt};
 pub use limits::{DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, MAX_LIST_LIMIT};

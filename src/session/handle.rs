@@ -1,0 +1,215 @@
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use super::id::SessionId;
+use super::record::{Change, Record};
+use super::settings::Settings;
+use crate::store::{StoreError, Version};
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The store failed (unreachable, timed out, …).
+    #[error("session store: {0}")]
+    Store(#[from] StoreError),
+    /// A value could not be converted to or from JSON.
+    #[error("session value {key:?}: {source}")]
+    Value {
+        /// The session key.
+        key: String,
+        /// What went wrong.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The session of the current request, in request extensions.
+///
+/// Cheap to clone; clones share one state. Nothing touches the store until a
+/// method needs the record, and nothing is written unless something changed
+/// (or the session is due for renewal). Changes are saved when the response
+/// leaves the layer.
+///
+/// ```no_run
+/// # async fn handler(session: tower_kv::session::Session) -> Result<(), tower_kv::session::SessionError> {
+/// let visits: u64 = session.get("visits").await?.unwrap_or(0);
+/// session.insert("visits", visits + 1).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) state: Mutex<State>,
+}
+
+/// What a request has seen and done to its session.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// The id the client presented (well-formed, not yet checked against the store).
+    pub(crate) presented: Option<SessionId>,
+    /// Whether the store was read.
+    pub(crate) loaded: bool,
+    /// The stored record and its version, when the presented id is live.
+    pub(crate) stored: Option<(Record, Version)>,
+    /// The record as this request sees it (stored + changes).
+    pub(crate) view: Option<Record>,
+    pub(crate) changes: Vec<Change>,
+    pub(crate) cycle: bool,
+    pub(crate) destroy: bool,
+    pub(crate) renew: bool,
+}
+
+impl Session {
+    pub(crate) fn new(settings: Arc<Settings>, presented: Option<SessionId>) -> Self {
+        let state = State {
+            presented,
+            ..State::default()
+        };
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                state: Mutex::new(state),
+            }),
+        }
+    }
+
+    async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
+        let mut state = self.inner.state.lock().await;
+        if !state.loaded {
+            let settings = &self.inner.settings;
+            state.stored = match &state.presented {
+                Some(id) => settings.load(id).await?,
+                None => None,
+            };
+            if state.stored.is_none() && state.presented.is_some() {
+                tracing::info!(session = %state.presented.as_ref().expect("checked"), "unknown or expired session id: starting a fresh session");
+            }
+            if let Some((record, _)) = &state.stored {
+                let now = settings.clock.now_ms();
+                state.renew = now.saturating_sub(record.seen) >= settings.renew_after_ms();
+            }
+            state.view = state.stored.as_ref().map(|(r, _)| r.clone());
+            state.loaded = true;
+        }
+        Ok(state)
+    }
+
+    async fn change(&self, change: Change) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        let now = self.inner.settings.clock.now_ms();
+        state
+            .view
+            .get_or_insert_with(|| Record::new(now))
+            .apply(&change);
+        state.changes.push(change);
+        state.destroy = false;
+        Ok(())
+    }
+
+    /// The value at `key`, or `None`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let state = self.loaded().await?;
+        let Some(value) = state.view.as_ref().and_then(|r| r.data.get(key)) else {
+            return Ok(None);
+        };
+        T::deserialize(value)
+            .map(Some)
+            .map_err(|source| SessionError::Value {
+                key: key.to_owned(),
+                source,
+            })
+    }
+
+    /// Sets `key` to `value` (creating the session if there is none).
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let value = serde_json::to_value(value).map_err(|source| SessionError::Value {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.change(Change::Set(key.to_owned(), value)).await
+    }
+
+    /// Removes `key`.
+    pub async fn remove(&self, key: &str) -> Result<(), SessionError> {
+        if self.loaded().await?.view.is_none() {
+            return Ok(());
+        }
+        self.change(Change::Remove(key.to_owned())).await
+    }
+
+    /// Removes every value (the session and its user stay).
+    pub async fn clear(&self) -> Result<(), SessionError> {
+        if self.loaded().await?.view.is_none() {
+            return Ok(());
+        }
+        self.change(Change::Clear).await
+    }
+
+    /// The signed-in user, if any.
+    pub async fn user_id(&self) -> Result<Option<String>, SessionError> {
+        Ok(self
+            .loaded()
+            .await?
+            .view
+            .as_ref()
+            .and_then(|r| r.user.clone()))
+    }
+
+    /// Signs `user` in: records the user and gives the session a new id
+    /// (the old one stops working), against session fixation.
+    pub async fn login(&self, user: impl Into<String>) -> Result<(), SessionError> {
+        self.change(Change::User(Some(user.into()))).await?;
+        self.cycle_id().await
+    }
+
+    /// Gives the session a new id; the old id stops working.
+    pub async fn cycle_id(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        state.cycle = true;
+        Ok(())
+    }
+
+    /// Logs out: deletes the session and tells the client to forget its id.
+    pub async fn destroy(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        state.destroy = true;
+        state.changes.clear();
+        state.view = None;
+        Ok(())
+    }
+
+    /// Logs the user out on every device: ends all their sessions, this one
+    /// included. Returns how many sessions ended.
+    pub async fn logout_everywhere(&self) -> Result<usize, SessionError> {
+        let ended = match self.user_id().await? {
+            Some(user) => self.inner.settings.revoke_user(&user).await?,
+            None => 0,
+        };
+        self.destroy().await?;
+        Ok(ended)
+    }
+
+    /// When the session was created, if it exists.
+    pub async fn created_at(&self) -> Result<Option<SystemTime>, SessionError> {
+        let state = self.loaded().await?;
+        Ok(state
+            .view
+            .as_ref()
+            .map(|r| UNIX_EPOCH + Duration::from_millis(r.created)))
+    }
+
+    /// Whether the request has a live session (or created one).
+    pub async fn exists(&self) -> Result<bool, SessionError> {
+        Ok(self.loaded().await?.view.is_some())
+    }
+}

@@ -1,0 +1,122 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{HeaderValue, CACHE_CONTROL};
+use http::{Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::handle::Session;
+use super::settings::{Outcome, Settings};
+use crate::body::ResponseBody;
+
+/// The session service; see [`SessionLayer`](super::SessionLayer).
+#[derive(Clone, Debug)]
+pub struct SessionService<S> {
+    inner: S,
+    settings: Arc<Settings>,
+    on_store_error: StatusCode,
+}
+
+/// The response future of [`SessionService`].
+pub type ResponseFuture<B, E> =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
+
+impl<S> SessionService<S> {
+    pub(crate) fn from_parts(
+        inner: S,
+        settings: Arc<Settings>,
+        on_store_error: StatusCode,
+    ) -> Self {
+        Self {
+            inner,
+            settings,
+            on_store_error,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the layer's service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for SessionService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Future: Send + 'static,
+    ResB: Send + 'static,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let presented = self.settings.transport.read(req.headers());
+        let session = Session::new(self.settings.clone(), presented);
+        req.extensions_mut().insert(session.clone());
+        let future = self.inner.call(req);
+        let settings = self.settings.clone();
+        let on_store_error = self.on_store_error;
+        Box::pin(async move {
+            let mut res = future.await?.map(ResponseBody::inner);
+            let state = session.inner.state.lock().await;
+            if !state.loaded {
+                return Ok(res);
+            }
+            let saved = settings
+                .save(
+                    state.presented.as_ref(),
+                    state.stored.as_ref(),
+                    &state.changes,
+                    state.cycle,
+                    state.destroy,
+                    state.renew,
+                )
+                .await;
+            match saved {
+                Ok(outcome) => tell_client(&settings, &mut res, outcome),
+                Err(e) => {
+                    tracing::error!(error = %e, "session could not be saved");
+                    res = Response::new(ResponseBody::empty());
+                    *res.status_mut() = on_store_error;
+                }
+            }
+            Ok(res)
+        })
+    }
+}
+
+fn tell_client<B>(settings: &Settings, res: &mut Response<B>, outcome: Outcome) {
+    let headers = res.headers_mut();
+    if let Some(id) = &outcome.issue {
+        settings.transport.issue(headers, id);
+    } else if outcome.revoke {
+        settings.transport.revoke(headers);
+    } else {
+        return;
+    }
+    // A response that sets a session must never be stored by a shared cache.
+    let private = headers
+        .get(CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("private") || v.contains("no-store"));
+    if settings.transport.is_cookie() && !private || outcome.issue.is_some() && !private {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    }
+}

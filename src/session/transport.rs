@@ -1,0 +1,260 @@
+use cookie::{Cookie, CookieJar, Key, SameSite};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, SET_COOKIE};
+use http::HeaderMap;
+
+use super::id::{SessionId, ID_LEN};
+
+/// Largest `Cookie` header value examined, in bytes; larger ones are ignored.
+const MAX_COOKIE_HEADER: usize = 8 * 1024;
+
+/// How the session id travels between client and server.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// A cookie (default): see [`CookieConfig`].
+    Cookie(CookieConfig),
+    /// A request header carrying the bare id; a new id is returned in the
+    /// same header on the response.
+    Header(HeaderName),
+    /// `Authorization: Bearer <id>`; a new id is returned in the
+    /// `Session-Token` response header.
+    Bearer,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self::Cookie(CookieConfig::default())
+    }
+}
+
+/// The session cookie's name and attributes. Defaults: name `id`,
+/// `HttpOnly; Secure; SameSite=Lax; Path=/`, no `Domain`, no `Max-Age`
+/// (the server enforces expiry).
+#[derive(Clone)]
+pub struct CookieConfig {
+    pub(crate) name: String,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) signing_key: Option<Key>,
+}
+
+impl std::fmt::Debug for CookieConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieConfig")
+            .field("name", &self.name)
+            .field("secure", &self.secure)
+            .field("same_site", &self.same_site)
+            .field("path", &self.path)
+            .field("domain", &self.domain)
+            .field("signed", &self.signing_key.is_some())
+            .finish()
+    }
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            name: "id".into(),
+            secure: true,
+            same_site: SameSite::Lax,
+            path: "/".into(),
+            domain: None,
+            signing_key: None,
+        }
+    }
+}
+
+impl CookieConfig {
+    /// The cookie's name. A `__Host-` name gets `Secure`, `Path=/` and no
+    /// `Domain`, as that prefix requires.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Drop `Secure` (for plain-HTTP development only).
+    ///
+    /// # Panics
+    ///
+    /// With a `__Host-` or `__Secure-` name, which require `Secure`.
+    #[must_use]
+    pub fn insecure(mut self) -> Self {
+        self.secure = false;
+        self.check_prefix();
+        self
+    }
+
+    /// The `SameSite` attribute (default `Lax`).
+    #[must_use]
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// The `Path` attribute (default `/`).
+    ///
+    /// # Panics
+    ///
+    /// With a `__Host-` name and a path other than `/`.
+    #[must_use]
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self.check_prefix();
+        self
+    }
+
+    /// The `Domain` attribute (default: none, the cookie stays on this host).
+    ///
+    /// # Panics
+    ///
+    /// With a `__Host-` name, which forbids `Domain`.
+    #[must_use]
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self.check_prefix();
+        self
+    }
+
+    /// Sign the cookie with this key (HMAC-SHA256, `cookie` crate): a
+    /// cookie whose signature does not verify is ignored.
+    #[must_use]
+    pub fn signed(mut self, key: Key) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
+    pub(crate) fn check_prefix(&self) {
+        if self.name.starts_with("__Host-") {
+            assert!(
+                self.secure && self.path == "/" && self.domain.is_none(),
+                "a __Host- cookie must be Secure, with Path=/ and no Domain"
+            );
+        }
+        if self.name.starts_with("__Secure-") {
+            assert!(self.secure, "a __Secure- cookie must be Secure");
+        }
+    }
+
+    /// The id in the request's cookies. Duplicated, oversized, malformed or
+    /// badly signed cookies give no id (and a log line).
+    fn read(&self, headers: &HeaderMap) -> Option<SessionId> {
+        let mut found = None;
+        let mut jar = CookieJar::new();
+        for value in headers.get_all(COOKIE) {
+            if value.len() > MAX_COOKIE_HEADER {
+                tracing::warn!("oversized Cookie header ignored");
+                return None;
+            }
+            let Ok(text) = value.to_str() else { continue };
+            for cookie in Cookie::split_parse(text).flatten() {
+                if cookie.name() != self.name {
+                    continue;
+                }
+                if found.is_some() {
+                    tracing::warn!(cookie = %self.name, "duplicated session cookie: ignoring both");
+                    return None;
+                }
+                found = Some(cookie.value().to_owned());
+                jar.add_original(cookie.into_owned());
+            }
+        }
+        let raw = found?;
+        let value = match &self.signing_key {
+            Some(key) => match jar.signed(key).get(&self.name) {
+                Some(verified) => verified.value().to_owned(),
+                None => {
+                    tracing::warn!("session cookie with a bad signature ignored");
+                    return None;
+                }
+            },
+            None => raw,
+        };
+        let id = SessionId::parse(&value);
+        if id.is_none() {
+            tracing::warn!(len = value.len(), "malformed session cookie ignored");
+        }
+        id
+    }
+
+    fn cookie(&self, value: String) -> Cookie<'static> {
+        let mut cookie = Cookie::build((self.name.clone(), value))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .path(self.path.clone())
+            .build();
+        if let Some(domain) = &self.domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie
+    }
+
+    fn set(&self, headers: &mut HeaderMap, id: &SessionId) {
+        let cookie = self.cookie(id.expose().to_owned());
+        let cookie = match &self.signing_key {
+            Some(key) => {
+                let mut jar = CookieJar::new();
+                jar.signed_mut(key).add(cookie);
+                jar.get(&self.name).expect("just added").clone()
+            }
+            None => cookie,
+        };
+        append(headers, SET_COOKIE, &cookie.to_string());
+    }
+
+    fn remove(&self, headers: &mut HeaderMap) {
+        let mut cookie = self.cookie(String::new());
+        cookie.make_removal();
+        append(headers, SET_COOKIE, &cookie.to_string());
+    }
+}
+
+fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.append(name, value);
+    }
+}
+
+/// The response header carrying a new id in [`Transport::Bearer`] mode.
+pub(crate) const SESSION_TOKEN: HeaderName = HeaderName::from_static("session-token");
+
+impl Transport {
+    /// The session id the request presents, if well-formed.
+    pub(crate) fn read(&self, headers: &HeaderMap) -> Option<SessionId> {
+        let text = match self {
+            Transport::Cookie(c) => return c.read(headers),
+            Transport::Header(name) => headers.get(name)?.to_str().ok()?,
+            Transport::Bearer => headers
+                .get(AUTHORIZATION)?
+                .to_str()
+                .ok()?
+                .strip_prefix("Bearer ")?,
+        };
+        if text.len() > 4 * ID_LEN {
+            return None;
+        }
+        SessionId::parse(text.trim())
+    }
+
+    /// Tells the client its (new) id.
+    pub(crate) fn issue(&self, headers: &mut HeaderMap, id: &SessionId) {
+        match self {
+            Transport::Cookie(c) => c.set(headers, id),
+            Transport::Header(name) => append(headers, name.clone(), id.expose()),
+            Transport::Bearer => append(headers, SESSION_TOKEN, id.expose()),
+        }
+    }
+
+    /// Tells the client to forget its id (cookies only: header clients just stop sending it).
+    pub(crate) fn revoke(&self, headers: &mut HeaderMap) {
+        if let Transport::Cookie(c) = self {
+            c.remove(headers);
+        }
+    }
+
+    pub(crate) fn is_cookie(&self) -> bool {
+        matches!(self, Transport::Cookie(_))
+    }
+}

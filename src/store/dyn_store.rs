@@ -1,0 +1,84 @@
+//! An object-safe view of a [`KvStore`], for handles that must not be
+//! generic over the store (a `Session` in request extensions, extractors).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use super::{CasOutcome, Entry, KvStore, ListOptions, ListPage, PutOptions, StoreError, Version};
+
+/// A boxed store future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The [`KvStore`] operations behind a trait object. Every `KvStore` is one.
+pub trait DynStore: Send + Sync + 'static {
+    /// [`KvStore::get`].
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Entry>>;
+    /// [`KvStore::put`].
+    fn put<'a>(&'a self, key: &'a str, value: Bytes, options: PutOptions)
+        -> BoxFuture<'a, Version>;
+    /// [`KvStore::delete`].
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, bool>;
+    /// [`KvStore::list`].
+    fn list(&self, options: ListOptions) -> BoxFuture<'_, ListPage>;
+    /// [`KvStore::insert_if_absent`].
+    fn insert_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> BoxFuture<'a, Option<Version>>;
+    /// [`KvStore::compare_and_swap`].
+    fn compare_and_swap<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<Version>,
+        value: Bytes,
+        options: PutOptions,
+    ) -> BoxFuture<'a, CasOutcome>;
+}
+
+impl<S: KvStore> DynStore for S {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Entry>> {
+        Box::pin(KvStore::get(self, key))
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> BoxFuture<'a, Version> {
+        Box::pin(KvStore::put(self, key, value, options))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(KvStore::delete(self, key))
+    }
+
+    fn list(&self, options: ListOptions) -> BoxFuture<'_, ListPage> {
+        Box::pin(KvStore::list(self, options))
+    }
+
+    fn insert_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> BoxFuture<'a, Option<Version>> {
+        Box::pin(KvStore::insert_if_absent(self, key, value, options))
+    }
+
+    fn compare_and_swap<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<Version>,
+        value: Bytes,
+        options: PutOptions,
+    ) -> BoxFuture<'a, CasOutcome> {
+        Box::pin(KvStore::compare_and_swap(
+            self, key, expected, value, options,
+        ))
+    }
+}
