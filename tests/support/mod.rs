@@ -274,3 +274,93 @@ mod redis_backends {
 #[cfg(feature = "redis")]
 #[allow(unused_imports)] // not every test binary uses every backend
 pub use redis_backends::{near_cache_redis, redis};
+
+/// Wraps a store and counts the operations that reach it, to prove a layer
+/// does no store I/O (or exactly as much as it should).
+#[derive(Clone)]
+pub struct Counting<S> {
+    pub inner: S,
+    pub reads: std::sync::Arc<AtomicUsize>,
+    pub writes: std::sync::Arc<AtomicUsize>,
+}
+
+impl<S> Counting<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            reads: Default::default(),
+            writes: Default::default(),
+        }
+    }
+
+    pub fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    pub fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    fn read(&self) {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn write(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+mod counting_impl {
+    use super::*;
+    use bytes::Bytes;
+    use tower_kv::store::{
+        CasOutcome, Entry, Expiration, ListOptions, ListPage, PutOptions, RateDecision,
+        RateRequest, StoreError, Version,
+    };
+
+    impl<S: KvStore> KvStore for Counting<S> {
+        async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+            self.read();
+            self.inner.get(key).await
+        }
+        async fn put(&self, key: &str, value: Bytes, o: PutOptions) -> Result<Version, StoreError> {
+            self.write();
+            self.inner.put(key, value, o).await
+        }
+        async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+            self.write();
+            self.inner.delete(key).await
+        }
+        async fn list(&self, o: ListOptions) -> Result<ListPage, StoreError> {
+            self.read();
+            self.inner.list(o).await
+        }
+        async fn insert_if_absent(
+            &self,
+            key: &str,
+            value: Bytes,
+            o: PutOptions,
+        ) -> Result<Option<Version>, StoreError> {
+            self.write();
+            self.inner.insert_if_absent(key, value, o).await
+        }
+        async fn compare_and_swap(
+            &self,
+            key: &str,
+            expected: Option<Version>,
+            value: Bytes,
+            o: PutOptions,
+        ) -> Result<CasOutcome, StoreError> {
+            self.write();
+            self.inner.compare_and_swap(key, expected, value, o).await
+        }
+        async fn increment(&self, key: &str, delta: i64, e: Expiration) -> Result<i64, StoreError> {
+            self.write();
+            self.inner.increment(key, delta, e).await
+        }
+        async fn rate_limit(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {
+            self.write();
+            self.inner.rate_limit(requests).await
+        }
+    }
+}

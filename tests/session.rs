@@ -1,0 +1,433 @@
+//! The session layer against every backend: `memory::*` and `redis::*`.
+
+mod support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use support::{Counting, Harness};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_kv::body::ResponseBody;
+use tower_kv::session::{Session, SessionLayer, SessionManager};
+use tower_kv::store::{KvStore, PutOptions};
+use tower_kv::Clock;
+
+type Reply = Response<ResponseBody<Full<Bytes>>>;
+
+/// A tiny app: `GET /get/{k}`, `POST /set/{k}/{v}`, `POST /login/{user}`,
+/// `POST /logout`, `POST /logout-all`, `POST /cycle`, `GET /slow-set/{k}`,
+/// anything else ignores the session.
+async fn handle(req: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let session = req.extensions().get::<Session>().unwrap().clone();
+    let parts: Vec<String> = req
+        .uri()
+        .path()
+        .split('/')
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let result = async {
+        Ok::<String, tower_kv::session::SessionError>(
+            match (req.method().clone(), parts.as_slice()) {
+                (Method::GET, ["get", k]) => session
+                    .get::<String>(k)
+                    .await?
+                    .unwrap_or_else(|| "none".into()),
+                (Method::POST, ["set", k, v]) => {
+                    session.insert(k, v.to_string()).await?;
+                    "ok".into()
+                }
+                (Method::POST, ["slow-set", k]) => {
+                    // Load, wait so concurrent requests overlap, then change.
+                    session.get::<String>("anything").await?;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    session.insert(k, "v").await?;
+                    "ok".into()
+                }
+                (Method::POST, ["login", user]) => {
+                    session.login(*user).await?;
+                    "ok".into()
+                }
+                (Method::POST, ["logout"]) => {
+                    session.destroy().await?;
+                    "ok".into()
+                }
+                (Method::POST, ["logout-all"]) => session.logout_everywhere().await?.to_string(),
+                (Method::POST, ["cycle"]) => {
+                    session.cycle_id().await?;
+                    "ok".into()
+                }
+                _ => "untouched".into(),
+            },
+        )
+    }
+    .await;
+    Ok(match result {
+        Ok(body) => Response::new(Full::new(Bytes::from(body))),
+        Err(_) => {
+            let mut res = Response::new(Full::new(Bytes::from_static(b"unavailable")));
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            res
+        }
+    })
+}
+
+fn app(
+    layer: SessionLayer,
+) -> impl Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone {
+    ServiceBuilder::new().layer(layer).service_fn(handle)
+}
+
+/// One browser: remembers the session cookie it was given.
+struct Client<S> {
+    svc: S,
+    cookie: Option<String>,
+}
+
+impl<S> Client<S>
+where
+    S: Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone,
+{
+    fn new(svc: &S) -> Self {
+        Self {
+            svc: svc.clone(),
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, method: Method, path: &str) -> (Reply, String) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", format!("id={c}"));
+        }
+        let res = self
+            .svc
+            .clone()
+            .oneshot(req.body(()).unwrap())
+            .await
+            .unwrap();
+        for set in res.headers().get_all("set-cookie") {
+            let value = set.to_str().unwrap();
+            let id = value
+                .strip_prefix("id=")
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap();
+            self.cookie = (!id.is_empty()).then(|| id.to_owned());
+        }
+        let (parts, body) = res.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (
+            Response::from_parts(parts, ResponseBody::full(bytes.clone())),
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+
+    async fn get(&mut self, key: &str) -> String {
+        self.send(Method::GET, &format!("/get/{key}")).await.1
+    }
+
+    async fn post(&mut self, path: &str) -> Reply {
+        self.send(Method::POST, path).await.0
+    }
+}
+
+fn layer<S: KvStore, St: KvStore>(h: &Harness<S>, store: St) -> SessionLayer {
+    SessionLayer::new(store).clock(h.clock.clone().unwrap_or_else(Clock::system))
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn lifecycle_is_lazy_and_secure<S: KvStore>(h: Harness<S>) {
+        let store = Counting::new(h.store.clone());
+        let svc = app(layer(&h, store.clone()));
+        let mut client = Client::new(&svc);
+        let (res, body) = client.send(Method::GET, "/other").await;
+        assert_eq!(body, "untouched");
+        assert!(res.headers().get("set-cookie").is_none());
+        assert_eq!(
+            (store.reads(), store.writes()),
+            (0, 0),
+            "no store I/O for an untouched session"
+        );
+        assert_eq!(client.get("color").await, "none");
+        assert!(
+            client.cookie.is_none(),
+            "reading creates nothing and sets no cookie"
+        );
+        assert_eq!(store.writes(), 0);
+
+        let res = client.post("/set/color/blue").await;
+        let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+        for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+            assert!(set_cookie.contains(attribute), "{set_cookie}");
+        }
+        assert_eq!(res.headers()["cache-control"], "private, no-store");
+        assert_eq!(client.cookie.as_ref().unwrap().len(), 48, "192-bit hex id");
+        assert_eq!(client.get("color").await, "blue");
+
+        let before = (store.reads(), store.writes());
+        let (res, _) = client.send(Method::GET, "/other").await;
+        assert!(res.headers().get("set-cookie").is_none());
+        assert_eq!(
+            (store.reads(), store.writes()),
+            before,
+            "a cookie alone causes no I/O"
+        );
+        let _ = client.get("color").await;
+        assert_eq!(store.writes(), before.1, "reads write nothing");
+
+        let id = client.cookie.clone().unwrap();
+        let res = client.post("/logout").await;
+        assert!(res.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"));
+        assert!(client.cookie.is_none());
+        assert!(
+            h.store
+                .get(&format!("session:{id}"))
+                .await
+                .unwrap()
+                .is_none(),
+            "record deleted"
+        );
+    }
+
+    pub async fn idle_and_absolute_timeouts<S: KvStore>(h: Harness<S>) {
+        let svc = app(layer(&h, h.store.clone())
+            .idle_timeout(Duration::from_millis(400))
+            .absolute_timeout(Duration::from_millis(1000))
+            .renew_after(0.25));
+        let mut idle = Client::new(&svc);
+        idle.post("/set/k/v").await;
+        h.advance(Duration::from_millis(550)).await;
+        assert_eq!(idle.get("k").await, "none", "idle timeout");
+
+        let mut busy = Client::new(&svc);
+        busy.post("/set/k/v").await;
+        for _ in 0..3 {
+            h.advance(Duration::from_millis(250)).await;
+            assert_eq!(busy.get("k").await, "v", "activity renews the idle timeout");
+        }
+        h.advance(Duration::from_millis(300)).await;
+        assert_eq!(
+            busy.get("k").await,
+            "none",
+            "absolute timeout, however active"
+        );
+    }
+
+    pub async fn renewal_writes_only_after_its_interval<S: KvStore>(h: Harness<S>) {
+        let store = Counting::new(h.store.clone());
+        let svc = app(layer(&h, store.clone())
+            .idle_timeout(Duration::from_millis(2000))
+            .renew_after(0.5));
+        let mut client = Client::new(&svc);
+        client.post("/set/k/v").await;
+        let writes = store.writes();
+        h.advance(Duration::from_millis(300)).await;
+        assert_eq!(client.get("k").await, "v");
+        assert_eq!(store.writes(), writes, "no write before a renewal is due");
+        h.advance(Duration::from_millis(900)).await;
+        assert_eq!(client.get("k").await, "v");
+        assert_eq!(store.writes(), writes + 1, "one renewal write");
+        h.advance(Duration::from_millis(1500)).await;
+        assert_eq!(
+            client.get("k").await,
+            "v",
+            "renewal extended the idle timeout"
+        );
+    }
+
+    pub async fn ids_are_never_adopted_and_cycle_on_login<S: KvStore>(h: Harness<S>) {
+        let svc = app(layer(&h, h.store.clone()));
+        let mut attacker_chosen = Client::new(&svc);
+        let planted = "ab".repeat(24);
+        attacker_chosen.cookie = Some(planted.clone());
+        attacker_chosen.post("/set/k/v").await;
+        let issued = attacker_chosen.cookie.clone().unwrap();
+        assert_ne!(issued, planted, "a pre-set id is not adopted");
+        assert!(h
+            .store
+            .get(&format!("session:{planted}"))
+            .await
+            .unwrap()
+            .is_none());
+
+        attacker_chosen.post("/login/alice").await;
+        let after_login = attacker_chosen.cookie.clone().unwrap();
+        assert_ne!(after_login, issued, "login gives a new id");
+        assert_eq!(
+            attacker_chosen.get("k").await,
+            "v",
+            "data survives the new id"
+        );
+        let mut old = Client::new(&svc);
+        old.cookie = Some(issued);
+        assert_eq!(old.get("k").await, "none", "the old id is dead");
+
+        attacker_chosen.post("/cycle").await;
+        assert_ne!(attacker_chosen.cookie.clone().unwrap(), after_login);
+        assert_eq!(attacker_chosen.get("k").await, "v");
+    }
+
+    pub async fn concurrent_writes_both_persist<S: KvStore>(h: Harness<S>) {
+        let svc = app(layer(&h, h.store.clone()));
+        let mut client = Client::new(&svc);
+        client.post("/set/start/1").await;
+        let cookie = client.cookie.clone();
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let mut c = Client::new(&svc);
+                c.cookie = cookie.clone();
+                tokio::spawn(async move { c.post(&format!("/slow-set/k{i}")).await.status() })
+            })
+            .collect();
+        for handle in handles {
+            assert_eq!(handle.await.unwrap(), StatusCode::OK);
+        }
+        for i in 0..10 {
+            assert_eq!(client.get(&format!("k{i}")).await, "v", "k{i} lost");
+        }
+        assert_eq!(client.get("start").await, "1");
+    }
+
+    pub async fn logout_everywhere_ends_every_device<S: KvStore>(h: Harness<S>) {
+        let layer = layer(&h, h.store.clone());
+        let manager: SessionManager = layer.manager();
+        let svc = app(layer);
+        let mut devices: Vec<_> = (0..3).map(|_| Client::new(&svc)).collect();
+        for d in &mut devices {
+            d.post("/set/k/v").await;
+            d.post("/login/alice").await;
+        }
+        let mut bob = Client::new(&svc);
+        bob.post("/login/bob").await;
+        bob.post("/set/k/v").await;
+        assert_eq!(manager.count_user_sessions("alice").await.unwrap(), 3);
+
+        let (_, ended) = devices[0].send(Method::POST, "/logout-all").await;
+        assert_eq!(ended, "3");
+        for d in &mut devices[1..] {
+            assert_eq!(d.get("k").await, "none");
+        }
+        assert_eq!(bob.get("k").await, "v", "other users keep their sessions");
+        assert_eq!(manager.count_user_sessions("alice").await.unwrap(), 0);
+        assert_eq!(manager.revoke_user("bob").await.unwrap(), 1);
+        assert_eq!(bob.get("k").await, "none");
+    }
+
+    pub async fn bad_input_means_no_session_never_an_error<S: KvStore>(h: Harness<S>) {
+        let svc = app(layer(&h, h.store.clone()));
+        let mut client = Client::new(&svc);
+        client.post("/set/k/v").await;
+        let good = client.cookie.clone().unwrap();
+        let cases = [
+            "id=not-an-id".to_owned(),
+            format!("id={}", "a".repeat(10_000)),
+            format!("id={good}; id={good}"),
+            format!("other=1; id={good}x"),
+            "id=%zz;;;=;id".to_owned(),
+        ];
+        for cookie in &cases {
+            let req = Request::get("/get/k")
+                .header("cookie", cookie)
+                .body(())
+                .unwrap();
+            let res = svc.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{cookie:.40}");
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "none", "{cookie:.40}");
+        }
+        // A corrupt record is no session, and is not resurrected by a write.
+        h.store
+            .put(
+                &format!("session:{good}"),
+                Bytes::from_static(b"{garbage"),
+                PutOptions::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(client.get("k").await, "none");
+        client.post("/set/k/w").await;
+        assert_ne!(
+            client.cookie.as_deref(),
+            Some(good.as_str()),
+            "a fresh session replaces it"
+        );
+        assert_eq!(client.get("k").await, "w");
+    }
+
+    pub async fn axum_extractors<S: KvStore>(h: Harness<S>) {
+        use axum::routing::get;
+        let handler = |session: Session| async move {
+            let n: u32 = session.get("n").await?.unwrap_or(0);
+            session.insert("n", n + 1).await?;
+            Ok::<_, tower_kv::session::SessionError>((n + 1).to_string())
+        };
+        let with_layer = axum::Router::new()
+            .route("/", get(handler))
+            .layer(layer(&h, h.store.clone()));
+        let res = with_layer
+            .clone()
+            .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let optional = axum::Router::new().route(
+            "/",
+            get(|session: Option<Session>| async move { session.is_some().to_string() }),
+        );
+        let res = optional
+            .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "false");
+        let missing = axum::Router::new().route("/", get(handler));
+        let res = missing
+            .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("SessionLayer"));
+    }
+}
+
+macro_rules! suite {
+    ($backend:ident = $make:path) => {
+        mod $backend {
+            use super::*;
+            suite!(@cases $make;
+                lifecycle_is_lazy_and_secure,
+                idle_and_absolute_timeouts,
+                renewal_writes_only_after_its_interval,
+                ids_are_never_adopted_and_cycle_on_login,
+                concurrent_writes_both_persist,
+                logout_everywhere_ends_every_device,
+                bad_input_means_no_session_never_an_error,
+                axum_extractors,
+            );
+        }
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = $make().await else { return };
+                cases::$case(harness).await;
+            }
+        )*
+    };
+}
+
+suite!(memory = support::memory);
+#[cfg(feature = "redis")]
+suite!(redis = support::redis);
