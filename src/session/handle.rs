@@ -91,8 +91,8 @@ impl Session {
                 Some(id) => settings.load(id).await?,
                 None => None,
             };
-            if state.stored.is_none() && state.presented.is_some() {
-                tracing::info!(session = %state.presented.as_ref().expect("checked"), "unknown or expired session id: starting a fresh session");
+            if let (None, Some(id)) = (&state.stored, &state.presented) {
+                tracing::info!(session = %id, "unknown or expired session id: starting a fresh session");
             }
             if let Some((record, _)) = &state.stored {
                 let now = settings.clock.now_ms();

@@ -116,7 +116,7 @@ fn tell_client<B>(settings: &Settings, res: &mut Response<B>, outcome: Outcome) 
         .get(CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("private") || v.contains("no-store"));
-    if settings.transport.is_cookie() && !private || outcome.issue.is_some() && !private {
+    if !private {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     }
 }

@@ -253,8 +253,4 @@ impl Transport {
             c.remove(headers);
         }
     }
-
-    pub(crate) fn is_cookie(&self) -> bool {
-        matches!(self, Transport::Cookie(_))
-    }
 }
