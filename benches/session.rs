@@ -30,7 +30,10 @@ const MODES: [(Mode, &str); 3] = [
 ];
 
 fn request(cookie: &str) -> Request<Body> {
-    Request::get("/").header("cookie", cookie).body(Body::empty()).unwrap()
+    Request::get("/")
+        .header("cookie", cookie)
+        .body(Body::empty())
+        .unwrap()
 }
 
 /// The `name=value` pair of a response's session cookie.
@@ -39,22 +42,39 @@ fn cookie_of<B>(res: &Response<B>) -> String {
     set.split(';').next().unwrap().to_owned()
 }
 
-async fn tower_kv_handler(mode: Mode, n: Arc<AtomicU64>, req: Request<Body>) -> Result<Response<Body>, Infallible> {
-    let session = req.extensions().get::<tower_kv::session::Session>().unwrap();
+async fn tower_kv_handler(
+    mode: Mode,
+    n: Arc<AtomicU64>,
+    req: Request<Body>,
+) -> Result<Response<Body>, Infallible> {
+    let session = req
+        .extensions()
+        .get::<tower_kv::session::Session>()
+        .unwrap();
     match mode {
         Mode::Untouched => {}
         Mode::Read => drop(session.get::<u64>("n").await.unwrap()),
-        Mode::Write => session.insert("n", n.fetch_add(1, Ordering::Relaxed)).await.unwrap(),
+        Mode::Write => session
+            .insert("n", n.fetch_add(1, Ordering::Relaxed))
+            .await
+            .unwrap(),
     }
     Ok(Response::new(Body::empty()))
 }
 
-async fn tower_sessions_handler(mode: Mode, n: Arc<AtomicU64>, req: Request<Body>) -> Result<Response<Body>, Infallible> {
+async fn tower_sessions_handler(
+    mode: Mode,
+    n: Arc<AtomicU64>,
+    req: Request<Body>,
+) -> Result<Response<Body>, Infallible> {
     let session = req.extensions().get::<tower_sessions::Session>().unwrap();
     match mode {
         Mode::Untouched => {}
         Mode::Read => drop(session.get::<u64>("n").await.unwrap()),
-        Mode::Write => session.insert("n", n.fetch_add(1, Ordering::Relaxed)).await.unwrap(),
+        Mode::Write => session
+            .insert("n", n.fetch_add(1, Ordering::Relaxed))
+            .await
+            .unwrap(),
     }
     Ok(Response::new(Body::empty()))
 }
@@ -68,7 +88,9 @@ macro_rules! bench_stack {
         let setup = ServiceBuilder::new()
             .layer(layer.clone())
             .service_fn(|req| $handler(Mode::Write, Arc::default(), req));
-        let res = $rt.block_on(setup.oneshot(Request::get("/").body(Body::empty()).unwrap())).unwrap();
+        let res = $rt
+            .block_on(setup.oneshot(Request::get("/").body(Body::empty()).unwrap()))
+            .unwrap();
         let cookie = cookie_of(&res);
         let counter = Arc::new(AtomicU64::new(0));
         let svc = ServiceBuilder::new()
@@ -85,13 +107,29 @@ macro_rules! bench_stack {
 }
 
 fn session(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("session");
     for (mode, param) in MODES {
         let kv = tower_kv::session::SessionLayer::new(tower_kv::store::MemoryStore::new());
-        bench_stack!(group, rt, BenchmarkId::new("tower_kv", param), kv, mode, tower_kv_handler);
+        bench_stack!(
+            group,
+            rt,
+            BenchmarkId::new("tower_kv", param),
+            kv,
+            mode,
+            tower_kv_handler
+        );
         let ts = tower_sessions::SessionManagerLayer::new(tower_sessions::MemoryStore::default());
-        bench_stack!(group, rt, BenchmarkId::new("tower_sessions", param), ts, mode, tower_sessions_handler);
+        bench_stack!(
+            group,
+            rt,
+            BenchmarkId::new("tower_sessions", param),
+            ts,
+            mode,
+            tower_sessions_handler
+        );
     }
     group.finish();
 }

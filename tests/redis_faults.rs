@@ -334,3 +334,71 @@ mod rate_limit_round_trips {
         );
     }
 }
+
+mod session_outage {
+    use super::*;
+    use std::convert::Infallible;
+
+    use http::{Request, Response, StatusCode};
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_kv::session::{Session, SessionLayer};
+
+    /// Loads the session, waits, then changes it: a store that dies in
+    /// between fails the save.
+    async fn handler(req: Request<()>) -> Result<Response<String>, Infallible> {
+        let session = req.extensions().get::<Session>().unwrap().clone();
+        if session.get::<String>("k").await.is_err() {
+            let mut res = Response::new(String::new());
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return Ok(res);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        session.insert("k", "v").await.unwrap();
+        Ok(Response::new(String::new()))
+    }
+
+    #[tokio::test]
+    async fn a_change_that_cannot_be_saved_is_a_503_and_sessions_recover() {
+        let Some(mut server) = support::RedisServer::start() else {
+            return;
+        };
+        let store = connect(&server).await;
+        let svc = ServiceBuilder::new()
+            .layer(SessionLayer::new(store.clone()))
+            .service_fn(handler);
+        let call = || {
+            let svc = svc.clone();
+            async move {
+                tokio::time::timeout(HANG, svc.oneshot(Request::post("/").body(()).unwrap()))
+                    .await
+                    .expect("hung")
+            }
+        };
+        assert_eq!(call().await.unwrap().status(), StatusCode::OK);
+
+        let in_flight = tokio::spawn(call());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.stop();
+        let res = in_flight.await.unwrap().unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a lost change is not reported as saved"
+        );
+        assert!(res.headers().get("set-cookie").is_none());
+        assert_eq!(
+            call().await.unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "load fails: 503"
+        );
+
+        server.restart();
+        wait_until_recovered(&store).await;
+        let res = call().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(
+            res.headers().contains_key("set-cookie"),
+            "a new session after recovery"
+        );
+    }
+}

@@ -365,6 +365,140 @@ mod cases {
         assert_eq!(client.get("k").await, "w");
     }
 
+    pub async fn an_update_never_resurrects_a_deleted_session<S: KvStore>(h: Harness<S>) {
+        let svc = app(layer(&h, h.store.clone()));
+        let mut client = Client::new(&svc);
+        client.post("/set/k/v").await;
+        let mut slow = Client::new(&svc);
+        slow.cookie = client.cookie.clone();
+        // The slow request loads the session, then logout lands before it saves.
+        let pending = tokio::spawn(async move { slow.post("/slow-set/late").await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let id = client.cookie.clone().unwrap();
+        client.post("/logout").await;
+        let res = pending.await.unwrap();
+        assert!(
+            res.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .contains("Max-Age=0"),
+            "told to forget"
+        );
+        assert!(
+            h.store
+                .get(&format!("session:{id}"))
+                .await
+                .unwrap()
+                .is_none(),
+            "not resurrected"
+        );
+    }
+
+    pub async fn header_signed_and_prefixed_transports<S: KvStore>(h: Harness<S>) {
+        use tower_kv::session::{CookieConfig, Key, Transport};
+        // Header mode: the id travels in `x-session`.
+        let svc = app(layer(&h, h.store.clone()).transport(Transport::Header(
+            http::HeaderName::from_static("x-session"),
+        )));
+        let res = svc
+            .clone()
+            .oneshot(Request::post("/set/k/v").body(()).unwrap())
+            .await
+            .unwrap();
+        let id = res.headers()["x-session"].to_str().unwrap().to_owned();
+        assert!(res.headers().get("set-cookie").is_none());
+        let req = Request::get("/get/k")
+            .header("x-session", &id)
+            .body(())
+            .unwrap();
+        let body = svc
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, "v");
+        // Bearer mode.
+        let svc = app(layer(&h, h.store.clone()).transport(Transport::Bearer));
+        let res = svc
+            .clone()
+            .oneshot(Request::post("/set/k/b").body(()).unwrap())
+            .await
+            .unwrap();
+        let token = res.headers()["session-token"].to_str().unwrap().to_owned();
+        let req = Request::get("/get/k")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        let body = svc
+            .oneshot(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, "b");
+        // Signed cookies: a tampered or unsigned id is ignored.
+        let key = Key::generate();
+        let svc = app(layer(&h, h.store.clone())
+            .cookie(CookieConfig::default().name("__Host-sid").signed(key)));
+        let res = svc
+            .clone()
+            .oneshot(Request::post("/set/k/s").body(()).unwrap())
+            .await
+            .unwrap();
+        let set = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            set.starts_with("__Host-sid=") && set.contains("Secure") && set.contains("Path=/"),
+            "{set}"
+        );
+        let pair = set.split(';').next().unwrap().to_owned();
+        let get = |cookie: String| {
+            let svc = svc.clone();
+            async move {
+                let req = Request::get("/get/k")
+                    .header("cookie", cookie)
+                    .body(())
+                    .unwrap();
+                svc.oneshot(req)
+                    .await
+                    .unwrap()
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap()
+                    .to_bytes()
+            }
+        };
+        assert_eq!(get(pair.clone()).await, "s");
+        let bare_id = &pair[pair.len() - 48..];
+        assert_eq!(
+            get(format!("__Host-sid={bare_id}")).await,
+            "none",
+            "unsigned id ignored"
+        );
+        let mut tampered = pair.clone().into_bytes();
+        let i = "__Host-sid=".len() + 3;
+        tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            get(String::from_utf8(tampered).unwrap()).await,
+            "none",
+            "bad signature ignored"
+        );
+        let insecure = std::panic::catch_unwind(|| {
+            CookieConfig::default()
+                .name("__Host-x")
+                .domain("example.com")
+        });
+        assert!(insecure.is_err(), "__Host- with Domain is refused");
+    }
+
     pub async fn axum_extractors<S: KvStore>(h: Harness<S>) {
         use axum::routing::get;
         let handler = |session: Session| async move {
@@ -413,6 +547,8 @@ macro_rules! suite {
                 concurrent_writes_both_persist,
                 logout_everywhere_ends_every_device,
                 bad_input_means_no_session_never_an_error,
+                an_update_never_resurrects_a_deleted_session,
+                header_signed_and_prefixed_transports,
                 axum_extractors,
             );
         }
