@@ -4,6 +4,14 @@
 //! Every layer stores its state through [`store::KvStore`]: pick
 //! [`store::MemoryStore`] for one process, or `RedisStore` (feature `redis`)
 //! when many instances share state, and every layer follows.
+//!
+//! - [`ratelimit`]: exact, distributed rate limiting with a route table and
+//!   the IETF `RateLimit` headers.
+//! - [`session`]: lazy, secure sessions that survive concurrent requests.
+//! - [`identity`]: who a request is (peer, client behind trusted proxies,
+//!   API key, user), shared by the layers.
+//! - [`routes`]: per-route configuration by method and path pattern.
+//! - [`body`]: the response body type the layers answer with.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
