@@ -15,6 +15,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+pub mod bucket;
 mod clock;
 pub mod identity;
 pub mod ratelimit;
