@@ -49,6 +49,8 @@ pub enum Identity {
     Header(HeaderName),
     /// The [`UserId`] in request extensions.
     User,
+    /// A cookie's value (an anonymous-visitor cookie, …).
+    Cookie(&'static str),
     /// One identity shared by every request.
     Global,
     /// Your own function of the request head.
@@ -64,6 +66,7 @@ impl fmt::Debug for Identity {
             Self::ClientIp(p) => f.debug_tuple("ClientIp").field(p).finish(),
             Self::Header(h) => f.debug_tuple("Header").field(h).finish(),
             Self::User => f.write_str("User"),
+            Self::Cookie(name) => f.debug_tuple("Cookie").field(name).finish(),
             Self::Global => f.write_str("Global"),
             Self::Custom(_) => f.write_str("Custom(..)"),
             Self::Either(a, b) => f.debug_tuple("Either").field(a).field(b).finish(),
@@ -94,6 +97,26 @@ impl Identity {
         Self::Either(Box::new(self), Box::new(other))
     }
 
+    /// The identity's plain value, for comparing with lists kept in memory
+    /// (feature-flag allow lists, A/B assignment): the user id, the header
+    /// or cookie value, the address — untagged and not digested. Never
+    /// store or log it; [`of`](Self::of) is the store-safe form.
+    pub fn value_of<B>(&self, req: &Request<B>) -> Option<String> {
+        match self {
+            Self::PeerIp => peer_ip(req).map(|ip| canonical(ip).to_string()),
+            Self::ClientIp(proxies) => proxies.client_ip(req).map(|ip| ip.to_string()),
+            Self::Header(name) => {
+                let value = req.headers().get(name)?.to_str().ok()?;
+                (!value.is_empty()).then(|| value.to_owned())
+            }
+            Self::User => req.extensions().get::<UserId>().map(|u| u.0.clone()),
+            Self::Cookie(name) => cookie_value(req, name),
+            Self::Global => Some("global".to_owned()),
+            Self::Custom(_) => self.of(req),
+            Self::Either(first, second) => first.value_of(req).or_else(|| second.value_of(req)),
+        }
+    }
+
     /// Your own function of the request head; `None` means "no identity".
     pub fn custom(f: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
         Self::Custom(Arc::new(f))
@@ -115,6 +138,9 @@ impl Identity {
                 .extensions()
                 .get::<UserId>()
                 .map(|u| format!("user:{}", shorten(&u.0))),
+            Self::Cookie(name) => {
+                cookie_value(req, name).map(|v| format!("c:{}", digest(v.as_bytes())))
+            }
             Self::Global => Some("global".to_owned()),
             Self::Either(first, second) => first.of(req).or_else(|| second.of(req)),
             Self::Custom(f) => {
@@ -155,6 +181,23 @@ fn ip_identity(ip: IpAddr) -> String {
         }
         IpAddr::V6(v6) => format!("ip:{v6}"),
     }
+}
+
+/// The value of cookie `name`, if the request carries exactly one.
+pub fn cookie_value<B>(req: &Request<B>, name: &str) -> Option<String> {
+    let mut found = None;
+    for header in req.headers().get_all(http::header::COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for cookie in cookie::Cookie::split_parse(text).flatten() {
+            if cookie.name() == name {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(cookie.value().to_owned());
+            }
+        }
+    }
+    found.filter(|v| !v.is_empty() && v.len() <= 256)
 }
 
 /// Keeps short values readable and replaces long ones by their digest, so

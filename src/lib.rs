@@ -17,6 +17,8 @@
 pub mod body;
 pub mod bucket;
 mod clock;
+pub mod either;
+pub mod flags;
 pub mod identity;
 pub mod ratelimit;
 pub mod routes;
