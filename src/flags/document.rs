@@ -22,7 +22,7 @@ pub enum Flag {
 /// A flag rule. Evaluation order: deny list (off), allow list (on),
 /// `enabled: false` (off), `rollout` (on for that share of targeting keys),
 /// else on.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// The kill switch: `false` turns the flag off except for the allow list.
@@ -46,6 +46,19 @@ pub struct Rule {
 
 fn yes() -> bool {
     true
+}
+
+/// An enabled rule with no rollout, lists or variant: on for everyone.
+impl Default for Rule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rollout: None,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            variant: None,
+        }
+    }
 }
 
 /// The whole flag document stored at one key (the seed's `features:flags`).
