@@ -402,3 +402,45 @@ mod session_outage {
         );
     }
 }
+
+mod flags_outage {
+    use super::*;
+    use tower_kv::flags::{FeatureFlags, Flag};
+
+    #[tokio::test]
+    async fn flags_keep_the_last_good_document_while_redis_is_down() {
+        let Some(mut server) = support::RedisServer::start() else {
+            return;
+        };
+        let store = connect(&server).await;
+        let clock = Clock::manual();
+        let flags = FeatureFlags::new(store.clone()).clock(clock.clone());
+        flags
+            .set_flag("beta_feature", Flag::Bool(true))
+            .await
+            .unwrap();
+        assert!(flags.document().await.flags.contains_key("beta_feature"));
+        let cold = FeatureFlags::new(store.clone());
+
+        server.stop();
+        clock.advance(Duration::from_secs(601));
+        let doc = tokio::time::timeout(HANG, flags.document())
+            .await
+            .expect("hung");
+        assert_eq!(
+            doc.flags.get("beta_feature"),
+            Some(&Flag::Bool(true)),
+            "last good document kept"
+        );
+        let doc = tokio::time::timeout(HANG, cold.document())
+            .await
+            .expect("hung");
+        assert!(doc.flags.is_empty(), "never loaded: every flag off");
+        assert!(flags.set_flag("x", Flag::Bool(true)).await.is_err());
+
+        server.restart();
+        wait_until_recovered(&store).await;
+        flags.set_flag("after", Flag::Bool(true)).await.unwrap();
+        assert!(flags.document().await.flags.contains_key("after"));
+    }
+}

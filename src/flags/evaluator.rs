@@ -18,15 +18,12 @@ use super::document::{Evaluation, FlagDocument, Reason};
 #[derive(Clone, Debug)]
 pub struct Flags {
     doc: Option<Arc<FlagDocument>>,
-    key: Option<Arc<str>>,
+    key: Option<String>,
 }
 
 impl Flags {
     pub(crate) fn new(doc: Option<Arc<FlagDocument>>, key: Option<String>) -> Self {
-        Self {
-            doc,
-            key: key.map(Arc::from),
-        }
+        Self { doc, key }
     }
 
     /// Whether flag `name` is on for this request.

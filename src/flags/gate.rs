@@ -1,16 +1,18 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, LOCATION};
 use http::{HeaderMap, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::layer::FeatureFlagsLayer;
 use crate::body::ResponseBody;
+use crate::either::Either;
 use crate::store::KvStore;
 
 /// Lets a request through only when a flag is on for it. Off: a response of
@@ -103,8 +105,55 @@ pub struct Gate<S, St, F> {
     otherwise: F,
 }
 
-/// The response future of [`Gate`].
+/// The response future of a [`Gate`] with a fallback service.
 pub type GateFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+pin_project! {
+    /// The response future of a [`Gate`] that answers by itself when off:
+    /// the inner service's future, the gate's own response, or (only when
+    /// the flag document had to be read first) a boxed future.
+    pub struct RespondFuture<F, B, E> {
+        #[pin]
+        kind: RespondKind<F, B, E>,
+    }
+}
+
+pin_project! {
+    #[project = RespondKindProj]
+    enum RespondKind<F, B, E> {
+        Inner { #[pin] future: F },
+        Ready { response: Option<Response<ResponseBody<B>>> },
+        Waiting { future: GateFuture<Response<ResponseBody<B>>, E> },
+    }
+}
+
+impl<F, B, E> Future for RespondFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            RespondKindProj::Inner { future } => {
+                Poll::Ready(Ok(ready!(future.poll(cx))?.map(ResponseBody::inner)))
+            }
+            RespondKindProj::Ready { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            RespondKindProj::Waiting { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl Respond {
+    fn response<B>(&self) -> Response<ResponseBody<B>> {
+        let mut res = Response::new(ResponseBody::full(self.body.clone()));
+        *res.status_mut() = self.status;
+        *res.headers_mut() = self.headers.clone();
+        res
+    }
+}
 
 impl<S, St: KvStore, F> Gate<S, St, F> {
     /// Whether the flag is on for `req` (after a store read if the document
@@ -139,40 +188,39 @@ where
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = GateFuture<Self::Response, S::Error>;
+    type Future = RespondFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let respond = self.otherwise.clone();
-        let off = move || {
-            let mut res = Response::new(ResponseBody::full(respond.body));
-            *res.status_mut() = respond.status;
-            *res.headers_mut() = respond.headers;
-            res
-        };
-        let name = self.name.clone();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        match self.decide(&mut req) {
-            Ok(true) => {
-                let future = inner.call(req);
-                Box::pin(async move { Ok(future.await?.map(ResponseBody::inner)) })
-            }
-            Ok(false) => Box::pin(async move { Ok(off()) }),
-            Err(loading) => Box::pin(async move {
-                let flags = loading.await;
-                let on = flags.is_enabled(&name);
-                req.extensions_mut().insert(flags);
-                if on {
-                    Ok(inner.call(req).await?.map(ResponseBody::inner))
-                } else {
-                    Ok(off())
+        let kind = match self.decide(&mut req) {
+            Ok(true) => RespondKind::Inner {
+                future: self.inner.call(req),
+            },
+            Ok(false) => RespondKind::Ready {
+                response: Some(self.otherwise.response()),
+            },
+            Err(loading) => {
+                let (name, respond) = (self.name.clone(), self.otherwise.clone());
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                RespondKind::Waiting {
+                    future: Box::pin(async move {
+                        let flags = loading.await;
+                        let on = flags.is_enabled(&name);
+                        req.extensions_mut().insert(flags);
+                        if on {
+                            Ok(inner.call(req).await?.map(ResponseBody::inner))
+                        } else {
+                            Ok(respond.response())
+                        }
+                    }),
                 }
-            }),
-        }
+            }
+        };
+        RespondFuture { kind }
     }
 }
 
@@ -188,7 +236,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = GateFuture<Self::Response, S::Error>;
+    type Future = Either<Either<S::Future, T::Future>, GateFuture<Response<ResB>, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Both must be ready: which one is called is only known per request.
@@ -199,24 +247,26 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let name = self.name.clone();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let clone = self.otherwise.0.clone();
-        let mut fallback = std::mem::replace(&mut self.otherwise.0, clone);
         match self.decide(&mut req) {
-            Ok(true) => Box::pin(inner.call(req)),
-            Ok(false) => Box::pin(fallback.call(req)),
-            Err(loading) => Box::pin(async move {
-                let flags = loading.await;
-                let on = flags.is_enabled(&name);
-                req.extensions_mut().insert(flags);
-                if on {
-                    inner.call(req).await
-                } else {
-                    fallback.call(req).await
-                }
-            }),
+            Ok(true) => Either::left(Either::left(self.inner.call(req))),
+            Ok(false) => Either::left(Either::right(self.otherwise.0.call(req))),
+            Err(loading) => {
+                let name = self.name.clone();
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let clone = self.otherwise.0.clone();
+                let mut fallback = std::mem::replace(&mut self.otherwise.0, clone);
+                Either::right(Box::pin(async move {
+                    let flags = loading.await;
+                    let on = flags.is_enabled(&name);
+                    req.extensions_mut().insert(flags);
+                    if on {
+                        inner.call(req).await
+                    } else {
+                        fallback.call(req).await
+                    }
+                }))
+            }
         }
     }
 }

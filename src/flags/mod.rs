@@ -38,6 +38,6 @@ mod source;
 
 pub use document::{Evaluation, Flag, FlagDocument, InvalidFlags, Reason, Rule};
 pub use evaluator::Flags;
-pub use gate::{Fallback, FlagGateLayer, Gate, GateFuture, NotFound, Respond};
+pub use gate::{Fallback, FlagGateLayer, Gate, GateFuture, NotFound, Respond, RespondFuture};
 pub use layer::{FeatureFlagsLayer, FeatureFlagsService, FlagsFuture};
 pub use source::{FeatureFlags, FlagWriteError};

@@ -1,0 +1,101 @@
+//! Cost of a flag check with a warm flag cache (MemoryStore): a request
+//! through a gate whose flag is on (`gate_on`) or off (`gate_off`, answered
+//! 404 by the gate), the same service without a gate (`bare`), and one
+//! evaluation of a 50 % rollout flag for a targeting key (`evaluate_rollout`).
+//!
+//! `cargo bench --bench flags`
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use axum::body::Body;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{Request, Response};
+use tower::{Service, ServiceBuilder};
+use tower_kv::flags::{FeatureFlags, FeatureFlagsLayer, Flags};
+use tower_kv::identity::Identity;
+use tower_kv::store::MemoryStore;
+
+/// Polls a future that completes at once (warm flags, trivial handler).
+fn ready<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("should answer at once"),
+    }
+}
+
+async fn inner(_: Request<Body>) -> Result<Response<Body>, Infallible> {
+    Ok(Response::new(Body::empty()))
+}
+
+fn request() -> Request<Body> {
+    Request::get("/beta")
+        .header("x-user", "user-42")
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn flags(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let flags = FeatureFlags::new(MemoryStore::new());
+    rt.block_on(async {
+        flags
+            .replace_json(br#"{"on": true, "off": false, "half": {"rollout": 50}}"#)
+            .await
+            .unwrap();
+        flags.refresh().await.unwrap();
+    });
+    let layer = FeatureFlagsLayer::new(flags, Identity::header("x-user"));
+    let mut group = c.benchmark_group("flags");
+
+    let mut bare = ServiceBuilder::new().service_fn(inner);
+    group.bench_function("bare", |b| {
+        b.iter(|| black_box(ready(bare.call(request())).unwrap()))
+    });
+
+    let mut on = ServiceBuilder::new()
+        .layer(layer.gate("on"))
+        .service_fn(inner);
+    assert_eq!(ready(on.call(request())).unwrap().status(), 200);
+    group.bench_function("gate_on", |b| {
+        b.iter(|| black_box(ready(on.call(request())).unwrap()))
+    });
+
+    let mut off = ServiceBuilder::new()
+        .layer(layer.gate("off"))
+        .service_fn(inner);
+    assert_eq!(ready(off.call(request())).unwrap().status(), 404);
+    group.bench_function("gate_off", |b| {
+        b.iter(|| black_box(ready(off.call(request())).unwrap()))
+    });
+
+    let mut capture =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|req: Request<Body>| async move {
+                Ok::<_, Infallible>(Response::new(
+                    req.extensions().get::<Flags>().unwrap().clone(),
+                ))
+            });
+    let evaluator = ready(capture.call(request())).unwrap().into_body();
+    group.bench_function("evaluate_rollout", |b| {
+        b.iter(|| black_box(evaluator.evaluate("half")))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    targets = flags
+}
+criterion_main!(benches);
