@@ -1,17 +1,10 @@
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use parking_lot::RwLock;
-
 use super::document::{Flag, FlagDocument, InvalidFlags};
-use crate::clock::duration_ms_ceil;
-use crate::store::{CasOutcome, KvStore, PutOptions, StoreError};
+use crate::store::{CachedDocument, CasOutcome, KvStore, PutOptions, StoreError};
 use crate::Clock;
 
-/// How soon a failed refresh is retried, at most.
-const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 /// How many times a write retries after losing a compare-and-swap race.
 const MAX_WRITE_ATTEMPTS: usize = 16;
 
@@ -34,25 +27,7 @@ const MAX_WRITE_ATTEMPTS: usize = 16;
 /// ```
 #[derive(Clone, Debug)]
 pub struct FeatureFlags<St> {
-    inner: Arc<Source<St>>,
-}
-
-#[derive(Debug)]
-struct Source<St> {
-    store: St,
-    key: String,
-    cache_ttl: Duration,
-    clock: Clock,
-    snapshot: RwLock<Snapshot>,
-    refreshing: AtomicBool,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Snapshot {
-    /// `None` until a document (or its absence) was read successfully.
-    doc: Option<Arc<FlagDocument>>,
-    /// When the snapshot stops being fresh, ms since the epoch.
-    fresh_until: u64,
+    cache: Arc<CachedDocument<St, FlagDocument>>,
 }
 
 /// Why a flag write failed.
@@ -70,10 +45,16 @@ pub enum FlagWriteError {
     Store(#[from] StoreError),
 }
 
+fn parse(bytes: Option<&[u8]>) -> Result<FlagDocument, String> {
+    bytes.map_or(Ok(FlagDocument::default()), |b| {
+        FlagDocument::from_json(b).map_err(|e| e.to_string())
+    })
+}
+
 impl<St: KvStore> FeatureFlags<St> {
     /// Flags at `features:flags` in `store`, cached 600 s.
     pub fn new(store: St) -> Self {
-        Self::with_settings(
+        Self::with(
             store,
             "features:flags".into(),
             Duration::from_secs(600),
@@ -81,131 +62,65 @@ impl<St: KvStore> FeatureFlags<St> {
         )
     }
 
-    fn with_settings(store: St, key: String, cache_ttl: Duration, clock: Clock) -> Self {
+    fn with(store: St, key: String, ttl: Duration, clock: Clock) -> Self {
         Self {
-            inner: Arc::new(Source {
-                store,
-                key,
-                cache_ttl,
-                clock,
-                snapshot: RwLock::new(Snapshot::default()),
-                refreshing: AtomicBool::new(false),
-            }),
+            cache: Arc::new(CachedDocument::new(store, key, ttl, clock, parse)),
         }
     }
 
-    fn rebuild(self, f: impl FnOnce(&mut String, &mut Duration, &mut Clock)) -> Self {
-        let Ok(source) = Arc::try_unwrap(self.inner) else {
+    fn rebuild(self, key: Option<String>, ttl: Option<Duration>, clock: Option<Clock>) -> Self {
+        let Ok(cache) = Arc::try_unwrap(self.cache) else {
             panic!("configure FeatureFlags before cloning it");
         };
-        let (store, mut key, mut ttl, mut clock) =
-            (source.store, source.key, source.cache_ttl, source.clock);
-        f(&mut key, &mut ttl, &mut clock);
-        Self::with_settings(store, key, ttl, clock)
+        let (old_key, old_ttl, old_clock) = cache.settings();
+        let key = key.unwrap_or_else(|| old_key.to_owned());
+        let (ttl, clock) = (
+            ttl.unwrap_or(old_ttl),
+            clock.unwrap_or_else(|| old_clock.clone()),
+        );
+        Self::with(cache.into_store(), key, ttl, clock)
     }
 
     /// Read the document at `key` instead of `features:flags`.
     #[must_use]
     pub fn key(self, key: impl Into<String>) -> Self {
-        let key = key.into();
-        self.rebuild(|k, _, _| *k = key)
+        self.rebuild(Some(key.into()), None, None)
     }
 
     /// Read the store at most once per `ttl` (default 600 s).
     #[must_use]
     pub fn cache_ttl(self, ttl: Duration) -> Self {
-        self.rebuild(|_, t, _| *t = ttl)
+        self.rebuild(None, Some(ttl), None)
     }
 
     /// Read time from this clock (tests).
     #[must_use]
     pub fn clock(self, clock: Clock) -> Self {
-        self.rebuild(|_, _, c| *c = clock)
+        self.rebuild(None, None, Some(clock))
     }
 
-    /// The document if it can be used without I/O: `Some(Some(doc))` fresh,
-    /// `Some(None)` known unusable and not due for a retry, `None` due for a read.
     pub(crate) fn cached(&self) -> Option<Option<Arc<FlagDocument>>> {
-        let snapshot = self.inner.snapshot.read();
-        let fresh = self.inner.clock.now_ms() < snapshot.fresh_until;
-        // While another request refreshes, a stale document is good enough.
-        let busy = self.inner.refreshing.load(Ordering::Acquire) && snapshot.doc.is_some();
-        (fresh || busy).then(|| snapshot.doc.clone())
+        self.cache.cached()
+    }
+
+    pub(crate) async fn current(&self) -> Option<Arc<FlagDocument>> {
+        self.cache.current().await
     }
 
     /// The current document, reading the store if the cached one is older
     /// than the cache TTL. Never fails: see the type's docs.
     pub async fn document(&self) -> Arc<FlagDocument> {
-        let doc = match self.cached() {
-            Some(doc) => doc,
-            None => self.read().await,
-        };
-        doc.unwrap_or_default()
-    }
-
-    /// The document for a request: `None` when no document was ever loaded.
-    pub(crate) async fn current(&self) -> Option<Arc<FlagDocument>> {
-        match self.cached() {
-            Some(doc) => doc,
-            None => self.read().await,
-        }
+        self.current().await.unwrap_or_default()
     }
 
     /// Reads the store now (after a write elsewhere, or to warm up).
     pub async fn refresh(&self) -> Result<(), StoreError> {
-        let entry = self.inner.store.get(&self.inner.key).await?;
-        self.install(entry.map(|e| e.value));
-        Ok(())
+        self.cache.refresh().await
     }
 
     /// Forgets the cached document: the next request reads the store.
     pub fn invalidate(&self) {
-        self.inner.snapshot.write().fresh_until = 0;
-    }
-
-    async fn read(&self) -> Option<Arc<FlagDocument>> {
-        self.inner.refreshing.store(true, Ordering::Release);
-        let result = self.inner.store.get(&self.inner.key).await;
-        self.inner.refreshing.store(false, Ordering::Release);
-        match result {
-            Ok(entry) => self.install(entry.map(|e| e.value)),
-            Err(e) => {
-                tracing::warn!(key = %self.inner.key, error = %e, "flag store unavailable: keeping the last good flags");
-                self.retry_soon()
-            }
-        }
-    }
-
-    /// Parses and caches what the store holds; keeps the last good document
-    /// if it is malformed.
-    fn install(&self, value: Option<Bytes>) -> Option<Arc<FlagDocument>> {
-        let parsed = match value {
-            None => Ok(FlagDocument::default()),
-            Some(bytes) => FlagDocument::from_json(&bytes),
-        };
-        match parsed {
-            Ok(doc) => {
-                let doc = Arc::new(doc);
-                let fresh_until =
-                    self.inner.clock.now_ms() + duration_ms_ceil(self.inner.cache_ttl);
-                *self.inner.snapshot.write() = Snapshot {
-                    doc: Some(doc.clone()),
-                    fresh_until,
-                };
-                Some(doc)
-            }
-            Err(e) => {
-                tracing::error!(key = %self.inner.key, error = %e, "malformed flag document: keeping the last good flags");
-                self.retry_soon()
-            }
-        }
-    }
-
-    fn retry_soon(&self) -> Option<Arc<FlagDocument>> {
-        let retry = duration_ms_ceil(RETRY_AFTER_ERROR.min(self.inner.cache_ttl));
-        let mut snapshot = self.inner.snapshot.write();
-        snapshot.fresh_until = self.inner.clock.now_ms() + retry;
-        snapshot.doc.clone()
+        self.cache.invalidate();
     }
 
     /// Sets one flag without losing concurrent changes to others
@@ -230,9 +145,9 @@ impl<St: KvStore> FeatureFlags<St> {
     pub async fn replace(&self, doc: &FlagDocument) -> Result<(), FlagWriteError> {
         doc.validate()?;
         let bytes = serde_json::to_vec(doc).map_err(InvalidFlags::from)?;
-        self.inner
-            .store
-            .put(&self.inner.key, bytes.into(), PutOptions::new())
+        let store = self.cache.store();
+        store
+            .put(self.cache.key(), bytes.into(), PutOptions::new())
             .await?;
         self.invalidate();
         Ok(())
@@ -244,9 +159,9 @@ impl<St: KvStore> FeatureFlags<St> {
     }
 
     async fn update(&self, change: impl Fn(&mut FlagDocument)) -> Result<(), FlagWriteError> {
-        let store = &self.inner.store;
+        let (store, key) = (self.cache.store(), self.cache.key());
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            let entry = store.get(&self.inner.key).await?;
+            let entry = store.get(key).await?;
             let (mut doc, expected) = match &entry {
                 Some(e) => (
                     FlagDocument::from_json(&e.value).map_err(FlagWriteError::StoredInvalid)?,
@@ -257,7 +172,7 @@ impl<St: KvStore> FeatureFlags<St> {
             change(&mut doc);
             let bytes = serde_json::to_vec(&doc).map_err(InvalidFlags::from)?;
             let outcome = store
-                .compare_and_swap(&self.inner.key, expected, bytes.into(), PutOptions::new())
+                .compare_and_swap(key, expected, bytes.into(), PutOptions::new())
                 .await?;
             if let CasOutcome::Swapped(_) = outcome {
                 self.invalidate();
@@ -265,8 +180,7 @@ impl<St: KvStore> FeatureFlags<St> {
             }
         }
         Err(StoreError::InvalidArgument(format!(
-            "flag document {:?} changed concurrently {MAX_WRITE_ATTEMPTS} times in a row",
-            self.inner.key
+            "flag document {key:?} changed concurrently {MAX_WRITE_ATTEMPTS} times in a row"
         ))
         .into())
     }

@@ -44,6 +44,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+mod cached;
 mod dyn_store;
 mod error;
 mod json;
@@ -55,6 +56,7 @@ mod rate;
 mod redis;
 mod types;
 
+pub use cached::{CachedDocument, Parse};
 pub use dyn_store::{BoxFuture, DynStore};
 pub use error::StoreError;
 pub use json::{decode_json, encode_json, KvStoreExt};

@@ -1,0 +1,164 @@
+//! A document read from the store at most once per TTL per process and kept
+//! parsed in memory — the seed's `cacheTtl`, for configuration that every
+//! request reads (the flag document, A/B test configs).
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use super::{KvStore, StoreError, Version};
+use crate::clock::duration_ms_ceil;
+use crate::Clock;
+
+/// How soon a failed read is retried, at most.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
+
+/// Parses the stored bytes (`None`: no entry) into a document.
+pub type Parse<T> = fn(Option<&[u8]>) -> Result<T, String>;
+
+/// A parsed document cached for a TTL. A store failure or an unparsable
+/// value keeps the last good document (logged) and retries within a second;
+/// before any document was read, [`current`](Self::current) gives `None`.
+pub struct CachedDocument<St, T> {
+    store: St,
+    key: String,
+    ttl: Duration,
+    clock: Clock,
+    parse: Parse<T>,
+    snapshot: RwLock<Snapshot<T>>,
+    reading: AtomicBool,
+}
+
+struct Snapshot<T> {
+    doc: Option<Arc<T>>,
+    version: Option<Version>,
+    fresh_until: u64,
+}
+
+impl<St, T> fmt::Debug for CachedDocument<St, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedDocument")
+            .field("key", &self.key)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
+    /// The document at `key`, cached for `ttl`.
+    pub fn new(store: St, key: String, ttl: Duration, clock: Clock, parse: Parse<T>) -> Self {
+        Self {
+            store,
+            key,
+            ttl,
+            clock,
+            parse,
+            snapshot: RwLock::new(Snapshot {
+                doc: None,
+                version: None,
+                fresh_until: 0,
+            }),
+            reading: AtomicBool::new(false),
+        }
+    }
+
+    /// The key, TTL and clock this cache was built with.
+    pub fn settings(&self) -> (&str, Duration, &Clock) {
+        (&self.key, self.ttl, &self.clock)
+    }
+
+    /// Gives the store back.
+    pub fn into_store(self) -> St {
+        self.store
+    }
+
+    /// The store the document lives in.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+
+    /// The document's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The document if usable without I/O: `Some(Some(doc))` fresh,
+    /// `Some(None)` known unusable and not due for a retry, `None` due for a read.
+    pub fn cached(&self) -> Option<Option<Arc<T>>> {
+        let snapshot = self.snapshot.read();
+        let fresh = self.clock.now_ms() < snapshot.fresh_until;
+        // While another request reads, a stale document is good enough.
+        let busy = self.reading.load(Ordering::Acquire) && snapshot.doc.is_some();
+        (fresh || busy).then(|| snapshot.doc.clone())
+    }
+
+    /// The document, reading the store when the cached one is stale.
+    pub async fn current(&self) -> Option<Arc<T>> {
+        match self.cached() {
+            Some(doc) => doc,
+            None => self.read().await,
+        }
+    }
+
+    /// Reads the store now.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let entry = self.store.get(&self.key).await?;
+        self.install(entry.as_ref().map(|e| (&e.value[..], e.version)));
+        Ok(())
+    }
+
+    /// Forgets freshness: the next request reads the store.
+    pub fn invalidate(&self) {
+        self.snapshot.write().fresh_until = 0;
+    }
+
+    async fn read(&self) -> Option<Arc<T>> {
+        self.reading.store(true, Ordering::Release);
+        let result = self.store.get(&self.key).await;
+        self.reading.store(false, Ordering::Release);
+        match result {
+            Ok(entry) => self.install(entry.as_ref().map(|e| (&e.value[..], e.version))),
+            Err(e) => {
+                tracing::warn!(key = %self.key, error = %e, "store unavailable: keeping the last good document");
+                self.retry_soon()
+            }
+        }
+    }
+
+    fn install(&self, value: Option<(&[u8], Version)>) -> Option<Arc<T>> {
+        let version = value.map(|(_, v)| v);
+        {
+            // Same version as cached: no need to parse again.
+            let mut snapshot = self.snapshot.write();
+            if snapshot.doc.is_some() && version.is_some() && snapshot.version == version {
+                snapshot.fresh_until = self.clock.now_ms() + duration_ms_ceil(self.ttl);
+                return snapshot.doc.clone();
+            }
+        }
+        match (self.parse)(value.map(|(bytes, _)| bytes)) {
+            Ok(doc) => {
+                let doc = Arc::new(doc);
+                *self.snapshot.write() = Snapshot {
+                    doc: Some(doc.clone()),
+                    version,
+                    fresh_until: self.clock.now_ms() + duration_ms_ceil(self.ttl),
+                };
+                Some(doc)
+            }
+            Err(e) => {
+                tracing::error!(key = %self.key, error = %e, "malformed document: keeping the last good one");
+                self.retry_soon()
+            }
+        }
+    }
+
+    fn retry_soon(&self) -> Option<Arc<T>> {
+        let retry = duration_ms_ceil(RETRY_AFTER_ERROR.min(self.ttl));
+        let mut snapshot = self.snapshot.write();
+        snapshot.fresh_until = self.clock.now_ms() + retry;
+        snapshot.doc.clone()
+    }
+}
