@@ -210,6 +210,15 @@ fn shorten(value: &str) -> String {
     }
 }
 
+/// `bytes` bytes from a CSPRNG (rand's `ThreadRng`: ChaCha12, seeded and
+/// reseeded from the operating system) as lowercase hex.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A hex SHA-256 prefix (128 bits) of `value`: stable across instances, not reversible.
 pub fn digest(value: &[u8]) -> String {
     let hash = Sha256::digest(value);

@@ -14,6 +14,7 @@
 //! - [`body`]: the response body type the layers answer with.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod abtest;
 pub mod body;
 pub mod bucket;
 mod clock;

@@ -1,7 +1,5 @@
 use std::fmt;
 
-use rand::RngCore;
-
 use crate::identity::digest;
 
 /// Bytes of CSPRNG output in an id: 192 bits.
@@ -20,9 +18,7 @@ pub struct SessionId(String);
 
 impl SessionId {
     pub(crate) fn generate() -> Self {
-        let mut bytes = [0u8; ID_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
-        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Self(crate::identity::random_hex(ID_BYTES))
     }
 
     /// Accepts only text shaped like an id this server issues; anything else

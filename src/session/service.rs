@@ -3,7 +3,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
@@ -112,11 +111,5 @@ fn tell_client<B>(settings: &Settings, res: &mut Response<B>, outcome: Outcome) 
         return;
     }
     // A response that sets a session must never be stored by a shared cache.
-    let private = headers
-        .get(CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("private") || v.contains("no-store"));
-    if !private {
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    }
+    crate::body::mark_private(headers);
 }

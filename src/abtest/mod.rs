@@ -1,0 +1,53 @@
+//! A/B tests: sticky variant assignment, injected as request headers for
+//! downstream handlers.
+//!
+//! [`AbTestLayer`] runs one or several tests configured at
+//! `test:{name}:config` (the seed's `{"variants": [...], "weights": [...]}`,
+//! read at most once per hour per process). Each request gets, per test, the
+//! variant stored for its identity at `test:{name}:user:{digest}` — or a new
+//! one chosen with the shared [`bucket`](crate::bucket::bucket) function
+//! (1/10,000 granularity) and stored with insert-if-absent for 30 days, so
+//! concurrent first requests agree and later weight changes never reshuffle
+//! assigned users.
+//!
+//! ```
+//! use tower_kv::abtest::AbTestLayer;
+//! use tower_kv::identity::Identity;
+//! use tower_kv::store::MemoryStore;
+//!
+//! // Signed-in users by account, anonymous visitors by the `ab_visitor`
+//! // cookie the layer sets.
+//! let layer = AbTestLayer::new(MemoryStore::new(), Identity::User)
+//!     .test("checkout") // handlers read the `x-variant-checkout` request header
+//!     .echo_response(true);
+//! # let _ = layer;
+//! ```
+//!
+//! The variant header is the layer's alone: any copy the client sends is
+//! removed first, so a client cannot pick its variant; QA can force one only
+//! with a signed token ([`AbTestLayer::qa_override`], off by default). No
+//! config, an invalid config, or a store failure mean `control` (logged) and
+//! the request is served.
+
+mod config;
+mod layer;
+mod service;
+
+pub use config::TestConfig;
+pub use layer::{AbTestLayer, Exposure, Variants, OVERRIDE_HEADER};
+pub use service::{AbTest, ResponseFuture};
+
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Variants {
+    type Rejection = (http::StatusCode, &'static str);
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Variants>().cloned().ok_or((
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "Variants extractor used without tower_kv::abtest::AbTestLayer",
+        ))
+    }
+}
