@@ -444,3 +444,69 @@ mod flags_outage {
         assert!(flags.document().await.flags.contains_key("after"));
     }
 }
+
+mod abtest_outage {
+    use super::*;
+    use std::convert::Infallible;
+
+    use http::{Request, Response, StatusCode};
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_kv::abtest::AbTestLayer;
+    use tower_kv::identity::Identity;
+
+    #[tokio::test]
+    async fn a_store_outage_means_control_and_the_request_is_served() {
+        let Some(mut server) = support::RedisServer::start() else {
+            return;
+        };
+        let store = connect(&server).await;
+        let config = br#"{"variants": ["control", "treatment"], "weights": [0, 1]}"#;
+        store
+            .put(
+                "test:checkout:config",
+                Bytes::from_static(config),
+                PutOptions::new(),
+            )
+            .await
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(AbTestLayer::new(store.clone(), Identity::header("x-user")).test("checkout"))
+            .service_fn(|req: Request<()>| async move {
+                let v = req.headers()["x-variant-checkout"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                Ok::<_, Infallible>(Response::new(v))
+            });
+        let call = |user: &'static str| {
+            let svc = svc.clone();
+            async move {
+                let req = Request::get("/").header("x-user", user).body(()).unwrap();
+                tokio::time::timeout(HANG, svc.oneshot(req))
+                    .await
+                    .expect("hung")
+                    .unwrap()
+            }
+        };
+        assert_eq!(call("u1").await.into_body(), "treatment");
+        server.stop();
+        let res = call("u2").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.into_body(),
+            "control",
+            "store down: control, request served"
+        );
+        server.restart();
+        wait_until_recovered(&store).await;
+        store
+            .put(
+                "test:checkout:config",
+                Bytes::from_static(config),
+                PutOptions::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(call("u3").await.into_body(), "treatment", "recovered");
+    }
+}
