@@ -216,13 +216,23 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&buf)
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// A hex SHA-256 prefix (128 bits) of `value`: stable across instances, not reversible.
 pub fn digest(value: &[u8]) -> String {
-    let hash = Sha256::digest(value);
-    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(value)[..16])
 }
 
 /// The TCP peer's address, from a `SocketAddr` extension or axum's `ConnectInfo`.

@@ -213,11 +213,7 @@ impl<St: KvStore> AbTestLayer<St> {
 fn sign(key: &[u8], test: &str, variant: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(format!("{test}={variant}").as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::identity::hex(&mac.finalize().into_bytes())
 }
 
 impl<St: KvStore> Config<St> {

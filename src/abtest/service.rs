@@ -108,15 +108,20 @@ where
                 req.headers_mut().insert(test.header.clone(), value);
                 variants.insert(test.name.clone(), variant);
             }
-            req.extensions_mut().insert(Variants(variants.clone()));
+            let echo: Vec<_> = match config.echo {
+                true => config
+                    .tests
+                    .iter()
+                    .filter_map(|t| Some((t.header.clone(), req.headers().get(&t.header)?.clone())))
+                    .collect(),
+                false => Vec::new(),
+            };
+            req.extensions_mut().insert(Variants(variants));
             let mut res = inner.call(req).await?;
             let headers = res.headers_mut();
-            if config.echo {
-                for test in &config.tests {
-                    let value = HeaderValue::from_str(&variants[&test.name]).expect("validated");
-                    headers.insert(test.header.clone(), value);
-                    headers.append(VARY, HeaderValue::from(test.header.clone()));
-                }
+            for (name, value) in echo {
+                headers.append(VARY, HeaderValue::from(name.clone()));
+                headers.insert(name, value);
             }
             if let (Some(id), Some(name)) = (new_visitor, visitor) {
                 let cookie = Cookie::build((name, id))
