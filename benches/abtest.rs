@@ -49,7 +49,7 @@ fn abtest(c: &mut Criterion) {
     let bare = ServiceBuilder::new().service_fn(inner);
     group.bench_function("bare", |b| {
         b.to_async(&rt).iter(|| {
-            let mut svc = bare.clone();
+            let mut svc = bare;
             async move { svc.call(request("user-1")).await.unwrap() }
         })
     });
