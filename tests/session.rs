@@ -499,6 +499,49 @@ mod cases {
         assert!(insecure.is_err(), "__Host- with Domain is refused");
     }
 
+    pub async fn exposes_the_user_to_inner_layers<S: KvStore>(h: Harness<S>) {
+        use tower_kv::identity::{Identity, UserId};
+        use tower_kv::ratelimit::{Quota, RateLimitLayer};
+        let plain = app(layer(&h, h.store.clone()));
+        let (mut phone, mut laptop) = (Client::new(&plain), Client::new(&plain));
+        phone.post("/login/alice").await;
+        laptop.post("/login/alice").await;
+        // Rate limiting by user inside the session layer: one bucket for
+        // both devices of one user.
+        let svc = ServiceBuilder::new()
+            .layer(layer(&h, h.store.clone()).expose_user())
+            .layer(
+                RateLimitLayer::new(h.store.clone(), Identity::User)
+                    .default_limit(Quota::per_minute(3)),
+            )
+            .service_fn(|req: Request<()>| async move {
+                let user = req.extensions().get::<UserId>().map(|u| u.0.clone());
+                Ok::<_, Infallible>(Response::new(user.unwrap_or_default()))
+            });
+        let call = |cookie: &Option<String>| {
+            let req = Request::get("/")
+                .header("cookie", format!("id={}", cookie.as_deref().unwrap_or("x")));
+            svc.clone().oneshot(req.body(()).unwrap())
+        };
+        for device in [&phone.cookie, &laptop.cookie, &phone.cookie] {
+            let res = call(device).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "alice");
+        }
+        let res = call(&laptop.cookie).await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "the user's quota spans devices"
+        );
+        let res = call(&None).await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::BAD_REQUEST,
+            "no session, no user: the limiter's policy"
+        );
+    }
+
     pub async fn axum_extractors<S: KvStore>(h: Harness<S>) {
         use axum::routing::get;
         let handler = |session: Session| async move {
@@ -549,6 +592,7 @@ macro_rules! suite {
                 bad_input_means_no_session_never_an_error,
                 an_update_never_resurrects_a_deleted_session,
                 header_signed_and_prefixed_transports,
+                exposes_the_user_to_inner_layers,
                 axum_extractors,
             );
         }

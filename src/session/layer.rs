@@ -32,6 +32,7 @@ impl SessionLayer {
                 absolute: Duration::from_secs(7 * 24 * 3600),
                 renew_fraction: 0.25,
                 transport: Transport::default(),
+                expose_user: false,
             }),
             on_store_error: http::StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -84,6 +85,17 @@ impl SessionLayer {
             c.check_prefix();
         }
         self.settings().transport = transport;
+        self
+    }
+
+    /// Load the session of every request that presents an id (one store
+    /// read) and put its signed-in user in the request extensions as a
+    /// [`UserId`](crate::identity::UserId), so layers inside this one can
+    /// key on the user: `Identity::User` in rate limiting, flags and A/B
+    /// tests. Off by default (sessions stay lazy).
+    #[must_use]
+    pub fn expose_user(mut self) -> Self {
+        self.settings().expose_user = true;
         self
     }
 

@@ -9,6 +9,7 @@ use tower_service::Service;
 use super::handle::Session;
 use super::settings::{Outcome, Settings};
 use crate::body::ResponseBody;
+use crate::identity::UserId;
 
 /// The session service; see [`SessionLayer`](super::SessionLayer).
 #[derive(Clone, Debug)]
@@ -53,8 +54,9 @@ impl<S> SessionService<S> {
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for SessionService<S>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    ReqB: Send + 'static,
     ResB: Send + 'static,
 {
     type Response = Response<ResponseBody<ResB>>;
@@ -67,13 +69,26 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let presented = self.settings.transport.read(req.headers());
+        let load_user = self.settings.expose_user && presented.is_some();
         let session = Session::new(self.settings.clone(), presented);
         req.extensions_mut().insert(session.clone());
-        let future = self.inner.call(req);
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let settings = self.settings.clone();
         let on_store_error = self.on_store_error;
         Box::pin(async move {
-            let mut res = future.await?.map(ResponseBody::inner);
+            if load_user {
+                // Layers and handlers inside see the user as a `UserId`
+                // (rate limiting, flags and A/B tests by user).
+                match session.user_id().await {
+                    Ok(Some(user)) => {
+                        req.extensions_mut().insert(UserId(user));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "session user unavailable"),
+                }
+            }
+            let mut res = inner.call(req).await?.map(ResponseBody::inner);
             let state = session.inner.state.lock().await;
             if !state.loaded {
                 return Ok(res);

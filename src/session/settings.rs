@@ -26,6 +26,9 @@ pub(crate) struct Settings {
     /// Renew (rewrite `seen` and the TTL) once this share of `idle` has passed.
     pub(crate) renew_fraction: f64,
     pub(crate) transport: Transport,
+    /// Load the session of every request that presents an id, and put its
+    /// user in the request extensions as a `UserId`.
+    pub(crate) expose_user: bool,
 }
 
 impl fmt::Debug for Settings {
