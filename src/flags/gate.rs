@@ -74,6 +74,7 @@ impl<St: KvStore> FlagGateLayer<St, Respond> {
     }
 
     /// Off: call `service` (same request and response types as the gated one).
+    #[must_use]
     pub fn fallback<T>(self, service: T) -> FlagGateLayer<St, Fallback<T>> {
         FlagGateLayer {
             flags: self.flags,
@@ -172,9 +173,19 @@ impl<S, St: KvStore, F> Gate<S, St, F> {
         }
     }
 
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
+    }
+
+    /// Consumes the gate, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
