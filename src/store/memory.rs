@@ -548,8 +548,10 @@ fn ms_to_time(ms: u64) -> std::time::SystemTime {
 #[derive(Debug)]
 struct Shard {
     entries: LruCache<Arc<str>, Slot>,
-    /// Key names in order, for `list`.
-    order: BTreeSet<Arc<str>>,
+    /// Key names in order, for `list`: built by the first `list` on this
+    /// shard and maintained from then on, so stores nobody lists (rate
+    /// limits, counters) never pay for it.
+    order: Option<BTreeSet<Arc<str>>>,
     /// (expiry, key) pairs in expiry order, for reclaiming memory.
     expiries: BTreeSet<(u64, Arc<str>)>,
     bytes: usize,
@@ -561,7 +563,7 @@ impl Shard {
     fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self {
             entries: LruCache::unbounded(),
-            order: BTreeSet::new(),
+            order: None,
             expiries: BTreeSet::new(),
             bytes: 0,
             max_entries,
@@ -596,7 +598,9 @@ impl Shard {
         } else {
             let key: Arc<str> = Arc::from(key);
             self.bytes += charge;
-            self.order.insert(key.clone());
+            if let Some(order) = &mut self.order {
+                order.insert(key.clone());
+            }
             self.entries.push(key.clone(), slot);
             self.refile(&key);
         }
@@ -636,7 +640,9 @@ impl Shard {
 
     fn forget(&mut self, key: &Arc<str>, slot: &Slot) {
         self.bytes -= slot.charge(key);
-        self.order.remove(key);
+        if let Some(order) = &mut self.order {
+            order.remove(key);
+        }
         if let Some(filed) = slot.indexed_at {
             self.expiries.remove(&(filed, key.clone()));
         }
@@ -686,17 +692,20 @@ impl Shard {
     }
 
     /// Appends up to `limit + 1` live keys of this shard after the cursor.
-    fn collect(&self, options: &ListOptions, now: u64, out: &mut Vec<KeyInfo>) {
+    fn collect(&mut self, options: &ListOptions, now: u64, out: &mut Vec<KeyInfo>) {
         let start = match &options.cursor {
             Some(cursor) => Bound::Excluded(cursor.as_str()),
             None => Bound::Included(options.prefix.as_str()),
         };
-        let live = self
+        let entries = &self.entries;
+        let order = self
             .order
+            .get_or_insert_with(|| entries.iter().map(|(k, _)| k.clone()).collect());
+        let live = order
             .range::<str, _>((start, Bound::Unbounded))
             .take_while(|key| key.starts_with(options.prefix.as_str()))
             .filter_map(|key| {
-                let slot = self.entries.peek(key)?;
+                let slot = entries.peek(key)?;
                 slot.is_live(now).then(|| KeyInfo {
                     name: key.to_string(),
                     expires_at: slot.expires_at.map(ms_to_time),
@@ -833,6 +842,18 @@ mod tests {
             "the shortened entry's memory is reclaimed"
         );
         assert!(store.get("k").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_list_index_is_built_on_demand_and_then_maintained() {
+        let store = MemoryStore::new();
+        store.put("a:1", Bytes::new(), PutOptions::new()).await.unwrap();
+        let names = |page: ListPage| page.keys.into_iter().map(|k| k.name).collect::<Vec<_>>();
+        assert_eq!(names(store.list(ListOptions::prefix("a:")).await.unwrap()), ["a:1"]);
+        store.put("a:0", Bytes::new(), PutOptions::new()).await.unwrap();
+        store.delete("a:1").await.unwrap();
+        store.put("a:2", Bytes::new(), PutOptions::new()).await.unwrap();
+        assert_eq!(names(store.list(ListOptions::prefix("a:")).await.unwrap()), ["a:0", "a:2"]);
     }
 
     #[tokio::test]
