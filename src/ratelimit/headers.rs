@@ -50,14 +50,17 @@ pub(crate) fn policy(quotas: &[Quota]) -> HeaderValue {
 
 /// `"minute";r=42;t=17, …`: the state of every quota after this request.
 pub(crate) fn current(quotas: &[Quota], states: &[RateState]) -> HeaderValue {
-    let mut list = ListSerializer::new();
+    // Sized once: this runs on every limited request.
+    let mut buffer = String::with_capacity(quotas.iter().map(|q| q.name().len() + 32).sum());
+    let mut list = ListSerializer::with_buffer(&mut buffer);
     for (q, s) in quotas.iter().zip(states) {
         let _ = list
             .bare_item(string_ref(q.name()))
             .parameter(key_ref("r"), sf_int(u64::from(s.remaining)))
             .parameter(key_ref("t"), sf_int(ceil_secs(s.reset_after)));
     }
-    to_header(list.finish())
+    let _ = list.finish();
+    to_header(Some(buffer))
 }
 
 /// `Retry-After` in whole seconds, rounded up and never 0.
