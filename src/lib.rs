@@ -17,6 +17,7 @@
 pub mod abtest;
 pub mod body;
 pub mod bucket;
+pub mod cache;
 mod clock;
 pub mod either;
 pub mod flags;

@@ -847,13 +847,28 @@ mod tests {
     #[tokio::test]
     async fn the_list_index_is_built_on_demand_and_then_maintained() {
         let store = MemoryStore::new();
-        store.put("a:1", Bytes::new(), PutOptions::new()).await.unwrap();
+        store
+            .put("a:1", Bytes::new(), PutOptions::new())
+            .await
+            .unwrap();
         let names = |page: ListPage| page.keys.into_iter().map(|k| k.name).collect::<Vec<_>>();
-        assert_eq!(names(store.list(ListOptions::prefix("a:")).await.unwrap()), ["a:1"]);
-        store.put("a:0", Bytes::new(), PutOptions::new()).await.unwrap();
+        assert_eq!(
+            names(store.list(ListOptions::prefix("a:")).await.unwrap()),
+            ["a:1"]
+        );
+        store
+            .put("a:0", Bytes::new(), PutOptions::new())
+            .await
+            .unwrap();
         store.delete("a:1").await.unwrap();
-        store.put("a:2", Bytes::new(), PutOptions::new()).await.unwrap();
-        assert_eq!(names(store.list(ListOptions::prefix("a:")).await.unwrap()), ["a:0", "a:2"]);
+        store
+            .put("a:2", Bytes::new(), PutOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            names(store.list(ListOptions::prefix("a:")).await.unwrap()),
+            ["a:0", "a:2"]
+        );
     }
 
     #[tokio::test]

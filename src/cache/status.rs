@@ -1,0 +1,134 @@
+//! The `Cache-Status` response field (RFC 9211), serialized as a structured
+//! field: `tower-kv; hit; ttl=42` or `tower-kv; fwd=uri-miss; fwd-status=200; stored`.
+
+use http::header::HeaderValue;
+use sfv::{integer, key_ref, token_ref, ItemSerializer};
+
+/// Why a request went to the origin (RFC 9211 §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Nothing stored for the URI.
+    UriMiss,
+    /// Something stored for the URI, but not for this request's `Vary` headers.
+    VaryMiss,
+    /// A stored response was stale and had to be revalidated.
+    Stale,
+    /// The cache was configured (or failed) to not serve from storage.
+    Bypass,
+    /// The request's method is not served from the cache.
+    Method,
+    /// The request's directives (`no-cache`, …) required going forward.
+    Request,
+}
+
+impl Forward {
+    fn token(self) -> &'static str {
+        match self {
+            Forward::UriMiss => "uri-miss",
+            Forward::VaryMiss => "vary-miss",
+            Forward::Stale => "stale",
+            Forward::Bypass => "bypass",
+            Forward::Method => "method",
+            Forward::Request => "request",
+        }
+    }
+}
+
+/// One cache's entry in `Cache-Status`: a hit or a forward, never both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from storage; `ttl` is its remaining freshness in seconds
+    /// (negative when served stale).
+    Hit {
+        /// Remaining freshness, seconds.
+        ttl: i64,
+    },
+    /// Went to the origin.
+    Forward {
+        /// Why.
+        reason: Forward,
+        /// The origin's status code, when a response came back.
+        status: Option<u16>,
+        /// The response was stored.
+        stored: bool,
+        /// The request waited for another request's identical fetch.
+        collapsed: bool,
+    },
+}
+
+impl CacheStatus {
+    /// The field value, naming this cache `cache` and disclosing `key` only
+    /// when given.
+    pub fn header_value(&self, cache: &str, key: Option<&str>) -> HeaderValue {
+        let mut out = String::with_capacity(64);
+        let item = ItemSerializer::with_buffer(&mut out);
+        let token = sfv::TokenRef::from_str(cache).unwrap_or(token_ref("tower-kv"));
+        let mut params = item.bare_item(token);
+        match self {
+            CacheStatus::Hit { ttl } => {
+                params = params
+                    .parameter(key_ref("hit"), true)
+                    .parameter(key_ref("ttl"), integer(*ttl));
+            }
+            CacheStatus::Forward {
+                reason,
+                status,
+                stored,
+                collapsed,
+            } => {
+                params = params.parameter(key_ref("fwd"), token_ref(reason.token()));
+                if let Some(code) = status {
+                    params = params.parameter(key_ref("fwd-status"), integer(i64::from(*code)));
+                }
+                if *stored {
+                    params = params.parameter(key_ref("stored"), true);
+                }
+                if *collapsed {
+                    params = params.parameter(key_ref("collapsed"), true);
+                }
+            }
+        }
+        if let Some(key) = key.and_then(|k| sfv::StringRef::from_str(k).ok()) {
+            params = params.parameter(key_ref("key"), key);
+        }
+        let _ = params.finish();
+        HeaderValue::try_from(out).expect("structured fields are valid header values")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_and_forwards_follow_rfc_9211() {
+        assert_eq!(
+            CacheStatus::Hit { ttl: 42 }.header_value("tower-kv", None),
+            "tower-kv;hit;ttl=42"
+        );
+        let fwd = CacheStatus::Forward {
+            reason: Forward::UriMiss,
+            status: Some(200),
+            stored: true,
+            collapsed: false,
+        };
+        assert_eq!(
+            fwd.header_value("tower-kv", None),
+            "tower-kv;fwd=uri-miss;fwd-status=200;stored"
+        );
+        let collapsed = CacheStatus::Forward {
+            reason: Forward::UriMiss,
+            status: Some(200),
+            stored: false,
+            collapsed: true,
+        };
+        assert_eq!(
+            collapsed.header_value("tower-kv", Some("GET https://a/b")),
+            r#"tower-kv;fwd=uri-miss;fwd-status=200;collapsed;key="GET https://a/b""#
+        );
+        assert_eq!(
+            CacheStatus::Hit { ttl: -3 }.header_value("bad name!", None),
+            "tower-kv;hit;ttl=-3"
+        );
+    }
+}
