@@ -23,7 +23,10 @@
 //! ```
 
 mod directives;
+mod entry;
 mod freshness;
+mod layer;
+mod service;
 mod status;
 
 pub use directives::CacheControl;
@@ -31,4 +34,6 @@ pub use freshness::{
     current_age, reuse, storable, NotStorable, Reuse, Storable, StoragePolicy,
     HEURISTICALLY_CACHEABLE,
 };
+pub use layer::CacheLayer;
+pub use service::{CacheService, ResponseFuture, CACHE_STATUS};
 pub use status::{CacheStatus, Forward};

@@ -1,0 +1,453 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderValue, AGE, CONTENT_LENGTH, CONTENT_LOCATION, ETAG, HOST, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, LAST_MODIFIED, LOCATION, VARY,
+};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower_service::Service;
+
+use super::entry::Entry;
+use super::layer::CacheConfig;
+use super::{current_age, reuse, storable, CacheControl, CacheStatus, Forward, Reuse};
+use crate::body::ResponseBody;
+use crate::identity::digest;
+use crate::store::{KvStore, ListOptions, PutOptions};
+
+/// The `Cache-Status` field name (RFC 9211).
+pub const CACHE_STATUS: http::header::HeaderName =
+    http::header::HeaderName::from_static("cache-status");
+
+/// The cache service; see [`CacheLayer`](super::CacheLayer).
+#[derive(Clone, Debug)]
+pub struct CacheService<S, St> {
+    inner: S,
+    config: Arc<CacheConfig<St>>,
+}
+
+/// The response future of [`CacheService`].
+pub type ResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, St> CacheService<S, St> {
+    pub(crate) fn from_parts(inner: S, config: Arc<CacheConfig<St>>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the cache, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// `scheme://host` of a request: the host always goes into the key.
+fn origin(uri: &Uri, headers: &HeaderMap) -> String {
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase())
+        .or_else(|| {
+            headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_ascii_lowercase)
+        })
+        .unwrap_or_default();
+    format!("{}://{host}", uri.scheme_str().unwrap_or("http"))
+}
+
+/// `{prefix}{scheme}://{host}{path}?{query}`; long URIs become a digest so
+/// keys stay within the store's limit.
+fn key_for(prefix: &str, origin: &str, target: &str) -> String {
+    let full = format!("{origin}{target}");
+    if full.len() <= 400 {
+        format!("{prefix}{full}")
+    } else {
+        format!("{prefix}#{}", digest(full.as_bytes()))
+    }
+}
+
+fn target(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// The request headers a stored response varies on, as one key suffix.
+fn variant_suffix(names: &[String], request: &HeaderMap) -> String {
+    let mut material = String::new();
+    for name in names {
+        material.push_str(name);
+        material.push('\u{1f}');
+        for value in request.get_all(name.as_str()) {
+            material.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            material.push('\u{1e}');
+        }
+    }
+    format!("|v|{}", digest(material.as_bytes()))
+}
+
+fn vary_names(response: &HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = response
+        .get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+impl<St: KvStore> CacheConfig<St> {
+    fn status(&self, status: CacheStatus, key: &str) -> HeaderValue {
+        status.header_value(&self.name, self.expose_key.then_some(key))
+    }
+
+    /// Looks up the variant for `request`: (`vary names known`, entry).
+    async fn lookup(
+        &self,
+        primary: &str,
+        request: &HeaderMap,
+    ) -> Result<(bool, Option<Entry>), ()> {
+        let index = self
+            .store
+            .get(&format!("{primary}|vary"))
+            .await
+            .map_err(drop)?;
+        let Some(index) = index else {
+            return Ok((false, None));
+        };
+        let names: Vec<String> = serde_json::from_slice(&index.value).unwrap_or_default();
+        let key = format!("{primary}{}", variant_suffix(&names, request));
+        let entry = self.store.get(&key).await.map_err(drop)?;
+        Ok((true, entry.and_then(|e| Entry::decode(&e.value))))
+    }
+
+    async fn save(&self, primary: &str, request: &HeaderMap, entry: &Entry) {
+        let names = vary_names(&entry.headers);
+        let ttl = entry.storable.lifetime
+            + entry
+                .storable
+                .stale_while_revalidate
+                .unwrap_or_default()
+                .max(entry.storable.stale_if_error.unwrap_or_default())
+            + Duration::from_secs(60);
+        let options = PutOptions::new().ttl(ttl);
+        let index = serde_json::to_vec(&names).expect("names serialize");
+        let key = format!("{primary}{}", variant_suffix(&names, request));
+        let saved = async {
+            self.store
+                .put(&format!("{primary}|vary"), index.into(), options.clone())
+                .await?;
+            self.store.put(&key, entry.encode(), options).await
+        };
+        if let Err(e) = saved.await {
+            tracing::warn!(error = %e, "response not cached: store unavailable");
+        }
+    }
+
+    /// Deletes every stored variant of a URI (after an unsafe request).
+    async fn invalidate(&self, primary: &str) {
+        let prefix = format!("{primary}|");
+        let mut cursor = None;
+        loop {
+            let Ok(page) = self
+                .store
+                .list(ListOptions::prefix(prefix.clone()).cursor(cursor))
+                .await
+            else {
+                return;
+            };
+            for key in &page.keys {
+                let _ = self.store.delete(&key.name).await;
+            }
+            cursor = page.cursor;
+            if cursor.is_none() {
+                return;
+            }
+        }
+    }
+}
+
+/// Answers a request from a stored response: `Age`, `Cache-Status`, a 304
+/// for a matching conditional request, no body for `HEAD`.
+fn from_entry<B>(
+    entry: &Entry,
+    method: &Method,
+    request: &HeaderMap,
+    age: Duration,
+    status: HeaderValue,
+) -> Response<ResponseBody<B>> {
+    let not_modified = match (request.get(IF_NONE_MATCH), entry.headers.get(ETAG)) {
+        (Some(inm), Some(etag)) => etag_matches(inm, etag),
+        (Some(_), None) => false,
+        (None, _) => match (
+            request.get(IF_MODIFIED_SINCE),
+            entry.headers.get(LAST_MODIFIED),
+        ) {
+            (Some(ims), Some(lm)) => {
+                let parse = |v: &HeaderValue| {
+                    v.to_str()
+                        .ok()
+                        .and_then(|s| httpdate::parse_http_date(s).ok())
+                };
+                matches!((parse(ims), parse(lm)), (Some(ims), Some(lm)) if lm <= ims)
+            }
+            _ => false,
+        },
+    };
+    let (code, body) = if not_modified && entry.status == StatusCode::OK {
+        (StatusCode::NOT_MODIFIED, Bytes::new())
+    } else if method == Method::HEAD {
+        (entry.status, Bytes::new())
+    } else {
+        (entry.status, entry.body.clone())
+    };
+    let mut res = Response::new(ResponseBody::full(body));
+    *res.status_mut() = code;
+    *res.headers_mut() = entry.headers.clone();
+    res.headers_mut()
+        .insert(AGE, HeaderValue::from(age.as_secs()));
+    res.headers_mut().insert(CACHE_STATUS, status);
+    if code == StatusCode::NOT_MODIFIED {
+        res.headers_mut().remove(CONTENT_LENGTH);
+    }
+    res
+}
+
+/// Weak comparison of `If-None-Match` against an `ETag` (RFC 9110 §13.1.2).
+fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let Ok(etag) = etag.to_str() else {
+        return false;
+    };
+    let Ok(list) = if_none_match.to_str() else {
+        return false;
+    };
+    list.trim() == "*" || list.split(',').any(|t| strip(t) == strip(etag))
+}
+
+fn unsafe_method(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+impl<S, St, ReqB, ResB> Service<Request<ReqB>> for CacheService<S, St>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    St: KvStore,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: std::fmt::Display,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<Self::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let config = self.config.clone();
+        for name in &config.strip {
+            req.headers_mut().remove(name);
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let method = req.method().clone();
+            let origin = origin(req.uri(), req.headers());
+            let primary = key_for(&config.key_prefix, &origin, target(req.uri()));
+            if unsafe_method(&method) {
+                let res = inner.call(req).await?;
+                if res.status().is_success() || res.status().is_redirection() {
+                    // RFC 9111 §4.4: the target URI, and same-origin
+                    // Location / Content-Location.
+                    config.invalidate(&primary).await;
+                    for name in [LOCATION, CONTENT_LOCATION] {
+                        let Some(uri) = res
+                            .headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok()?.parse::<Uri>().ok())
+                        else {
+                            continue;
+                        };
+                        let same_origin = uri.authority().is_none()
+                            || origin == self::origin(&uri, &HeaderMap::new());
+                        if same_origin && uri.path().starts_with('/') {
+                            config
+                                .invalidate(&key_for(&config.key_prefix, &origin, target(&uri)))
+                                .await;
+                        }
+                    }
+                }
+                let mut res = res.map(ResponseBody::inner);
+                let status = CacheStatus::Forward {
+                    reason: Forward::Method,
+                    status: Some(res.status().as_u16()),
+                    stored: false,
+                    collapsed: false,
+                };
+                res.headers_mut()
+                    .insert(CACHE_STATUS, config.status(status, &primary));
+                return Ok(res);
+            }
+            let forward_status = |reason, status: u16, stored| CacheStatus::Forward {
+                reason,
+                status: Some(status),
+                stored,
+                collapsed: false,
+            };
+            if method != Method::GET && method != Method::HEAD {
+                let mut res = inner.call(req).await?.map(ResponseBody::inner);
+                let s = forward_status(Forward::Method, res.status().as_u16(), false);
+                res.headers_mut()
+                    .insert(CACHE_STATUS, config.status(s, &primary));
+                return Ok(res);
+            }
+            let request_cc = CacheControl::from_headers(req.headers());
+            let now = config.clock.now();
+            let (reason, stale) = if request_cc.no_store {
+                (Forward::Request, None)
+            } else {
+                match config.lookup(&primary, req.headers()).await {
+                    Err(()) => (Forward::Bypass, None),
+                    Ok((_, Some(entry))) => {
+                        let age = current_age(
+                            &entry.headers,
+                            entry.request_time,
+                            entry.response_time,
+                            now,
+                        );
+                        match reuse(&entry.storable, age, &request_cc) {
+                            Reuse::Fresh | Reuse::StaleAllowed => {
+                                let ttl =
+                                    entry.storable.lifetime.as_secs() as i64 - age.as_secs() as i64;
+                                let status = config.status(CacheStatus::Hit { ttl }, &primary);
+                                return Ok(from_entry(&entry, &method, req.headers(), age, status));
+                            }
+                            Reuse::StaleWhileRevalidate | Reuse::Revalidate => {
+                                let forward = if request_cc.no_cache {
+                                    Forward::Request
+                                } else {
+                                    Forward::Stale
+                                };
+                                (forward, Some(entry))
+                            }
+                        }
+                    }
+                    Ok((known, None)) => (
+                        if known {
+                            Forward::VaryMiss
+                        } else {
+                            Forward::UriMiss
+                        },
+                        None,
+                    ),
+                }
+            };
+            if request_cc.only_if_cached {
+                let mut res = Response::new(ResponseBody::empty());
+                *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+                return Ok(res);
+            }
+            let request_headers = req.headers().clone();
+            let request_time = config.clock.now();
+            let res = inner.call(req).await?;
+            let response_time = config.clock.now();
+            let code = res.status().as_u16();
+            // stale-if-error: an origin error within the window serves the stale copy.
+            if let Some(entry) = &stale {
+                let age = current_age(
+                    &entry.headers,
+                    entry.request_time,
+                    entry.response_time,
+                    response_time,
+                );
+                let staleness = age.saturating_sub(entry.storable.lifetime);
+                let allowed = entry
+                    .storable
+                    .stale_if_error
+                    .is_some_and(|w| staleness <= w)
+                    && !entry.storable.must_revalidate;
+                if res.status().is_server_error() && allowed {
+                    let ttl = entry.storable.lifetime.as_secs() as i64 - age.as_secs() as i64;
+                    let status = config.status(CacheStatus::Hit { ttl }, &primary);
+                    return Ok(from_entry(entry, &method, &request_headers, age, status));
+                }
+            }
+            let storable_response = (method == Method::GET && !request_cc.no_store)
+                .then(|| {
+                    storable(
+                        &method,
+                        &request_headers,
+                        res.status(),
+                        res.headers(),
+                        &config.policy,
+                    )
+                    .ok()
+                })
+                .flatten();
+            let declared = res
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            let small = declared.is_some_and(|len| len <= config.max_body);
+            let (Some(storable_response), true) =
+                (storable_response, small && reason != Forward::Bypass)
+            else {
+                let mut res = res.map(ResponseBody::inner);
+                res.headers_mut().insert(
+                    CACHE_STATUS,
+                    config.status(forward_status(reason, code, false), &primary),
+                );
+                return Ok(res);
+            };
+            let (parts, body) = res.into_parts();
+            let body = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream body failed");
+                    let mut res = Response::new(ResponseBody::empty());
+                    *res.status_mut() = StatusCode::BAD_GATEWAY;
+                    return Ok(res);
+                }
+            };
+            let entry = Entry {
+                status: parts.status,
+                headers: parts.headers.clone(),
+                body: body.clone(),
+                request_time,
+                response_time,
+                storable: storable_response,
+            };
+            config.save(&primary, &request_headers, &entry).await;
+            let mut res = Response::from_parts(parts, ResponseBody::full(body));
+            res.headers_mut().insert(
+                CACHE_STATUS,
+                config.status(forward_status(reason, code, true), &primary),
+            );
+            Ok(res)
+        })
+    }
+}
