@@ -1,0 +1,281 @@
+//! The cache layer against every backend: `memory::*` and `redis::*`.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use support::Harness;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_kv::body::ResponseBody;
+use tower_kv::cache::CacheLayer;
+use tower_kv::store::KvStore;
+use tower_kv::Clock;
+
+type Reply = Response<ResponseBody<Full<Bytes>>>;
+
+/// An origin that counts its calls and answers per path:
+/// `/max-age` (60 s), `/vary` (varies on accept-language), `/private`,
+/// `/cookie`, `/nothing` (no freshness info), `/big` (large body), `/etag`.
+fn origin(
+    calls: Arc<AtomicUsize>,
+) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
+       + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |req: Request<()>| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let path = req.uri().path().to_owned();
+            let body = match path.as_str() {
+                "/big" => "x".repeat(4096),
+                "/vary" => format!(
+                    "lang={} call={n}",
+                    req.headers()
+                        .get("accept-language")
+                        .map_or("", |v| v.to_str().unwrap())
+                ),
+                _ => format!("call={n}"),
+            };
+            let mut res = Response::builder().header("content-length", body.len());
+            res = match path.as_str() {
+                "/max-age" | "/big" => res.header("cache-control", "max-age=60"),
+                "/vary" => res
+                    .header("cache-control", "max-age=60")
+                    .header("vary", "Accept-Language"),
+                "/private" => res.header("cache-control", "private, max-age=60"),
+                "/cookie" => res
+                    .header("cache-control", "max-age=60")
+                    .header("set-cookie", "a=b"),
+                "/etag" => res
+                    .header("cache-control", "max-age=60")
+                    .header("etag", "\"v1\""),
+                "/swr" => res.header("cache-control", "max-age=1, stale-if-error=60"),
+                _ => res,
+            };
+            if path == "/swr" && n > 1 {
+                res = res.status(500);
+            }
+            Ok(res.body(Full::new(Bytes::from(body))).unwrap())
+        }
+    })
+}
+
+fn stack<S: KvStore>(
+    store: S,
+    clock: &Clock,
+    calls: &Arc<AtomicUsize>,
+) -> impl Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone {
+    ServiceBuilder::new()
+        .layer(CacheLayer::new(store).clock(clock.clone()).max_body(1024))
+        .service(origin(calls.clone()))
+}
+
+async fn send<S>(
+    svc: &S,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, String)
+where
+    S: Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone,
+{
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://example.test{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = svc.clone().oneshot(req.body(()).unwrap()).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let body = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (parts.status, parts.headers, body)
+}
+
+fn status_of(h: &http::HeaderMap) -> String {
+    h.get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn miss_store_then_hit_with_age<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        let (_, headers, body) = send(&svc, Method::GET, "/max-age", &[]).await;
+        assert_eq!(
+            status_of(&headers),
+            "tower-kv;fwd=uri-miss;fwd-status=200;stored"
+        );
+        assert_eq!(body, "call=1");
+        clock.advance(Duration::from_secs(10));
+        let (_, headers, body) = send(&svc, Method::GET, "/max-age", &[]).await;
+        assert_eq!(body, "call=1", "served from the cache");
+        assert_eq!(headers["age"], "10");
+        assert_eq!(status_of(&headers), "tower-kv;hit;ttl=50");
+        let (_, headers, body) = send(&svc, Method::HEAD, "/max-age", &[]).await;
+        assert!(
+            body.is_empty() && status_of(&headers).contains("hit"),
+            "HEAD answered from the stored GET"
+        );
+        clock.advance(Duration::from_secs(60));
+        let (_, headers, body) = send(&svc, Method::GET, "/max-age", &[]).await;
+        assert_eq!(body, "call=2");
+        assert!(status_of(&headers).contains("fwd=stale"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    pub async fn vary_keeps_variants_apart<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        let en = [("accept-language", "en")];
+        let fr = [("accept-language", "fr")];
+        assert_eq!(
+            send(&svc, Method::GET, "/vary", &en).await.2,
+            "lang=en call=1"
+        );
+        let (_, headers, body) = send(&svc, Method::GET, "/vary", &fr).await;
+        assert_eq!(body, "lang=fr call=2");
+        assert!(status_of(&headers).contains("fwd=vary-miss"));
+        assert_eq!(
+            send(&svc, Method::GET, "/vary", &en).await.2,
+            "lang=en call=1"
+        );
+        assert_eq!(
+            send(&svc, Method::GET, "/vary", &fr).await.2,
+            "lang=fr call=2"
+        );
+    }
+
+    pub async fn never_stores_what_a_shared_cache_must_not<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        for (path, headers) in [
+            ("/private", vec![]),
+            ("/cookie", vec![]),
+            ("/max-age", vec![("authorization", "Bearer t")]),
+        ] {
+            let first = send(&svc, Method::GET, path, &headers).await;
+            let second = send(&svc, Method::GET, path, &headers).await;
+            assert_ne!(first.2, second.2, "{path} was served from the cache");
+            assert!(!status_of(&second.1).contains("stored"), "{path}");
+        }
+        let before = calls.load(Ordering::SeqCst);
+        for _ in 0..2 {
+            let (_, headers, body) = send(&svc, Method::GET, "/big", &[]).await;
+            assert_eq!(body.len(), 4096, "a large body streams through whole");
+            assert_eq!(
+                status_of(&headers),
+                "tower-kv;fwd=uri-miss;fwd-status=200",
+                "not stored"
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), before + 2);
+    }
+
+    pub async fn request_directives_and_conditionals<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        send(&svc, Method::GET, "/etag", &[]).await;
+        let (status, headers, body) =
+            send(&svc, Method::GET, "/etag", &[("if-none-match", "W/\"v1\"")]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::NOT_MODIFIED, ""));
+        assert_eq!(headers["etag"], "\"v1\"");
+        let (_, headers, _) =
+            send(&svc, Method::GET, "/etag", &[("cache-control", "no-cache")]).await;
+        assert!(
+            status_of(&headers).contains("fwd=request"),
+            "{}",
+            status_of(&headers)
+        );
+        let (status, _, _) = send(
+            &svc,
+            Method::GET,
+            "/never-seen",
+            &[("cache-control", "only-if-cached")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        let (_, headers, _) = send(
+            &svc,
+            Method::GET,
+            "/max-age",
+            &[("cache-control", "no-store")],
+        )
+        .await;
+        let (_, headers2, _) = send(&svc, Method::GET, "/max-age", &[]).await;
+        assert!(!status_of(&headers).contains("stored"));
+        assert!(
+            status_of(&headers2).contains("uri-miss"),
+            "no-store requests store nothing"
+        );
+    }
+
+    pub async fn unsafe_methods_invalidate<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        send(&svc, Method::GET, "/max-age", &[]).await;
+        assert!(status_of(&send(&svc, Method::GET, "/max-age", &[]).await.1).contains("hit"));
+        let (_, headers, _) = send(&svc, Method::POST, "/max-age", &[]).await;
+        assert!(status_of(&headers).contains("fwd=method"));
+        let (_, headers, _) = send(&svc, Method::GET, "/max-age", &[]).await;
+        assert!(
+            status_of(&headers).contains("uri-miss"),
+            "a successful POST invalidated the URI"
+        );
+    }
+
+    pub async fn stale_if_error_serves_the_stale_copy<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        assert_eq!(send(&svc, Method::GET, "/swr", &[]).await.2, "call=1");
+        clock.advance(Duration::from_secs(5));
+        let (status, headers, body) = send(&svc, Method::GET, "/swr", &[]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "call=1"),
+            "origin 500: stale copy served"
+        );
+        assert!(
+            status_of(&headers).contains("hit;ttl=-4"),
+            "{}",
+            status_of(&headers)
+        );
+    }
+}
+
+macro_rules! suite {
+    ($backend:ident = $make:path) => {
+        mod $backend {
+            use super::*;
+            suite!(@cases $make;
+                miss_store_then_hit_with_age,
+                vary_keeps_variants_apart,
+                never_stores_what_a_shared_cache_must_not,
+                request_directives_and_conditionals,
+                unsafe_methods_invalidate,
+                stale_if_error_serves_the_stale_copy,
+            );
+        }
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = $make().await else { return };
+                cases::$case(harness).await;
+            }
+        )*
+    };
+}
+
+suite!(memory = support::memory);
+#[cfg(feature = "redis")]
+suite!(redis = support::redis);
