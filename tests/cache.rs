@@ -61,7 +61,53 @@ fn origin(
             if path == "/swr" && n > 1 {
                 res = res.status(500);
             }
-            Ok(res.body(Full::new(Bytes::from(body))).unwrap())
+            match path.as_str() {
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    res = res.header("cache-control", "max-age=60");
+                }
+                "/reval" => {
+                    res = res
+                        .header("cache-control", "max-age=1")
+                        .header("etag", "\"r1\"");
+                    if req
+                        .headers()
+                        .get("if-none-match")
+                        .is_some_and(|v| v == "\"r1\"")
+                    {
+                        let res = Response::builder()
+                            .status(304)
+                            .header("etag", "\"r1\"")
+                            .header("cache-control", "max-age=30")
+                            .header("x-refreshed", "yes");
+                        return Ok(res.body(Full::new(Bytes::new())).unwrap());
+                    }
+                }
+                "/tagged/a" | "/tagged/b" => {
+                    res = res
+                        .header("cache-control", "max-age=60")
+                        .header("surrogate-key", "users all")
+                }
+                "/poison" => {
+                    let host = req
+                        .headers()
+                        .get("x-forwarded-host")
+                        .map_or("none", |v| v.to_str().unwrap())
+                        .to_owned();
+                    let body = format!("host={host}");
+                    let res = Response::builder()
+                        .header("content-length", body.len())
+                        .header("cache-control", "max-age=60");
+                    return Ok(res.body(Full::new(Bytes::from(body))).unwrap());
+                }
+                _ => {}
+            }
+            let mut res = res.body(Full::new(Bytes::from(body))).unwrap();
+            if path == "/handler-ttl" {
+                res.extensions_mut()
+                    .insert(tower_kv::cache::CacheTtl(Duration::from_secs(5)));
+            }
+            Ok(res)
         }
     })
 }
@@ -70,9 +116,21 @@ fn stack<S: KvStore>(
     store: S,
     clock: &Clock,
     calls: &Arc<AtomicUsize>,
-) -> impl Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone {
+) -> impl Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
+    stack_with(
+        CacheLayer::new(store).clock(clock.clone()).max_body(1024),
+        calls,
+    )
+}
+
+fn stack_with<S: KvStore>(
+    layer: CacheLayer<S>,
+    calls: &Arc<AtomicUsize>,
+) -> impl Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
     ServiceBuilder::new()
-        .layer(CacheLayer::new(store).clock(clock.clone()).max_body(1024))
+        .layer(layer)
         .service(origin(calls.clone()))
 }
 
@@ -105,6 +163,111 @@ fn status_of(h: &http::HeaderMap) -> String {
 
 mod cases {
     use super::*;
+
+    pub async fn concurrent_misses_make_one_origin_call<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                let svc = svc.clone();
+                tokio::spawn(async move {
+                    let req = Request::get("http://example.test/slow").body(()).unwrap();
+                    let res = svc.oneshot(req).await.unwrap();
+                    res.headers()["cache-status"].to_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        let mut collapsed = 0;
+        for handle in handles {
+            collapsed += usize::from(handle.await.unwrap().contains("collapsed"));
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one origin call for 100 concurrent misses"
+        );
+        assert_eq!(collapsed, 99);
+    }
+
+    pub async fn stale_entries_are_revalidated_with_304<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        assert_eq!(send(&svc, Method::GET, "/reval", &[]).await.2, "call=1");
+        clock.advance(Duration::from_secs(5));
+        let (status, headers, body) = send(&svc, Method::GET, "/reval", &[]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "call=1"),
+            "the stored body, revalidated"
+        );
+        assert_eq!(
+            headers["x-refreshed"], "yes",
+            "the 304's headers refresh the entry"
+        );
+        assert_eq!(
+            status_of(&headers),
+            "tower-kv;fwd=stale;fwd-status=304;stored"
+        );
+        let (_, headers, _) = send(&svc, Method::GET, "/reval", &[]).await;
+        assert!(
+            status_of(&headers).contains("hit"),
+            "fresh again for the 304's max-age"
+        );
+    }
+
+    pub async fn purge_by_url_prefix_and_tag<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let layer = CacheLayer::new(h.store.clone()).clock(clock.clone());
+        let purger = layer.purger();
+        let svc = stack_with(layer, &calls);
+        let hit = |path: &'static str| {
+            let svc = svc.clone();
+            async move { status_of(&send(&svc, Method::GET, path, &[]).await.1).contains("hit") }
+        };
+        for path in ["/max-age", "/tagged/a", "/tagged/b", "/etag"] {
+            send(&svc, Method::GET, path, &[]).await;
+            assert!(hit(path).await, "{path} cached");
+        }
+        assert!(purger.purge_url("http://example.test/max-age").await > 0);
+        assert!(!hit("/max-age").await);
+        assert_eq!(purger.purge_tag("users").await, 2);
+        assert!(!hit("/tagged/a").await && !hit("/tagged/b").await);
+        assert!(hit("/etag").await, "untagged entries stay");
+        assert!(purger.purge_prefix("http://example.test/").await > 0);
+        assert!(!hit("/etag").await);
+        let (_, headers, _) = send(&svc, Method::GET, "/tagged/a", &[]).await;
+        assert!(
+            headers.get("surrogate-key").is_none(),
+            "tags never reach clients"
+        );
+    }
+
+    pub async fn handler_ttl_and_poisoning_defence<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let layer = CacheLayer::new(h.store.clone())
+            .clock(clock.clone())
+            .strip_request_header(http::HeaderName::from_static("x-forwarded-host"));
+        let svc = stack_with(layer, &calls);
+        send(&svc, Method::GET, "/handler-ttl", &[]).await;
+        let (_, headers, _) = send(&svc, Method::GET, "/handler-ttl", &[]).await;
+        assert_eq!(
+            status_of(&headers),
+            "tower-kv;hit;ttl=5",
+            "the handler's CacheTtl, not the default 300 s"
+        );
+        let poisoned = send(
+            &svc,
+            Method::GET,
+            "/poison",
+            &[("x-forwarded-host", "evil.example")],
+        )
+        .await;
+        assert_eq!(
+            poisoned.2, "host=none",
+            "unkeyed header stripped before the origin"
+        );
+        assert_eq!(send(&svc, Method::GET, "/poison", &[]).await.2, "host=none");
+    }
 
     pub async fn miss_store_then_hit_with_age<S: KvStore>(h: Harness<S>) {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
@@ -257,6 +420,10 @@ macro_rules! suite {
             use super::*;
             suite!(@cases $make;
                 miss_store_then_hit_with_age,
+                concurrent_misses_make_one_origin_call,
+                stale_entries_are_revalidated_with_304,
+                purge_by_url_prefix_and_tag,
+                handler_ttl_and_poisoning_defence,
                 vary_keeps_variants_apart,
                 never_stores_what_a_shared_cache_must_not,
                 request_directives_and_conditionals,

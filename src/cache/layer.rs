@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub(crate) struct CacheConfig<St> {
     pub(crate) expose_key: bool,
     pub(crate) strip: Vec<HeaderName>,
     pub(crate) clock: Clock,
+    /// Fetches in progress, for request coalescing.
+    pub(crate) inflight: Arc<parking_lot::Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>>,
 }
 
 impl<St: KvStore> CacheLayer<St> {
@@ -42,6 +45,7 @@ impl<St: KvStore> CacheLayer<St> {
                 expose_key: false,
                 strip: Vec::new(),
                 clock: Clock::system(),
+                inflight: Arc::default(),
             }),
         }
     }
@@ -95,6 +99,68 @@ impl<St: KvStore> CacheLayer<St> {
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config().clock = clock;
         self
+    }
+}
+
+impl<St: KvStore> CacheLayer<St> {
+    /// A handle to purge stored responses by URL, key prefix or tag.
+    pub fn purger(&self) -> CachePurger<St> {
+        CachePurger {
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Purges stored responses, on every instance sharing the store.
+#[derive(Clone, Debug)]
+pub struct CachePurger<St> {
+    config: Arc<CacheConfig<St>>,
+}
+
+impl<St: KvStore> CachePurger<St> {
+    /// Purges every stored variant of an absolute URL
+    /// (`https://example.com/users?page=2`); returns how many keys went.
+    pub async fn purge_url(&self, url: &str) -> usize {
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            return 0;
+        };
+        let key = super::service::primary_key(&self.config.key_prefix, &uri);
+        self.config.delete_prefix(&format!("{key}|")).await
+    }
+
+    /// Purges everything stored under a URL prefix
+    /// (`https://example.com/api/`: hierarchical keys).
+    pub async fn purge_prefix(&self, prefix: &str) -> usize {
+        self.config
+            .delete_prefix(&format!("{}{prefix}", self.config.key_prefix))
+            .await
+    }
+
+    /// Purges every response that listed `tag` in its `Surrogate-Key` header.
+    pub async fn purge_tag(&self, tag: &str) -> usize {
+        let store = &self.config.store;
+        let prefix = format!("{}tag:{tag}:", self.config.key_prefix);
+        let mut purged = 0;
+        let mut cursor = None;
+        loop {
+            let Ok(page) = store
+                .list(crate::store::ListOptions::prefix(&prefix).cursor(cursor))
+                .await
+            else {
+                return purged;
+            };
+            for tag_key in &page.keys {
+                if let Ok(Some(entry)) = store.get(&tag_key.name).await {
+                    let key = String::from_utf8_lossy(&entry.value).into_owned();
+                    purged += usize::from(store.delete(&key).await.unwrap_or(false));
+                }
+                let _ = store.delete(&tag_key.name).await;
+            }
+            cursor = page.cursor;
+            if cursor.is_none() {
+                return purged;
+            }
+        }
     }
 }
 

@@ -34,6 +34,6 @@ pub use freshness::{
     current_age, reuse, storable, NotStorable, Reuse, Storable, StoragePolicy,
     HEURISTICALLY_CACHEABLE,
 };
-pub use layer::CacheLayer;
-pub use service::{CacheService, ResponseFuture, CACHE_STATUS};
+pub use layer::{CacheLayer, CachePurger};
+pub use service::{CacheService, CacheTtl, ResponseFuture, CACHE_STATUS, SURROGATE_KEY};
 pub use status::{CacheStatus, Forward};

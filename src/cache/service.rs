@@ -21,6 +21,55 @@ use crate::body::ResponseBody;
 use crate::identity::digest;
 use crate::store::{KvStore, ListOptions, PutOptions};
 
+/// A response extension with which a handler sets how long its response is
+/// cached when the response itself says nothing about freshness (instead of
+/// the layer's default TTL). Extensions never reach the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheTtl(pub Duration);
+
+/// The response header listing a response's purge tags, space separated
+/// (the surrogate-key convention). Stripped before responses leave the cache.
+pub const SURROGATE_KEY: http::header::HeaderName =
+    http::header::HeaderName::from_static("surrogate-key");
+
+/// How long a request waits for an identical in-flight fetch.
+const COALESCE_WAIT: Duration = Duration::from_secs(10);
+
+/// What a miss does while an identical request is in flight.
+enum Role {
+    /// Go to the origin; followers are released when this is dropped.
+    Leader(InFlight),
+    /// Wait for the leader.
+    Follower(tokio::sync::watch::Receiver<bool>),
+}
+
+/// A fetch in progress; dropping it releases the requests waiting for it.
+pub(crate) struct InFlight {
+    map: Arc<
+        parking_lot::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<bool>>>,
+    >,
+    key: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(done) = self.map.lock().remove(&self.key) {
+            let _ = done.send(true);
+        }
+    }
+}
+
+fn tags(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(SURROGATE_KEY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_whitespace)
+        .filter(|t| t.len() <= 128 && !t.contains(':'))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The `Cache-Status` field name (RFC 9211).
 pub const CACHE_STATUS: http::header::HeaderName =
     http::header::HeaderName::from_static("cache-status");
@@ -86,6 +135,11 @@ fn target(uri: &Uri) -> &str {
     uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
+/// The key of an absolute URL.
+pub(crate) fn primary_key(prefix: &str, uri: &Uri) -> String {
+    key_for(prefix, &origin(uri, &HeaderMap::new()), target(uri))
+}
+
 /// The request headers a stored response varies on, as one key suffix.
 fn variant_suffix(names: &[String], request: &HeaderMap) -> String {
     let mut material = String::new();
@@ -115,6 +169,21 @@ fn vary_names(response: &HeaderMap) -> Vec<String> {
 }
 
 impl<St: KvStore> CacheConfig<St> {
+    fn join_or_lead(&self, key: &str) -> Role {
+        let mut map = self.inflight.lock();
+        match map.get(key) {
+            Some(done) => Role::Follower(done.subscribe()),
+            None => {
+                let (done, _) = tokio::sync::watch::channel(false);
+                map.insert(key.to_owned(), done);
+                Role::Leader(InFlight {
+                    map: self.inflight.clone(),
+                    key: key.to_owned(),
+                })
+            }
+        }
+    }
+
     fn status(&self, status: CacheStatus, key: &str) -> HeaderValue {
         status.header_value(&self.name, self.expose_key.then_some(key))
     }
@@ -155,6 +224,12 @@ impl<St: KvStore> CacheConfig<St> {
             self.store
                 .put(&format!("{primary}|vary"), index.into(), options.clone())
                 .await?;
+            for tag in tags(&entry.headers) {
+                let tag_key = format!("{}tag:{tag}:{}", self.key_prefix, digest(key.as_bytes()));
+                self.store
+                    .put(&tag_key, key.clone().into(), options.clone())
+                    .await?;
+            }
             self.store.put(&key, entry.encode(), options).await
         };
         if let Err(e) = saved.await {
@@ -164,22 +239,27 @@ impl<St: KvStore> CacheConfig<St> {
 
     /// Deletes every stored variant of a URI (after an unsafe request).
     async fn invalidate(&self, primary: &str) {
-        let prefix = format!("{primary}|");
+        self.delete_prefix(&format!("{primary}|")).await;
+    }
+
+    /// Deletes every key under `prefix`; returns how many.
+    pub(crate) async fn delete_prefix(&self, prefix: &str) -> usize {
+        let mut deleted = 0;
         let mut cursor = None;
         loop {
             let Ok(page) = self
                 .store
-                .list(ListOptions::prefix(prefix.clone()).cursor(cursor))
+                .list(ListOptions::prefix(prefix).cursor(cursor))
                 .await
             else {
-                return;
+                return deleted;
             };
             for key in &page.keys {
-                let _ = self.store.delete(&key.name).await;
+                deleted += usize::from(self.store.delete(&key.name).await.unwrap_or(false));
             }
             cursor = page.cursor;
             if cursor.is_none() {
-                return;
+                return deleted;
             }
         }
     }
@@ -371,11 +451,110 @@ where
                 *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
                 return Ok(res);
             }
+            // Concurrent misses of one URI: one goes to the origin, the
+            // others wait for it (bounded) and answer from what it stored.
+            let coalesce =
+                matches!(reason, Forward::UriMiss | Forward::VaryMiss) && method == Method::GET;
+            let _leader = match coalesce.then(|| config.join_or_lead(&primary)) {
+                Some(Role::Follower(mut done)) => {
+                    let finished = matches!(
+                        tokio::time::timeout(COALESCE_WAIT, done.wait_for(|d| *d)).await,
+                        Ok(Ok(_))
+                    );
+                    if finished {
+                        if let Ok((_, Some(entry))) = config.lookup(&primary, req.headers()).await {
+                            let age = current_age(
+                                &entry.headers,
+                                entry.request_time,
+                                entry.response_time,
+                                config.clock.now(),
+                            );
+                            let status = CacheStatus::Forward {
+                                reason,
+                                status: Some(entry.status.as_u16()),
+                                stored: false,
+                                collapsed: true,
+                            };
+                            let status = config.status(status, &primary);
+                            return Ok(from_entry(&entry, &method, req.headers(), age, status));
+                        }
+                    }
+                    None
+                }
+                Some(Role::Leader(guard)) => Some(guard),
+                None => None,
+            };
             let request_headers = req.headers().clone();
+            // A stale entry with validators is revalidated with a conditional request.
+            let revalidating = match &stale {
+                Some(entry)
+                    if !request_headers.contains_key(IF_NONE_MATCH)
+                        && !request_headers.contains_key(IF_MODIFIED_SINCE) =>
+                {
+                    if let Some(etag) = entry.headers.get(ETAG) {
+                        req.headers_mut().insert(IF_NONE_MATCH, etag.clone());
+                    }
+                    if let Some(modified) = entry.headers.get(LAST_MODIFIED) {
+                        req.headers_mut()
+                            .insert(IF_MODIFIED_SINCE, modified.clone());
+                    }
+                    req.headers().contains_key(IF_NONE_MATCH)
+                        || req.headers().contains_key(IF_MODIFIED_SINCE)
+                }
+                _ => false,
+            };
             let request_time = config.clock.now();
             let res = inner.call(req).await?;
             let response_time = config.clock.now();
             let code = res.status().as_u16();
+            if let (true, Some(entry), StatusCode::NOT_MODIFIED) =
+                (revalidating, &stale, res.status())
+            {
+                let mut refreshed = entry.clone();
+                for (name, value) in res.headers() {
+                    if name != CONTENT_LENGTH {
+                        refreshed.headers.insert(name.clone(), value.clone());
+                    }
+                }
+                refreshed.request_time = request_time;
+                refreshed.response_time = response_time;
+                let stored = match storable(
+                    &method,
+                    &request_headers,
+                    refreshed.status,
+                    &refreshed.headers,
+                    &config.policy,
+                ) {
+                    Ok(storable) => {
+                        refreshed.storable = storable;
+                        config.save(&primary, &request_headers, &refreshed).await;
+                        true
+                    }
+                    Err(_) => false,
+                };
+                let age = current_age(
+                    &refreshed.headers,
+                    request_time,
+                    response_time,
+                    response_time,
+                );
+                let status = config.status(
+                    CacheStatus::Forward {
+                        reason,
+                        status: Some(304),
+                        stored,
+                        collapsed: false,
+                    },
+                    &primary,
+                );
+                return Ok(from_entry(
+                    &refreshed,
+                    &method,
+                    &request_headers,
+                    age,
+                    status,
+                ));
+            }
             // stale-if-error: an origin error within the window serves the stale copy.
             if let Some(entry) = &stale {
                 let age = current_age(
@@ -396,6 +575,11 @@ where
                     return Ok(from_entry(entry, &method, &request_headers, age, status));
                 }
             }
+            // A handler's `CacheTtl` replaces the default TTL for this response.
+            let mut policy = config.policy;
+            if let Some(CacheTtl(ttl)) = res.extensions().get::<CacheTtl>() {
+                policy.default_ttl = Some(*ttl);
+            }
             let storable_response = (method == Method::GET && !request_cc.no_store)
                 .then(|| {
                     storable(
@@ -403,7 +587,7 @@ where
                         &request_headers,
                         res.status(),
                         res.headers(),
-                        &config.policy,
+                        &policy,
                     )
                     .ok()
                 })
@@ -423,7 +607,7 @@ where
                 );
                 return Ok(res);
             };
-            let (parts, body) = res.into_parts();
+            let (mut parts, body) = res.into_parts();
             let body = match body.collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) => {
@@ -442,6 +626,7 @@ where
                 storable: storable_response,
             };
             config.save(&primary, &request_headers, &entry).await;
+            parts.headers.remove(SURROGATE_KEY);
             let mut res = Response::from_parts(parts, ResponseBody::full(body));
             res.headers_mut().insert(
                 CACHE_STATUS,
