@@ -510,3 +510,58 @@ mod abtest_outage {
         assert_eq!(call("u3").await.into_body(), "treatment", "recovered");
     }
 }
+
+mod cache_outage {
+    use super::*;
+    use std::convert::Infallible;
+
+    use http::{Request, Response, StatusCode};
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_kv::cache::CacheLayer;
+
+    #[tokio::test]
+    async fn a_store_outage_bypasses_the_cache_and_requests_are_served() {
+        let Some(mut server) = support::RedisServer::start() else {
+            return;
+        };
+        let store = connect(&server).await;
+        let svc = ServiceBuilder::new()
+            .layer(CacheLayer::new(store.clone()))
+            .service_fn(|_: Request<()>| async {
+                let res = Response::builder()
+                    .header("cache-control", "max-age=60")
+                    .header("content-length", "2");
+                Ok::<_, Infallible>(
+                    res.body(http_body_util::Full::new(Bytes::from_static(b"ok")))
+                        .unwrap(),
+                )
+            });
+        let call = || {
+            let svc = svc.clone();
+            async move {
+                let req = Request::get("http://example.test/").body(()).unwrap();
+                let res = tokio::time::timeout(HANG, svc.oneshot(req))
+                    .await
+                    .expect("hung")
+                    .unwrap();
+                (
+                    res.status(),
+                    res.headers()["cache-status"].to_str().unwrap().to_owned(),
+                )
+            }
+        };
+        call().await;
+        assert!(call().await.1.contains("hit"));
+        server.stop();
+        let (status, cache_status) = call().await;
+        assert_eq!(status, StatusCode::OK, "served by the origin");
+        assert!(cache_status.contains("fwd=bypass"), "{cache_status}");
+        server.restart();
+        wait_until_recovered(&store).await;
+        call().await;
+        assert!(
+            call().await.1.contains("hit"),
+            "caching again after recovery"
+        );
+    }
+}
