@@ -19,7 +19,10 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_kv::cache::CacheLayer;
 use tower_kv::store::MemoryStore;
 
-fn origin(size: usize) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone {
+fn origin(
+    size: usize,
+) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone
+{
     let body = Bytes::from(vec![b'x'; size]);
     tower::service_fn(move |_: Request<()>| {
         let body = body.clone();
@@ -34,7 +37,10 @@ fn origin(size: usize) -> impl Service<Request<()>, Response = Response<Full<Byt
 }
 
 fn cache(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("cache");
     for (param, size) in [("1KiB", 1024), ("64KiB", 64 * 1024)] {
         let bare = origin(size);
@@ -42,20 +48,36 @@ fn cache(c: &mut Criterion) {
             b.to_async(&rt).iter(|| {
                 let svc = bare.clone();
                 async move {
-                    let res = svc.oneshot(Request::get("http://example.test/users").body(()).unwrap()).await.unwrap();
+                    let res = svc
+                        .oneshot(Request::get("http://example.test/users").body(()).unwrap())
+                        .await
+                        .unwrap();
                     res.into_body().collect().await.unwrap().to_bytes()
                 }
             })
         });
 
-        let cached = ServiceBuilder::new().layer(CacheLayer::new(MemoryStore::new())).service(origin(size));
-        rt.block_on(cached.clone().oneshot(Request::get("http://example.test/users").body(()).unwrap())).unwrap();
+        let cached = ServiceBuilder::new()
+            .layer(CacheLayer::new(MemoryStore::new()))
+            .service(origin(size));
+        rt.block_on(
+            cached
+                .clone()
+                .oneshot(Request::get("http://example.test/users").body(()).unwrap()),
+        )
+        .unwrap();
         group.bench_function(BenchmarkId::new("tower_kv_hit", param), |b| {
             b.to_async(&rt).iter(|| {
                 let svc = cached.clone();
                 async move {
-                    let res = svc.oneshot(Request::get("http://example.test/users").body(()).unwrap()).await.unwrap();
-                    assert!(res.headers()["cache-status"].to_str().unwrap().contains("hit"));
+                    let res = svc
+                        .oneshot(Request::get("http://example.test/users").body(()).unwrap())
+                        .await
+                        .unwrap();
+                    assert!(res.headers()["cache-status"]
+                        .to_str()
+                        .unwrap()
+                        .contains("hit"));
                     res.into_body().collect().await.unwrap().to_bytes()
                 }
             })
@@ -65,9 +87,15 @@ fn cache(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("tower_kv_miss", param), |b| {
             b.to_async(&rt).iter(|| {
                 let svc = cached.clone();
-                let uri = format!("http://example.test/users?page={}", next.fetch_add(1, Ordering::Relaxed));
+                let uri = format!(
+                    "http://example.test/users?page={}",
+                    next.fetch_add(1, Ordering::Relaxed)
+                );
                 async move {
-                    let res = svc.oneshot(Request::get(uri).body(()).unwrap()).await.unwrap();
+                    let res = svc
+                        .oneshot(Request::get(uri).body(()).unwrap())
+                        .await
+                        .unwrap();
                     res.into_body().collect().await.unwrap().to_bytes()
                 }
             })

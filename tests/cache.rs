@@ -56,6 +56,7 @@ fn origin(
                     .header("cache-control", "max-age=60")
                     .header("etag", "\"v1\""),
                 "/swr" => res.header("cache-control", "max-age=1, stale-if-error=60"),
+                "/swr2" => res.header("cache-control", "max-age=1, stale-while-revalidate=60"),
                 _ => res,
             };
             if path == "/swr" && n > 1 {
@@ -395,6 +396,31 @@ mod cases {
         );
     }
 
+    pub async fn stale_while_revalidate_refreshes_in_the_background<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        assert_eq!(send(&svc, Method::GET, "/swr2", &[]).await.2, "call=1");
+        clock.advance(Duration::from_secs(5));
+        let (_, headers, body) = send(&svc, Method::GET, "/swr2", &[]).await;
+        assert_eq!(body, "call=1", "stale copy served at once");
+        assert!(
+            status_of(&headers).contains("hit;ttl=-4"),
+            "{}",
+            status_of(&headers)
+        );
+        for _ in 0..100 {
+            if calls.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_, headers, body) = send(&svc, Method::GET, "/swr2", &[]).await;
+        assert_eq!(body, "call=2", "refreshed in the background");
+        assert!(status_of(&headers).contains("hit"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one background refresh");
+    }
+
     pub async fn stale_if_error_serves_the_stale_copy<S: KvStore>(h: Harness<S>) {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
         let svc = stack(h.store.clone(), &clock, &calls);
@@ -429,6 +455,7 @@ macro_rules! suite {
                 request_directives_and_conditionals,
                 unsafe_methods_invalidate,
                 stale_if_error_serves_the_stale_copy,
+                stale_while_revalidate_refreshes_in_the_background,
             );
         }
     };

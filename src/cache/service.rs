@@ -426,7 +426,37 @@ where
                                 let status = config.status(CacheStatus::Hit { ttl }, &primary);
                                 return Ok(from_entry(&entry, &method, req.headers(), age, status));
                             }
-                            Reuse::StaleWhileRevalidate | Reuse::Revalidate => {
+                            Reuse::StaleWhileRevalidate => {
+                                // Serve the stale copy now; one background
+                                // request per URI refreshes it.
+                                let ttl =
+                                    entry.storable.lifetime.as_secs() as i64 - age.as_secs() as i64;
+                                let status = config.status(CacheStatus::Hit { ttl }, &primary);
+                                let res = from_entry(&entry, &method, req.headers(), age, status);
+                                if let Role::Leader(refreshing) =
+                                    config.join_or_lead(&format!("{primary}|swr"))
+                                {
+                                    let config = config.clone();
+                                    tokio::spawn(async move {
+                                        let _refreshing = refreshing;
+                                        let refreshed = fetch(
+                                            inner,
+                                            config,
+                                            req,
+                                            primary,
+                                            method,
+                                            request_cc,
+                                            Forward::Stale,
+                                            Some(entry),
+                                        );
+                                        if refreshed.await.is_err() {
+                                            tracing::warn!("background revalidation failed");
+                                        }
+                                    });
+                                }
+                                return Ok(res);
+                            }
+                            Reuse::Revalidate => {
                                 let forward = if request_cc.no_cache {
                                     Forward::Request
                                 } else {
@@ -451,188 +481,215 @@ where
                 *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
                 return Ok(res);
             }
-            // Concurrent misses of one URI: one goes to the origin, the
-            // others wait for it (bounded) and answer from what it stored.
-            let coalesce =
-                matches!(reason, Forward::UriMiss | Forward::VaryMiss) && method == Method::GET;
-            let _leader = match coalesce.then(|| config.join_or_lead(&primary)) {
-                Some(Role::Follower(mut done)) => {
-                    let finished = matches!(
-                        tokio::time::timeout(COALESCE_WAIT, done.wait_for(|d| *d)).await,
-                        Ok(Ok(_))
-                    );
-                    if finished {
-                        if let Ok((_, Some(entry))) = config.lookup(&primary, req.headers()).await {
-                            let age = current_age(
-                                &entry.headers,
-                                entry.request_time,
-                                entry.response_time,
-                                config.clock.now(),
-                            );
-                            let status = CacheStatus::Forward {
-                                reason,
-                                status: Some(entry.status.as_u16()),
-                                stored: false,
-                                collapsed: true,
-                            };
-                            let status = config.status(status, &primary);
-                            return Ok(from_entry(&entry, &method, req.headers(), age, status));
-                        }
-                    }
-                    None
-                }
-                Some(Role::Leader(guard)) => Some(guard),
-                None => None,
-            };
-            let request_headers = req.headers().clone();
-            // A stale entry with validators is revalidated with a conditional request.
-            let revalidating = match &stale {
-                Some(entry)
-                    if !request_headers.contains_key(IF_NONE_MATCH)
-                        && !request_headers.contains_key(IF_MODIFIED_SINCE) =>
-                {
-                    if let Some(etag) = entry.headers.get(ETAG) {
-                        req.headers_mut().insert(IF_NONE_MATCH, etag.clone());
-                    }
-                    if let Some(modified) = entry.headers.get(LAST_MODIFIED) {
-                        req.headers_mut()
-                            .insert(IF_MODIFIED_SINCE, modified.clone());
-                    }
-                    req.headers().contains_key(IF_NONE_MATCH)
-                        || req.headers().contains_key(IF_MODIFIED_SINCE)
-                }
-                _ => false,
-            };
-            let request_time = config.clock.now();
-            let res = inner.call(req).await?;
-            let response_time = config.clock.now();
-            let code = res.status().as_u16();
-            if let (true, Some(entry), StatusCode::NOT_MODIFIED) =
-                (revalidating, &stale, res.status())
-            {
-                let mut refreshed = entry.clone();
-                for (name, value) in res.headers() {
-                    if name != CONTENT_LENGTH {
-                        refreshed.headers.insert(name.clone(), value.clone());
-                    }
-                }
-                refreshed.request_time = request_time;
-                refreshed.response_time = response_time;
-                let stored = match storable(
-                    &method,
-                    &request_headers,
-                    refreshed.status,
-                    &refreshed.headers,
-                    &config.policy,
-                ) {
-                    Ok(storable) => {
-                        refreshed.storable = storable;
-                        config.save(&primary, &request_headers, &refreshed).await;
-                        true
-                    }
-                    Err(_) => false,
-                };
-                let age = current_age(
-                    &refreshed.headers,
-                    request_time,
-                    response_time,
-                    response_time,
-                );
-                let status = config.status(
-                    CacheStatus::Forward {
-                        reason,
-                        status: Some(304),
-                        stored,
-                        collapsed: false,
-                    },
-                    &primary,
-                );
-                return Ok(from_entry(
-                    &refreshed,
-                    &method,
-                    &request_headers,
-                    age,
-                    status,
-                ));
-            }
-            // stale-if-error: an origin error within the window serves the stale copy.
-            if let Some(entry) = &stale {
-                let age = current_age(
-                    &entry.headers,
-                    entry.request_time,
-                    entry.response_time,
-                    response_time,
-                );
-                let staleness = age.saturating_sub(entry.storable.lifetime);
-                let allowed = entry
-                    .storable
-                    .stale_if_error
-                    .is_some_and(|w| staleness <= w)
-                    && !entry.storable.must_revalidate;
-                if res.status().is_server_error() && allowed {
-                    let ttl = entry.storable.lifetime.as_secs() as i64 - age.as_secs() as i64;
-                    let status = config.status(CacheStatus::Hit { ttl }, &primary);
-                    return Ok(from_entry(entry, &method, &request_headers, age, status));
-                }
-            }
-            // A handler's `CacheTtl` replaces the default TTL for this response.
-            let mut policy = config.policy;
-            if let Some(CacheTtl(ttl)) = res.extensions().get::<CacheTtl>() {
-                policy.default_ttl = Some(*ttl);
-            }
-            let storable_response = (method == Method::GET && !request_cc.no_store)
-                .then(|| {
-                    storable(
-                        &method,
-                        &request_headers,
-                        res.status(),
-                        res.headers(),
-                        &policy,
-                    )
-                    .ok()
-                })
-                .flatten();
-            let declared = res
-                .headers()
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            let small = declared.is_some_and(|len| len <= config.max_body);
-            let (Some(storable_response), true) =
-                (storable_response, small && reason != Forward::Bypass)
-            else {
-                let mut res = res.map(ResponseBody::inner);
-                res.headers_mut().insert(
-                    CACHE_STATUS,
-                    config.status(forward_status(reason, code, false), &primary),
-                );
-                return Ok(res);
-            };
-            let (mut parts, body) = res.into_parts();
-            let body = match body.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "upstream body failed");
-                    let mut res = Response::new(ResponseBody::empty());
-                    *res.status_mut() = StatusCode::BAD_GATEWAY;
-                    return Ok(res);
-                }
-            };
-            let entry = Entry {
-                status: parts.status,
-                headers: parts.headers.clone(),
-                body: body.clone(),
-                request_time,
-                response_time,
-                storable: storable_response,
-            };
-            config.save(&primary, &request_headers, &entry).await;
-            parts.headers.remove(SURROGATE_KEY);
-            let mut res = Response::from_parts(parts, ResponseBody::full(body));
-            res.headers_mut().insert(
-                CACHE_STATUS,
-                config.status(forward_status(reason, code, true), &primary),
-            );
-            Ok(res)
+            fetch(
+                inner, config, req, primary, method, request_cc, reason, stale,
+            )
+            .await
         })
     }
+}
+
+/// Goes to the origin for a miss or a stale entry (revalidating it when it
+/// has validators), stores what may be stored, and answers.
+#[allow(clippy::too_many_arguments)]
+async fn fetch<S, St, ReqB, ResB>(
+    mut inner: S,
+    config: Arc<CacheConfig<St>>,
+    mut req: Request<ReqB>,
+    primary: String,
+    method: Method,
+    request_cc: CacheControl,
+    reason: Forward,
+    stale: Option<Entry>,
+) -> Result<Response<ResponseBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    St: KvStore,
+    ResB: Body<Data = Bytes>,
+    ResB::Error: std::fmt::Display,
+{
+    let forward_status = |reason, status: u16, stored| CacheStatus::Forward {
+        reason,
+        status: Some(status),
+        stored,
+        collapsed: false,
+    };
+    // Concurrent misses of one URI: one goes to the origin, the
+    // others wait for it (bounded) and answer from what it stored.
+    let coalesce = matches!(reason, Forward::UriMiss | Forward::VaryMiss) && method == Method::GET;
+    let _leader = match coalesce.then(|| config.join_or_lead(&primary)) {
+        Some(Role::Follower(mut done)) => {
+            let finished = matches!(
+                tokio::time::timeout(COALESCE_WAIT, done.wait_for(|d| *d)).await,
+                Ok(Ok(_))
+            );
+            if finished {
+                if let Ok((_, Some(entry))) = config.lookup(&primary, req.headers()).await {
+                    let age = current_age(
+                        &entry.headers,
+                        entry.request_time,
+                        entry.response_time,
+                        config.clock.now(),
+                    );
+                    let status = CacheStatus::Forward {
+                        reason,
+                        status: Some(entry.status.as_u16()),
+                        stored: false,
+                        collapsed: true,
+                    };
+                    let status = config.status(status, &primary);
+                    return Ok(from_entry(&entry, &method, req.headers(), age, status));
+                }
+            }
+            None
+        }
+        Some(Role::Leader(guard)) => Some(guard),
+        None => None,
+    };
+    let request_headers = req.headers().clone();
+    // A stale entry with validators is revalidated with a conditional request.
+    let revalidating = match &stale {
+        Some(entry)
+            if !request_headers.contains_key(IF_NONE_MATCH)
+                && !request_headers.contains_key(IF_MODIFIED_SINCE) =>
+        {
+            if let Some(etag) = entry.headers.get(ETAG) {
+                req.headers_mut().insert(IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(modified) = entry.headers.get(LAST_MODIFIED) {
+                req.headers_mut()
+                    .insert(IF_MODIFIED_SINCE, modified.clone());
+            }
+            req.headers().contains_key(IF_NONE_MATCH)
+                || req.headers().contains_key(IF_MODIFIED_SINCE)
+        }
+        _ => false,
+    };
+    let request_time = config.clock.now();
+    let res = inner.call(req).await?;
+    let response_time = config.clock.now();
+    let code = res.status().as_u16();
+    if let (true, Some(entry), StatusCode::NOT_MODIFIED) = (revalidating, &stale, res.status()) {
+        let mut refreshed = entry.clone();
+        for (name, value) in res.headers() {
+            if name != CONTENT_LENGTH {
+                refreshed.headers.insert(name.clone(), value.clone());
+            }
+        }
+        refreshed.request_time = request_time;
+        refreshed.response_time = response_time;
+        let stored = match storable(
+            &method,
+            &request_headers,
+            refreshed.status,
+            &refreshed.headers,
+            &config.policy,
+        ) {
+            Ok(storable) => {
+                refreshed.storable = storable;
+                config.save(&primary, &request_headers, &refreshed).await;
+                true
+            }
+            Err(_) => false,
+        };
+        let age = current_age(
+            &refreshed.headers,
+            request_time,
+            response_time,
+            response_time,
+        );
+        let status = config.status(
+            CacheStatus::Forward {
+                reason,
+                status: Some(304),
+                stored,
+                collapsed: false,
+            },
+            &primary,
+        );
+        return Ok(from_entry(
+            &refreshed,
+            &method,
+            &request_headers,
+            age,
+            status,
+        ));
+    }
+    // stale-if-error: an origin error within the window serves the stale copy.
+    if let Some(entry) = &stale {
+        let age = current_age(
+            &entry.headers,
+            entry.request_time,
+            entry.response_time,
+            response_time,
+        );
+        let staleness = age.saturating_sub(entry.storable.lifetime);
+        let allowed = entry
+            .storable
+            .stale_if_error
+            .is_some_and(|w| staleness <= w)
+            && !entry.storable.must_revalidate;
+        if res.status().is_server_error() && allowed {
+            let ttl = entry.storable.lifetime.as_secs() as i64 - age.as_secs() as i64;
+            let status = config.status(CacheStatus::Hit { ttl }, &primary);
+            return Ok(from_entry(entry, &method, &request_headers, age, status));
+        }
+    }
+    // A handler's `CacheTtl` replaces the default TTL for this response.
+    let mut policy = config.policy;
+    if let Some(CacheTtl(ttl)) = res.extensions().get::<CacheTtl>() {
+        policy.default_ttl = Some(*ttl);
+    }
+    let storable_response = (method == Method::GET && !request_cc.no_store)
+        .then(|| {
+            storable(
+                &method,
+                &request_headers,
+                res.status(),
+                res.headers(),
+                &policy,
+            )
+            .ok()
+        })
+        .flatten();
+    let declared = res
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let small = declared.is_some_and(|len| len <= config.max_body);
+    let (Some(storable_response), true) = (storable_response, small && reason != Forward::Bypass)
+    else {
+        let mut res = res.map(ResponseBody::inner);
+        res.headers_mut().insert(
+            CACHE_STATUS,
+            config.status(forward_status(reason, code, false), &primary),
+        );
+        return Ok(res);
+    };
+    let (mut parts, body) = res.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            tracing::warn!(error = %e, "upstream body failed");
+            let mut res = Response::new(ResponseBody::empty());
+            *res.status_mut() = StatusCode::BAD_GATEWAY;
+            return Ok(res);
+        }
+    };
+    let entry = Entry {
+        status: parts.status,
+        headers: parts.headers.clone(),
+        body: body.clone(),
+        request_time,
+        response_time,
+        storable: storable_response,
+    };
+    config.save(&primary, &request_headers, &entry).await;
+    parts.headers.remove(SURROGATE_KEY);
+    let mut res = Response::from_parts(parts, ResponseBody::full(body));
+    res.headers_mut().insert(
+        CACHE_STATUS,
+        config.status(forward_status(reason, code, true), &primary),
+    );
+    Ok(res)
 }
