@@ -1,10 +1,10 @@
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderName;
 use tower_layer::Layer;
 
+use super::inflight::Coalescer;
 use super::{CacheService, StoragePolicy};
 use crate::store::KvStore;
 use crate::Clock;
@@ -27,7 +27,7 @@ pub(crate) struct CacheConfig<St> {
     pub(crate) strip: Vec<HeaderName>,
     pub(crate) clock: Clock,
     /// Fetches in progress, for request coalescing.
-    pub(crate) inflight: Arc<parking_lot::Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>>,
+    pub(crate) inflight: Coalescer,
 }
 
 impl<St: KvStore> CacheLayer<St> {
@@ -45,7 +45,7 @@ impl<St: KvStore> CacheLayer<St> {
                 expose_key: false,
                 strip: Vec::new(),
                 clock: Clock::system(),
-                inflight: Arc::default(),
+                inflight: Coalescer::default(),
             }),
         }
     }

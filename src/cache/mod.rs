@@ -25,7 +25,9 @@
 mod directives;
 mod entry;
 mod freshness;
+mod inflight;
 mod layer;
+mod read_through;
 mod service;
 mod status;
 
@@ -35,5 +37,6 @@ pub use freshness::{
     HEURISTICALLY_CACHEABLE,
 };
 pub use layer::{CacheLayer, CachePurger};
+pub use read_through::ReadThrough;
 pub use service::{CacheService, CacheTtl, ResponseFuture, CACHE_STATUS, SURROGATE_KEY};
 pub use status::{CacheStatus, Forward};

@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use tower_service::Service;
 
 use super::entry::Entry;
+use super::inflight::Role;
 use super::layer::CacheConfig;
 use super::{current_age, reuse, storable, CacheControl, CacheStatus, Forward, Reuse};
 use crate::body::ResponseBody;
@@ -31,33 +32,6 @@ pub struct CacheTtl(pub Duration);
 /// (the surrogate-key convention). Stripped before responses leave the cache.
 pub const SURROGATE_KEY: http::header::HeaderName =
     http::header::HeaderName::from_static("surrogate-key");
-
-/// How long a request waits for an identical in-flight fetch.
-const COALESCE_WAIT: Duration = Duration::from_secs(10);
-
-/// What a miss does while an identical request is in flight.
-enum Role {
-    /// Go to the origin; followers are released when this is dropped.
-    Leader(InFlight),
-    /// Wait for the leader.
-    Follower(tokio::sync::watch::Receiver<bool>),
-}
-
-/// A fetch in progress; dropping it releases the requests waiting for it.
-pub(crate) struct InFlight {
-    map: Arc<
-        parking_lot::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<bool>>>,
-    >,
-    key: String,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(done) = self.map.lock().remove(&self.key) {
-            let _ = done.send(true);
-        }
-    }
-}
 
 fn tags(headers: &HeaderMap) -> Vec<String> {
     headers
@@ -170,18 +144,7 @@ fn vary_names(response: &HeaderMap) -> Vec<String> {
 
 impl<St: KvStore> CacheConfig<St> {
     fn join_or_lead(&self, key: &str) -> Role {
-        let mut map = self.inflight.lock();
-        match map.get(key) {
-            Some(done) => Role::Follower(done.subscribe()),
-            None => {
-                let (done, _) = tokio::sync::watch::channel(false);
-                map.insert(key.to_owned(), done);
-                Role::Leader(InFlight {
-                    map: self.inflight.clone(),
-                    key: key.to_owned(),
-                })
-            }
-        }
+        self.inflight.join_or_lead(key)
     }
 
     fn status(&self, status: CacheStatus, key: &str) -> HeaderValue {
@@ -518,12 +481,8 @@ where
     // others wait for it (bounded) and answer from what it stored.
     let coalesce = matches!(reason, Forward::UriMiss | Forward::VaryMiss) && method == Method::GET;
     let _leader = match coalesce.then(|| config.join_or_lead(&primary)) {
-        Some(Role::Follower(mut done)) => {
-            let finished = matches!(
-                tokio::time::timeout(COALESCE_WAIT, done.wait_for(|d| *d)).await,
-                Ok(Ok(_))
-            );
-            if finished {
+        Some(Role::Follower(done)) => {
+            if super::inflight::wait(done).await {
                 if let Ok((_, Some(entry))) = config.lookup(&primary, req.headers()).await {
                     let age = current_age(
                         &entry.headers,
