@@ -1,0 +1,158 @@
+//! A caching reverse proxy: tower-kv's RFC 9111 cache in front of an upstream.
+//!
+//! `cargo run --release --example caching_proxy -- --listen 127.0.0.1:8002 --upstream http://127.0.0.1:8000 [--redis URL]`
+//!
+//! Every method, header and body is forwarded as received, except the
+//! hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names,
+//! `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`,
+//! `Upgrade`), which belong to each connection. The proxy adds only caching:
+//! `Age` and `Cache-Status` on responses.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, CONNECTION};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tower::ServiceBuilder;
+use tower_kv::cache::CacheLayer;
+use tower_kv::store::{KvStore, MemoryStore};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop fields, including those `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn arg(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let listen: SocketAddr = arg("--listen")
+        .unwrap_or_else(|| "127.0.0.1:8002".into())
+        .parse()?;
+    let upstream: Uri = arg("--upstream")
+        .unwrap_or_else(|| "http://127.0.0.1:8000".into())
+        .parse()?;
+    match arg("--redis") {
+        None => serve(MemoryStore::new(), listen, upstream).await,
+        Some(url) => redis(&url, listen, upstream).await,
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis(
+    url: &str,
+    listen: SocketAddr,
+    upstream: Uri,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store = tower_kv::store::RedisStore::builder(url)
+        .prefix("caching-proxy:")
+        .connect()
+        .await?;
+    serve(store, listen, upstream).await
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis(_: &str, _: SocketAddr, _: Uri) -> Result<(), Box<dyn std::error::Error>> {
+    Err("--redis needs `--features redis`".into())
+}
+
+async fn serve<St: KvStore>(
+    store: St,
+    listen: SocketAddr,
+    upstream: Uri,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let client: Client<HttpConnector, Incoming> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let proxy = ServiceBuilder::new()
+        .layer(CacheLayer::new(store))
+        .service_fn(move |req: Request<Incoming>| {
+            let (client, upstream) = (client.clone(), upstream.clone());
+            async move { Ok::<_, Infallible>(forward(client, upstream, req).await) }
+        });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!(
+        "caching proxy on http://{listen} -> {}",
+        listener.local_addr()?
+    );
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let service = TowerToHyperService::new(proxy.clone());
+        tokio::spawn(async move {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+            {
+                eprintln!("connection error: {e}");
+            }
+        });
+    }
+}
+
+/// Sends the request on to the upstream as received (minus hop-by-hop
+/// fields); an empty 502 when the upstream cannot be reached.
+async fn forward(
+    client: Client<HttpConnector, Incoming>,
+    upstream: Uri,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let mut parts = upstream.into_parts();
+    parts.path_and_query = target.parse().ok();
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    strip_hop_by_hop(req.headers_mut());
+    // The HTTP version is per connection: answer in the client's.
+    let version = req.version();
+    match client.request(req).await {
+        Ok(mut res) => {
+            strip_hop_by_hop(res.headers_mut());
+            *res.version_mut() = version;
+            res.map(BodyExt::boxed)
+        }
+        Err(e) => {
+            eprintln!("upstream error: {e}");
+            let mut res = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+            *res.status_mut() = StatusCode::BAD_GATEWAY;
+            res
+        }
+    }
+}
