@@ -243,6 +243,38 @@ mod cases {
         );
     }
 
+    pub async fn query_normalisation_and_custom_keys<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let layer = CacheLayer::new(h.store.clone())
+            .clock(clock.clone())
+            .normalize_query(true);
+        let svc = stack_with(layer, &calls);
+        assert_eq!(
+            send(&svc, Method::GET, "/max-age?b=2&a=1", &[]).await.2,
+            "call=1"
+        );
+        assert_eq!(
+            send(&svc, Method::GET, "/max-age?a=1&b=2", &[]).await.2,
+            "call=1",
+            "same parameters, one entry"
+        );
+        assert_eq!(
+            send(&svc, Method::GET, "/max-age?a=2&b=1", &[]).await.2,
+            "call=2"
+        );
+        let layer = CacheLayer::new(h.twin.clone())
+            .clock(clock.clone())
+            .key_prefix("cache2:")
+            .key_fn(|uri, _| uri.path().to_owned());
+        let svc = stack_with(layer, &calls);
+        let first = send(&svc, Method::GET, "/max-age?utm=1", &[]).await.2;
+        assert_eq!(
+            send(&svc, Method::GET, "/max-age?utm=2", &[]).await.2,
+            first,
+            "keyed by path alone"
+        );
+    }
+
     pub async fn handler_ttl_and_poisoning_defence<S: KvStore>(h: Harness<S>) {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
         let layer = CacheLayer::new(h.store.clone())
@@ -450,6 +482,7 @@ macro_rules! suite {
                 stale_entries_are_revalidated_with_304,
                 purge_by_url_prefix_and_tag,
                 handler_ttl_and_poisoning_defence,
+                query_normalisation_and_custom_keys,
                 vary_keeps_variants_apart,
                 never_stores_what_a_shared_cache_must_not,
                 request_directives_and_conditionals,

@@ -9,6 +9,18 @@ use super::{CacheService, StoragePolicy};
 use crate::store::KvStore;
 use crate::Clock;
 
+/// A custom cache-key function.
+#[derive(Clone)]
+pub(crate) struct KeyFn(
+    pub(crate) Arc<dyn Fn(&http::Uri, &http::HeaderMap) -> String + Send + Sync>,
+);
+
+impl std::fmt::Debug for KeyFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyFn(..)")
+    }
+}
+
 /// A shared HTTP cache (RFC 9111) in front of a service, storing responses
 /// in a [`KvStore`]. See the [module docs](super).
 #[derive(Clone, Debug)]
@@ -26,6 +38,8 @@ pub(crate) struct CacheConfig<St> {
     pub(crate) expose_key: bool,
     pub(crate) strip: Vec<HeaderName>,
     pub(crate) clock: Clock,
+    pub(crate) normalize_query: bool,
+    pub(crate) key_fn: Option<KeyFn>,
     /// Fetches in progress, for request coalescing.
     pub(crate) inflight: Coalescer,
 }
@@ -45,6 +59,8 @@ impl<St: KvStore> CacheLayer<St> {
                 expose_key: false,
                 strip: Vec::new(),
                 clock: Clock::system(),
+                normalize_query: false,
+                key_fn: None,
                 inflight: Coalescer::default(),
             }),
         }
@@ -91,6 +107,26 @@ impl<St: KvStore> CacheLayer<St> {
     #[must_use]
     pub fn strip_request_header(mut self, name: HeaderName) -> Self {
         self.config().strip.push(name);
+        self
+    }
+
+    /// Treat URLs whose query parameters differ only in order as one
+    /// (`?b=2&a=1` = `?a=1&b=2`). Off by default: some origins care.
+    #[must_use]
+    pub fn normalize_query(mut self, normalize: bool) -> Self {
+        self.config().normalize_query = normalize;
+        self
+    }
+
+    /// Key responses by your own function of the request URI and headers
+    /// instead of scheme, host, path and query (`Vary` still applies).
+    /// Same-origin `Location` invalidation needs the default key.
+    #[must_use]
+    pub fn key_fn(
+        mut self,
+        f: impl Fn(&http::Uri, &http::HeaderMap) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.config().key_fn = Some(KeyFn(Arc::new(f)));
         self
     }
 

@@ -109,6 +109,18 @@ fn target(uri: &Uri) -> &str {
     uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
+/// The path and the query with its parameters sorted.
+fn normalized_target(uri: &Uri) -> String {
+    match uri.query() {
+        Some(query) => {
+            let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+            pairs.sort_unstable();
+            format!("{}?{}", uri.path(), pairs.join("&"))
+        }
+        None => uri.path().to_owned(),
+    }
+}
+
 /// The key of an absolute URL.
 pub(crate) fn primary_key(prefix: &str, uri: &Uri) -> String {
     key_for(prefix, &origin(uri, &HeaderMap::new()), target(uri))
@@ -320,7 +332,13 @@ where
         Box::pin(async move {
             let method = req.method().clone();
             let origin = origin(req.uri(), req.headers());
-            let primary = key_for(&config.key_prefix, &origin, target(req.uri()));
+            let primary = match &config.key_fn {
+                Some(key) => format!("{}{}", config.key_prefix, (key.0)(req.uri(), req.headers())),
+                None if config.normalize_query => {
+                    key_for(&config.key_prefix, &origin, &normalized_target(req.uri()))
+                }
+                None => key_for(&config.key_prefix, &origin, target(req.uri())),
+            };
             if unsafe_method(&method) {
                 let res = inner.call(req).await?;
                 if res.status().is_success() || res.status().is_redirection() {
