@@ -9,11 +9,11 @@ use super::{CacheService, StoragePolicy};
 use crate::store::KvStore;
 use crate::Clock;
 
+type KeyFunction = dyn Fn(&http::Uri, &http::HeaderMap) -> String + Send + Sync;
+
 /// A custom cache-key function.
 #[derive(Clone)]
-pub(crate) struct KeyFn(
-    pub(crate) Arc<dyn Fn(&http::Uri, &http::HeaderMap) -> String + Send + Sync>,
-);
+pub(crate) struct KeyFn(pub(crate) Arc<KeyFunction>);
 
 impl std::fmt::Debug for KeyFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
