@@ -1,6 +1,7 @@
 //! The response body of every tower-kv layer: the inner service's body, or
 //! a small body the layer wrote itself (a 429, a 503, a cache hit).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -24,6 +25,7 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Full { data: Option<Bytes> },
+        Prefixed { frames: VecDeque<Frame<Bytes>>, body: Pin<Box<B>> },
     }
 }
 
@@ -42,6 +44,14 @@ impl<B> ResponseBody<B> {
             kind: Kind::Full {
                 data: (!data.is_empty()).then_some(data),
             },
+        }
+    }
+
+    /// Frames already read from `body`, then the rest of it: a body a layer
+    /// started buffering and then let stream on.
+    pub(crate) fn prefixed(frames: VecDeque<Frame<Bytes>>, body: Pin<Box<B>>) -> Self {
+        Self {
+            kind: Kind::Prefixed { frames, body },
         }
     }
 
@@ -67,6 +77,10 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Prefixed { frames, body } => match frames.pop_front() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None => body.as_mut().poll_frame(cx),
+            },
         }
     }
 
@@ -74,6 +88,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
+            Kind::Prefixed { frames, body } => frames.is_empty() && body.is_end_stream(),
         }
     }
 
@@ -82,6 +97,19 @@ where
             Kind::Inner { body } => body.size_hint(),
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Prefixed { frames, body } => {
+                let buffered: u64 = frames
+                    .iter()
+                    .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+                    .sum();
+                let rest = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + buffered);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + buffered);
+                }
+                hint
             }
         }
     }

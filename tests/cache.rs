@@ -42,7 +42,17 @@ fn origin(
                 ),
                 _ => format!("call={n}"),
             };
-            let mut res = Response::builder().header("content-length", body.len());
+            let body = if path == "/unsized-big" {
+                "y".repeat(4096)
+            } else {
+                body
+            };
+            let mut res = Response::builder();
+            if !path.starts_with("/unsized") {
+                res = res.header("content-length", body.len());
+            } else {
+                res = res.header("cache-control", "max-age=60");
+            }
             res = match path.as_str() {
                 "/max-age" | "/big" => res.header("cache-control", "max-age=60"),
                 "/vary" => res
@@ -241,6 +251,28 @@ mod cases {
             headers.get("surrogate-key").is_none(),
             "tags never reach clients"
         );
+    }
+
+    pub async fn unsized_bodies_are_stored_only_under_the_limit<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        send(&svc, Method::GET, "/unsized-small", &[]).await;
+        let (_, headers, body) = send(&svc, Method::GET, "/unsized-small", &[]).await;
+        assert!(
+            status_of(&headers).contains("hit"),
+            "a small unsized body is stored"
+        );
+        assert_eq!(body, "call=1");
+        for _ in 0..2 {
+            let (_, headers, body) = send(&svc, Method::GET, "/unsized-big", &[]).await;
+            assert_eq!(body.len(), 4096, "streamed on whole past the limit");
+            assert!(body.bytes().all(|b| b == b'y'));
+            assert_eq!(
+                status_of(&headers),
+                "tower-kv;fwd=uri-miss;fwd-status=200",
+                "not stored"
+            );
+        }
     }
 
     pub async fn query_normalisation_and_custom_keys<S: KvStore>(h: Harness<S>) {
@@ -483,6 +515,7 @@ macro_rules! suite {
                 purge_by_url_prefix_and_tag,
                 handler_ttl_and_poisoning_defence,
                 query_normalisation_and_custom_keys,
+                unsized_bodies_are_stored_only_under_the_limit,
                 vary_keeps_variants_apart,
                 never_stores_what_a_shared_cache_must_not,
                 request_directives_and_conditionals,

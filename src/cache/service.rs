@@ -1,3 +1,4 @@
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -633,8 +634,10 @@ where
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let small = declared.is_some_and(|len| len <= config.max_body);
-    let (Some(storable_response), true) = (storable_response, small && reason != Forward::Bypass)
+    // A declared length over the limit is never buffered; an unsized body is
+    // read while it stays under the limit, then streamed on if it grows past it.
+    let fits = declared.is_none_or(|len| len <= config.max_body);
+    let (Some(storable_response), true) = (storable_response, fits && reason != Forward::Bypass)
     else {
         let mut res = res.map(ResponseBody::inner);
         res.headers_mut().insert(
@@ -644,15 +647,43 @@ where
         return Ok(res);
     };
     let (mut parts, body) = res.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            tracing::warn!(error = %e, "upstream body failed");
-            let mut res = Response::new(ResponseBody::empty());
-            *res.status_mut() = StatusCode::BAD_GATEWAY;
-            return Ok(res);
+    let mut body = Box::pin(body);
+    let mut frames = VecDeque::new();
+    let mut size = 0u64;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                let storable_frame = frame.data_ref().map(|d| d.len() as u64);
+                frames.push_back(frame);
+                match storable_frame {
+                    Some(len) if size + len <= config.max_body => size += len,
+                    // Too large, or trailers: not stored, streamed on untouched.
+                    _ => {
+                        let mut res =
+                            Response::from_parts(parts, ResponseBody::prefixed(frames, body));
+                        let status = forward_status(reason, code, false);
+                        res.headers_mut()
+                            .insert(CACHE_STATUS, config.status(status, &primary));
+                        return Ok(res);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "upstream body failed");
+                let mut res = Response::new(ResponseBody::empty());
+                *res.status_mut() = StatusCode::BAD_GATEWAY;
+                return Ok(res);
+            }
         }
-    };
+    }
+    let mut buffer = bytes::BytesMut::with_capacity(size as usize);
+    for frame in frames {
+        if let Ok(data) = frame.into_data() {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    let body = buffer.freeze();
     let entry = Entry {
         status: parts.status,
         headers: parts.headers.clone(),
