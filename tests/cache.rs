@@ -65,6 +65,10 @@ fn origin(
                 "/etag" => res
                     .header("cache-control", "max-age=60")
                     .header("etag", "\"v1\""),
+                "/lm" => res
+                    .header("cache-control", "max-age=60")
+                    .header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+                "/create" => res.header("location", "/max-age"),
                 "/swr" => res.header("cache-control", "max-age=1, stale-if-error=60"),
                 "/swr2" => res.header("cache-control", "max-age=1, stale-while-revalidate=60"),
                 _ => res,
@@ -311,6 +315,7 @@ mod cases {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
         let layer = CacheLayer::new(h.store.clone())
             .clock(clock.clone())
+            .route_ttl("/route-ttl/{*rest}", Duration::from_secs(42))
             .strip_request_header(http::HeaderName::from_static("x-forwarded-host"));
         let svc = stack_with(layer, &calls);
         send(&svc, Method::GET, "/handler-ttl", &[]).await;
@@ -416,6 +421,17 @@ mod cases {
             send(&svc, Method::GET, "/etag", &[("if-none-match", "W/\"v1\"")]).await;
         assert_eq!((status, body.as_str()), (StatusCode::NOT_MODIFIED, ""));
         assert_eq!(headers["etag"], "\"v1\"");
+        send(&svc, Method::GET, "/lm", &[]).await;
+        let since = [("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT")];
+        assert_eq!(
+            send(&svc, Method::GET, "/lm", &since).await.0,
+            StatusCode::NOT_MODIFIED
+        );
+        let before = [("if-modified-since", "Sun, 31 Dec 2023 00:00:00 GMT")];
+        assert_eq!(
+            send(&svc, Method::GET, "/lm", &before).await.0,
+            StatusCode::OK
+        );
         let (_, headers, _) =
             send(&svc, Method::GET, "/etag", &[("cache-control", "no-cache")]).await;
         assert!(
@@ -457,6 +473,13 @@ mod cases {
         assert!(
             status_of(&headers).contains("uri-miss"),
             "a successful POST invalidated the URI"
+        );
+        assert!(status_of(&send(&svc, Method::GET, "/max-age", &[]).await.1).contains("hit"));
+        send(&svc, Method::PUT, "/create", &[]).await;
+        let (_, headers, _) = send(&svc, Method::GET, "/max-age", &[]).await;
+        assert!(
+            status_of(&headers).contains("uri-miss"),
+            "the same-origin Location was invalidated"
         );
     }
 

@@ -6,6 +6,7 @@ use tower_layer::Layer;
 
 use super::inflight::Coalescer;
 use super::{CacheService, StoragePolicy};
+use crate::routes::RouteTable;
 use crate::store::KvStore;
 use crate::Clock;
 
@@ -39,6 +40,8 @@ pub(crate) struct CacheConfig<St> {
     pub(crate) strip: Vec<HeaderName>,
     pub(crate) clock: Clock,
     pub(crate) normalize_query: bool,
+    /// Default TTLs per route, overriding `policy.default_ttl`.
+    pub(crate) route_ttls: RouteTable<Duration>,
     pub(crate) key_fn: Option<KeyFn>,
     /// Fetches in progress, for request coalescing.
     pub(crate) inflight: Coalescer,
@@ -60,6 +63,7 @@ impl<St: KvStore> CacheLayer<St> {
                 strip: Vec::new(),
                 clock: Clock::system(),
                 normalize_query: false,
+                route_ttls: RouteTable::new(),
                 key_fn: None,
                 inflight: Coalescer::default(),
             }),
@@ -76,6 +80,19 @@ impl<St: KvStore> CacheLayer<St> {
     #[must_use]
     pub fn default_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.config().policy.default_ttl = ttl;
+        self
+    }
+
+    /// The default TTL for `GET` requests matching `pattern` (`/api/{*rest}`,
+    /// as in [`RouteTable`]), instead of the layer's.
+    ///
+    /// # Panics
+    ///
+    /// If the pattern is invalid or conflicts with another.
+    #[must_use]
+    pub fn route_ttl(mut self, pattern: &str, ttl: Duration) -> Self {
+        let config = self.config();
+        config.route_ttls = std::mem::take(&mut config.route_ttls).route(None, pattern, ttl);
         self
     }
 

@@ -525,6 +525,7 @@ where
         None => None,
     };
     let request_headers = req.headers().clone();
+    let path = req.uri().path().to_owned();
     // A stale entry with validators is revalidated with a conditional request.
     let revalidating = match &stale {
         Some(entry)
@@ -615,6 +616,9 @@ where
     }
     // A handler's `CacheTtl` replaces the default TTL for this response.
     let mut policy = config.policy;
+    if let Some(route) = config.route_ttls.at(&method, &path) {
+        policy.default_ttl = Some(*route.value);
+    }
     if let Some(CacheTtl(ttl)) = res.extensions().get::<CacheTtl>() {
         policy.default_ttl = Some(*ttl);
     }
