@@ -1,26 +1,41 @@
-//! The HTTP caching rules of a shared cache (RFC 9111, RFC 9211), as pure
-//! functions: the foundation of the response-cache layer.
+//! Response caching: an RFC 9111 shared cache as Tower middleware, on the
+//! shared store.
 //!
-//! - [`CacheControl`]: request and response directives, parsed leniently
-//!   and conservatively.
-//! - [`storable`]: whether a response may be stored (`no-store`, `private`,
-//!   `Authorization`, `Set-Cookie`, `Vary: *`, status) and its freshness
-//!   lifetime (`s-maxage` > `max-age` > `Expires`; heuristic or the default
-//!   TTL only for heuristically cacheable statuses).
-//! - [`current_age`] and [`reuse`]: whether a stored response may answer a
-//!   request (`max-age`, `min-fresh`, `max-stale`, `no-cache`,
-//!   `must-revalidate`, `stale-while-revalidate`).
-//! - [`CacheStatus`]: the `Cache-Status` field.
+//! [`CacheLayer`] stores responses in a [`KvStore`](crate::store::KvStore),
+//! so every instance of a fleet shares one cache. It follows the rules of a
+//! *shared* cache, so one user's response never reaches another:
+//! `no-store`, `private`, `Authorization`, `Set-Cookie`, `Vary: *` and 5xx
+//! are never stored; `s-maxage` > `max-age` > `Expires`; heuristic freshness
+//! and the default TTL (the seed's 300 s, per route with
+//! [`CacheLayer::route_ttl`], per response with [`CacheTtl`]) only for
+//! heuristically cacheable statuses.
 //!
 //! ```
-//! use http::{HeaderMap, Method, StatusCode};
-//! use tower_kv::cache::{storable, StoragePolicy};
+//! use std::time::Duration;
+//! use tower_kv::cache::CacheLayer;
+//! use tower_kv::store::MemoryStore;
 //!
-//! let mut response = HeaderMap::new();
-//! response.insert("cache-control", "public, s-maxage=600, max-age=60".parse().unwrap());
-//! let stored = storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &response, &StoragePolicy::default()).unwrap();
-//! assert_eq!(stored.lifetime.as_secs(), 600); // a shared cache obeys s-maxage
+//! let cache = CacheLayer::new(MemoryStore::new())
+//!     .route_ttl("/api/users", Duration::from_secs(300))
+//!     .strip_request_header(http::HeaderName::from_static("x-forwarded-host"));
+//! let purger = cache.purger(); // purge_url, purge_prefix, purge_tag (Surrogate-Key)
+//! # let _ = (cache, purger);
 //! ```
+//!
+//! Served responses carry `Age` and `Cache-Status` (RFC 9211: `tower-kv;
+//! hit; ttl=N` or `tower-kv; fwd=uri-miss; fwd-status=200; stored`). The
+//! request directives `no-cache`, `no-store`, `max-age`, `max-stale`,
+//! `min-fresh` and `only-if-cached` are honoured; conditional requests get a
+//! 304 from a fresh entry; stale entries are revalidated with a conditional
+//! request, served during `stale-while-revalidate` (refreshed once in the
+//! background) and on origin errors within `stale-if-error`. Concurrent
+//! misses of one URL make one origin call. Unsafe methods invalidate their
+//! target and same-origin `Location`/`Content-Location`. Bodies over the
+//! size limit stream through unbuffered. A store outage bypasses the cache.
+//!
+//! [`ReadThrough`] is the seed's `getCachedData(key, fetcher, ttl)` for
+//! handlers, fetching a cold key once. The RFC 9111 rules are public too:
+//! [`storable`], [`reuse`], [`current_age`], [`CacheControl`], [`CacheStatus`].
 
 mod directives;
 mod entry;
