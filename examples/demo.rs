@@ -1,109 +1,283 @@
-//! A tour of the shared backend: the seed's edge-KV patterns, each done
-//! atomically on one `KvStore`. (The full five-layer HTTP demo server replaces
-//! this once the layers land.)
+//! The five tower-kv layers composed on one backend, as an axum server.
 //!
-//! `cargo run --example demo` runs on the in-memory backend;
-//! `cargo run --example demo --features redis -- --redis redis://127.0.0.1:6379/`
-//! runs the same tour on Redis.
+//! `cargo run --example demo [-- --listen ADDR] [--redis URL] [--admin-token TOKEN]`
+//!
+//! Defaults: `127.0.0.1:3000`, the in-memory store (`--redis` needs
+//! `--features redis`), an admin token from `--admin-token`, else
+//! `DEMO_ADMIN_TOKEN`, else a random one printed at start. The client IP is
+//! the peer address (no proxy trust here).
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tower_kv::store::{
-    Expiration, GcraRate, KvStore, KvStoreExt, ListOptions, MemoryStore, PutOptions, RateRequest,
-    StoreError,
-};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use tower::ServiceBuilder;
+use tower_kv::abtest::AbTestLayer;
+use tower_kv::cache::{CacheLayer, CachePurger};
+use tower_kv::flags::{FeatureFlags, FeatureFlagsLayer, Flags};
+use tower_kv::identity::Identity;
+use tower_kv::ratelimit::{Quota, RateLimitLayer};
+use tower_kv::session::{Session, SessionLayer};
+use tower_kv::store::{KvStore, MemoryStore};
+
+/// What the handlers share.
+#[derive(Clone)]
+struct App<St: KvStore> {
+    generation: Arc<AtomicU64>,
+    admin_token: Arc<str>,
+    flags: FeatureFlags<St>,
+    abtest: AbTestLayer<St>,
+    purger: CachePurger<St>,
+}
+
+/// Builds the demo's router on `store`.
+pub async fn app<St: KvStore>(store: St, admin_token: String) -> Router {
+    let flags = FeatureFlags::new(store.clone());
+    let abtest = AbTestLayer::new(store.clone(), Identity::User).test("checkout");
+    let checkout_config = br#"{"variants": ["control", "treatment"], "weights": [0.5, 0.5]}"#;
+    if matches!(store.get("test:checkout:config").await, Ok(None)) {
+        let _ = abtest.set_config("checkout", checkout_config).await;
+    }
+    let cache = CacheLayer::new(store.clone()).route_ttl("/api/users", Duration::from_secs(300));
+    let state = App {
+        generation: Arc::default(),
+        admin_token: admin_token.into(),
+        flags: flags.clone(),
+        abtest: abtest.clone(),
+        purger: cache.purger(),
+    };
+    let limits = RateLimitLayer::new(store.clone(), Identity::PeerIp)
+        .default_limit(Quota::per_minute(1000))
+        .route_any("/api/{*rest}", Quota::per_minute(100))
+        .route(Method::POST, "/login", Quota::per_minute(5));
+    let flags_layer = FeatureFlagsLayer::new(flags, Identity::User);
+    Router::new()
+        .route("/", get(home))
+        .route("/api/users", get(users::<St>).route_layer(cache))
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/logout", post(logout))
+        .route(
+            "/beta",
+            get(|| async { "beta" }).route_layer(flags_layer.gate("beta_feature")),
+        )
+        .route("/checkout", get(checkout).route_layer(abtest))
+        .route("/admin/flags", put(admin_flags::<St>))
+        .route("/admin/tests/{name}", put(admin_tests::<St>))
+        .route("/admin/cache/purge", post(admin_purge::<St>))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(peer_address))
+                .layer(limits)
+                .layer(SessionLayer::new(store).expose_user())
+                .layer(flags_layer),
+        )
+}
+
+/// Makes the peer address visible to the layers as a `SocketAddr` extension.
+async fn peer_address(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    req.extensions_mut().insert(peer);
+    next.run(req).await
+}
+
+/// The seed's switch: the beta flow when `beta_feature` is on.
+async fn home(Extension(flags): Extension<Flags>) -> &'static str {
+    if flags.is_enabled("beta_feature") {
+        "beta"
+    } else {
+        "standard"
+    }
+}
+
+async fn users<St: KvStore>(State(app): State<App<St>>) -> Json<serde_json::Value> {
+    let generation = app.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    Json(serde_json::json!({"users": ["ada", "grace", "linus"], "generation": generation}))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user_id: String,
+}
+
+fn unavailable<E>(_: E) -> StatusCode {
+    StatusCode::SERVICE_UNAVAILABLE
+}
+
+async fn login(
+    Extension(session): Extension<Session>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, StatusCode> {
+    let login: Login = serde_json::from_slice(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    if login.user_id.is_empty() || login.user_id.len() > 128 {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    session
+        .login(login.user_id.clone())
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(serde_json::json!({"user_id": login.user_id})))
+}
+
+async fn me(Extension(session): Extension<Session>) -> Result<Json<serde_json::Value>, StatusCode> {
+    match session.user_id().await.map_err(unavailable)? {
+        Some(user_id) => Ok(Json(serde_json::json!({"user_id": user_id}))),
+        None => Err(StatusCode::UNAUTHORIZED),
+    }
+}
+
+async fn logout(Extension(session): Extension<Session>) -> Result<StatusCode, StatusCode> {
+    session.destroy().await.map_err(unavailable)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn checkout(headers: HeaderMap) -> Response {
+    let variant = headers.get("x-variant-checkout").cloned();
+    let value = variant
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("control");
+    let mut res = Json(serde_json::json!({"variant": value})).into_response();
+    if let Some(v) = variant {
+        res.headers_mut().insert("x-variant-checkout", v);
+    }
+    res
+}
+
+/// Bearer-token check for the admin routes (digests compared, so the time
+/// taken does not reveal how much of the token matched).
+fn authorized<St: KvStore>(app: &App<St>, headers: &HeaderMap) -> Result<(), StatusCode> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let digest = |s: &str| tower_kv::identity::digest(s.as_bytes());
+    if digest(given) == digest(&app.admin_token) {
+        Ok(())
+    } else {
+        Err(StatusCode::UNAUTHORIZED)
+    }
+}
+
+async fn admin_flags<St: KvStore>(
+    State(app): State<App<St>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, (StatusCode, String)> {
+    authorized(&app, &headers).map_err(|s| (s, String::new()))?;
+    app.flags
+        .replace_json(&body)
+        .await
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_tests<St: KvStore>(
+    State(app): State<App<St>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, (StatusCode, String)> {
+    authorized(&app, &headers).map_err(|s| (s, String::new()))?;
+    app.abtest
+        .set_config(&name, &body)
+        .await
+        .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct Purge {
+    prefix: String,
+}
+
+/// Purges cached responses under a URL prefix: `/api/` (on this host) or a
+/// full `http://host/api/`.
+async fn admin_purge<St: KvStore>(
+    State(app): State<App<St>>,
+    headers: HeaderMap,
+    Query(purge): Query<Purge>,
+) -> Result<StatusCode, StatusCode> {
+    authorized(&app, &headers)?;
+    let prefix = if purge.prefix.starts_with('/') {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}{}", purge.prefix)
+    } else {
+        purge.prefix
+    };
+    app.purger.purge_prefix(&prefix).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn arg(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
 
 #[tokio::main]
-async fn main() -> Result<(), StoreError> {
-    let redis_url = std::env::args().skip_while(|a| a != "--redis").nth(1);
-    match redis_url {
-        None => {
-            println!("backend: MemoryStore");
-            tour(MemoryStore::new()).await
-        }
-        Some(url) => tour_redis(&url).await,
-    }
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let listen: SocketAddr = arg("--listen")
+        .unwrap_or_else(|| "127.0.0.1:3000".into())
+        .parse()?;
+    let token = arg("--admin-token")
+        .or_else(|| std::env::var("DEMO_ADMIN_TOKEN").ok())
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+    let (router, backend) = match arg("--redis") {
+        None => (
+            app(MemoryStore::new(), token.clone()).await,
+            "MemoryStore".to_owned(),
+        ),
+        Some(url) => (
+            redis_app(&url, token.clone()).await?,
+            format!("RedisStore at {url}"),
+        ),
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    println!("tower-kv demo on http://{addr} — backend: {backend}");
+    println!("admin token: {token}");
+    println!("try:");
+    println!("  curl -i http://{addr}/");
+    println!("  curl -i http://{addr}/api/users        # twice: Cache-Status hit, same generation");
+    println!("  curl -i -c jar -b jar -H 'content-type: application/json' -d '{{\"user_id\":\"ada\"}}' http://{addr}/login");
+    println!("  curl -i -c jar -b jar http://{addr}/me");
+    println!("  curl -i -c jar -b jar http://{addr}/checkout");
+    println!("  curl -i -X PUT -H 'authorization: Bearer {token}' -d '{{\"beta_feature\":true}}' http://{addr}/admin/flags");
+    println!("  curl -i http://{addr}/beta");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(feature = "redis")]
-async fn tour_redis(url: &str) -> Result<(), StoreError> {
-    println!("backend: RedisStore at {url}");
-    tour(
-        tower_kv::store::RedisStore::builder(url)
-            .prefix("tower-kv-demo:")
-            .connect()
-            .await?,
-    )
-    .await
+async fn redis_app(url: &str, token: String) -> Result<Router, Box<dyn std::error::Error>> {
+    let store = tower_kv::store::RedisStore::builder(url)
+        .prefix("tower-kv-demo:")
+        .connect()
+        .await?;
+    Ok(app(store, token).await)
 }
 
 #[cfg(not(feature = "redis"))]
-async fn tour_redis(_: &str) -> Result<(), StoreError> {
-    eprintln!("--redis needs the `redis` feature: cargo run --example demo --features redis -- --redis URL");
-    std::process::exit(2)
-}
-
-async fn tour<S: KvStore>(store: S) -> Result<(), StoreError> {
-    // Response caching: read through, 300 s TTL.
-    let users: serde_json::Value = match store.get_json("cache:api:users").await? {
-        Some(hit) => hit,
-        None => {
-            let fresh = serde_json::json!({"users": ["ada", "grace"]});
-            let ttl = PutOptions::new().ttl(Duration::from_secs(300));
-            store.put_json("cache:api:users", &fresh, ttl).await?;
-            fresh
-        }
-    };
-    println!("cache:     {users}");
-
-    // Sessions: created with insert-if-absent, so an id is never overwritten.
-    let id = format!("{:032x}", rand::random::<u128>());
-    let created = store
-        .insert_if_absent(
-            &format!("session:{id}"),
-            Bytes::from_static(br#"{"userId":"ada"}"#),
-            PutOptions::new()
-                .ttl(Duration::from_secs(86_400))
-                .metadata(serde_json::json!({"createdAt": "now"})),
-        )
-        .await?;
-    println!("session:   {id} created={}", created.is_some());
-
-    // Rate limiting: one atomic GCRA decision per request, 5 per minute.
-    let rate = GcraRate::per(5, Duration::from_secs(60));
-    let mut verdicts = Vec::new();
-    for _ in 0..7 {
-        let d = store
-            .rate_limit(&[RateRequest::new("ratelimit:ip:127.0.0.1", rate, 1)])
-            .await?;
-        verdicts.push(if d.allowed {
-            "ok".to_owned()
-        } else {
-            format!("429 retry in {:?}", d.retry_after())
-        });
-    }
-    println!("ratelimit: {}", verdicts.join(", "));
-
-    // Counters: exact under concurrency, expiry set on creation.
-    let hits = store
-        .increment("stats:hits", 1, Expiration::Ttl(Duration::from_secs(3600)))
-        .await?;
-    println!("counter:   stats:hits = {hits}");
-
-    // A/B assignment: sticky, first writer wins.
-    let key = "test:checkout:user:ada";
-    store
-        .insert_if_absent(key, Bytes::from_static(b"treatment"), PutOptions::new())
-        .await?;
-    store
-        .insert_if_absent(key, Bytes::from_static(b"control"), PutOptions::new())
-        .await?;
-    let variant = store.get(key).await?.map(|e| e.value).unwrap_or_default();
-    println!("abtest:    ada -> {}", String::from_utf8_lossy(&variant));
-
-    // Hierarchical keys.
-    let page = store.list(ListOptions::prefix("session:")).await?;
-    println!("list:      {} key(s) under session:", page.keys.len());
-    Ok(())
+async fn redis_app(_: &str, _: String) -> Result<Router, Box<dyn std::error::Error>> {
+    Err("--redis needs the `redis` feature: cargo run --example demo --features redis -- --redis URL".into())
 }

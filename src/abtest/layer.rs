@@ -203,6 +203,23 @@ impl<St: KvStore> AbTestLayer<St> {
         self
     }
 
+    /// Validates and stores `json` as the config of `test`, taking effect
+    /// with this process's next request (other instances follow within the
+    /// config TTL).
+    pub async fn set_config(&self, test: &str, json: &[u8]) -> Result<(), String> {
+        TestConfig::from_json(json)?;
+        let key = format!("test:{test}:config");
+        self.config
+            .store
+            .put(&key, Bytes::copy_from_slice(json), PutOptions::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(t) = self.config.tests.iter().find(|t| t.name == test) {
+            t.config.invalidate();
+        }
+        Ok(())
+    }
+
     /// The QA token forcing `variant` of `test`, for this layer's secret.
     pub fn override_token(&self, test: &str, variant: &str) -> Option<String> {
         let key = self.config.qa_key.as_ref()?;

@@ -1,0 +1,190 @@
+//! Drives `examples/demo.rs` over real HTTP on a free port (MemoryStore).
+
+#[allow(dead_code)] // the test uses the app, not the example's main
+#[path = "../examples/demo.rs"]
+mod demo;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tower_kv::store::MemoryStore;
+
+struct Demo {
+    addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Demo {
+    async fn start() -> Self {
+        let router = demo::app(MemoryStore::new(), "secret".into()).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        Self { addr, client }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = self
+            .client
+            .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = res.into_parts();
+        let body = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        (parts.status, parts.headers, body)
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_its_contract() {
+    let demo = Demo::start().await;
+    let get = |path: &'static str| demo.send(Method::GET, path, &[], "");
+
+    let (status, headers, body) = get("/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "standard"));
+    assert!(headers.contains_key("ratelimit") && headers.contains_key("ratelimit-policy"));
+
+    let (_, first, body1) = get("/api/users").await;
+    let (_, second, body2) = get("/api/users").await;
+    assert!(
+        body1.contains("\"generation\":1") && body1 == body2,
+        "{body1} / {body2}"
+    );
+    assert!(first["cache-status"].to_str().unwrap().contains("stored"));
+    assert!(second["cache-status"].to_str().unwrap().contains("hit"));
+    assert_eq!(second["ratelimit-policy"], "\"minute\";q=100;w=60");
+
+    assert_eq!(get("/me").await.0, StatusCode::UNAUTHORIZED);
+    let json = [("content-type", "application/json")];
+    assert_eq!(
+        demo.send(Method::POST, "/login", &json, "{oops").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, headers, body) = demo
+        .send(Method::POST, "/login", &json, r#"{"user_id":"ada"}"#)
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"user_id":"ada"}"#)
+    );
+    let session = cookie(&headers, "id").expect("session cookie");
+    let with_session = [("cookie", session.as_str())];
+    let (status, _, body) = demo.send(Method::GET, "/me", &with_session, "").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"user_id":"ada"}"#)
+    );
+
+    let (_, headers, body) = demo.send(Method::GET, "/checkout", &with_session, "").await;
+    let variant = headers["x-variant-checkout"].to_str().unwrap().to_owned();
+    assert_eq!(body, format!(r#"{{"variant":"{variant}"}}"#));
+    assert!(variant == "control" || variant == "treatment");
+
+    assert_eq!(get("/beta").await.0, StatusCode::NOT_FOUND);
+    let flags = r#"{"beta_feature": true}"#;
+    assert_eq!(
+        demo.send(Method::PUT, "/admin/flags", &[], flags).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let admin = [("authorization", "Bearer secret")];
+    assert_eq!(
+        demo.send(Method::PUT, "/admin/flags", &admin, flags)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(get("/beta").await.0, StatusCode::OK);
+    assert_eq!(get("/").await.2, "beta");
+
+    let all_treatment = r#"{"variants": ["control", "treatment"], "weights": [0, 1]}"#;
+    assert_eq!(
+        demo.send(Method::PUT, "/admin/tests/checkout", &admin, all_treatment)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, headers, _) = get("/checkout").await;
+    assert_eq!(
+        headers["x-variant-checkout"], "treatment",
+        "a new visitor follows the new weights"
+    );
+    assert!(
+        cookie(&headers, "ab_visitor").is_some(),
+        "anonymous visitors get a cookie"
+    );
+
+    assert_eq!(
+        demo.send(Method::POST, "/admin/cache/purge?prefix=/api/", &admin, "")
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        get("/api/users").await.2.contains("\"generation\":2"),
+        "purged"
+    );
+
+    let (status, headers, _) = demo.send(Method::POST, "/logout", &with_session, "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        cookie(&headers, "id").is_some_and(|c| c == "id="),
+        "cookie removed"
+    );
+    assert_eq!(
+        demo.send(Method::GET, "/me", &with_session, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Logins: 5 per minute per client IP (one 400 and one 200 above).
+    let mut last = StatusCode::OK;
+    for _ in 0..4 {
+        last = demo
+            .send(Method::POST, "/login", &json, r#"{"user_id":"eve"}"#)
+            .await
+            .0;
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    let (_, headers, _) = demo
+        .send(Method::POST, "/login", &json, r#"{"user_id":"eve"}"#)
+        .await;
+    assert!(
+        headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+}
