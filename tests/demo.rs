@@ -1,8 +1,10 @@
-//! Drives `examples/demo.rs` over real HTTP on a free port (MemoryStore).
+//! Drives `examples/demo.rs` over real HTTP on a free port, on both
+//! backends: `memory` and `redis`.
 
 #[allow(dead_code)] // the test uses the app, not the example's main
 #[path = "../examples/demo.rs"]
 mod demo;
+mod support;
 
 use std::net::SocketAddr;
 
@@ -19,8 +21,8 @@ struct Demo {
 }
 
 impl Demo {
-    async fn start() -> Self {
-        let router = demo::app(MemoryStore::new(), "secret".into()).await;
+    async fn start<St: tower_kv::store::KvStore>(store: St) -> Self {
+        let router = demo::app(store, "secret".into()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -68,8 +70,20 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_serves_its_contract() {
-    let demo = Demo::start().await;
+async fn memory() {
+    the_demo_serves_its_contract(Demo::start(MemoryStore::new()).await).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis() {
+    let Some(harness) = support::redis().await else {
+        return;
+    };
+    the_demo_serves_its_contract(Demo::start(harness.store).await).await;
+}
+
+async fn the_demo_serves_its_contract(demo: Demo) {
     let get = |path: &'static str| demo.send(Method::GET, path, &[], "");
 
     let (status, headers, body) = get("/").await;
