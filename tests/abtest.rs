@@ -1,5 +1,6 @@
 //! The A/B layer against every backend: `memory::*` and `redis::*`.
 
+#[macro_use]
 mod support;
 
 use std::collections::HashMap;
@@ -292,32 +293,12 @@ mod cases {
     }
 }
 
-macro_rules! suite {
-    ($backend:ident = $make:path) => {
-        mod $backend {
-            use super::*;
-            suite!(@cases $make;
-                weights_split_ten_thousand_users,
-                assignments_are_sticky_and_survive_weight_changes,
-                concurrent_first_requests_agree,
-                clients_cannot_choose_their_variant,
-                no_or_bad_config_means_control,
-                anonymous_visitors_get_one_secure_cookie,
-                exposure_is_reported_once_per_assignment,
-            );
-        }
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(harness) = $make().await else { return };
-                cases::$case(harness).await;
-            }
-        )*
-    };
-}
-
-suite!(memory = support::memory);
-#[cfg(feature = "redis")]
-suite!(redis = support::redis);
+both_backends!(
+    weights_split_ten_thousand_users,
+    assignments_are_sticky_and_survive_weight_changes,
+    concurrent_first_requests_agree,
+    clients_cannot_choose_their_variant,
+    no_or_bad_config_means_control,
+    anonymous_visitors_get_one_secure_cookie,
+    exposure_is_reported_once_per_assignment,
+);

@@ -1,5 +1,6 @@
 //! The cache layer against every backend: `memory::*` and `redis::*`.
 
+#[macro_use]
 mod support;
 
 use std::convert::Infallible;
@@ -527,38 +528,18 @@ mod cases {
     }
 }
 
-macro_rules! suite {
-    ($backend:ident = $make:path) => {
-        mod $backend {
-            use super::*;
-            suite!(@cases $make;
-                miss_store_then_hit_with_age,
-                concurrent_misses_make_one_origin_call,
-                stale_entries_are_revalidated_with_304,
-                purge_by_url_prefix_and_tag,
-                handler_ttl_and_poisoning_defence,
-                query_normalisation_and_custom_keys,
-                unsized_bodies_are_stored_only_under_the_limit,
-                vary_keeps_variants_apart,
-                never_stores_what_a_shared_cache_must_not,
-                request_directives_and_conditionals,
-                unsafe_methods_invalidate,
-                stale_if_error_serves_the_stale_copy,
-                stale_while_revalidate_refreshes_in_the_background,
-            );
-        }
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(harness) = $make().await else { return };
-                cases::$case(harness).await;
-            }
-        )*
-    };
-}
-
-suite!(memory = support::memory);
-#[cfg(feature = "redis")]
-suite!(redis = support::redis);
+both_backends!(
+    miss_store_then_hit_with_age,
+    concurrent_misses_make_one_origin_call,
+    stale_entries_are_revalidated_with_304,
+    purge_by_url_prefix_and_tag,
+    handler_ttl_and_poisoning_defence,
+    query_normalisation_and_custom_keys,
+    unsized_bodies_are_stored_only_under_the_limit,
+    vary_keeps_variants_apart,
+    never_stores_what_a_shared_cache_must_not,
+    request_directives_and_conditionals,
+    unsafe_methods_invalidate,
+    stale_if_error_serves_the_stale_copy,
+    stale_while_revalidate_refreshes_in_the_background,
+);

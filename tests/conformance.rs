@@ -1,6 +1,7 @@
 //! One behaviour suite, written once, run against every backend:
 //! `memory::*`, `redis::*`, `near_cache_memory::*`, `near_cache_redis::*`.
 
+#[macro_use]
 mod support;
 
 use support::Harness;
@@ -634,51 +635,40 @@ mod cases {
     }
 }
 
-macro_rules! suite {
+/// Every case, against one backend.
+macro_rules! conformance {
     ($backend:ident = $make:path) => {
-        mod $backend {
-            use super::*;
-            suite!(@cases $make;
-                get_missing_is_none,
-                put_get_roundtrip_with_metadata,
-                delete_removes_and_reports,
-                ttl_expiry,
-                absolute_expiry,
-                binary_values,
-                unicode_keys,
-                key_and_value_limits,
-                list_paginates_every_key_once,
-                list_reports_metadata_and_skips_expired,
-                insert_if_absent_semantics,
-                compare_and_swap_semantics,
-                increment_semantics,
-                concurrent_increments_are_exact,
-                concurrent_insert_if_absent_has_one_winner,
-                concurrent_cas_loops_lose_nothing,
-                gcra_allows_exactly_the_burst_under_contention,
-                gcra_reports_remaining_and_retry_after,
-                gcra_several_buckets_are_all_or_nothing,
-                windows_allow_exactly_the_limit_under_contention,
-                mixed_algorithms_are_all_or_nothing,
-                peeking_never_charges,
-                json_helpers_name_the_key_on_bad_data,
-            );
-        }
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(harness) = $make().await else { return };
-                cases::$case(harness).await;
-            }
-        )*
+        run_cases!($backend = $make;
+            get_missing_is_none,
+            put_get_roundtrip_with_metadata,
+            delete_removes_and_reports,
+            ttl_expiry,
+            absolute_expiry,
+            binary_values,
+            unicode_keys,
+            key_and_value_limits,
+            list_paginates_every_key_once,
+            list_reports_metadata_and_skips_expired,
+            insert_if_absent_semantics,
+            compare_and_swap_semantics,
+            increment_semantics,
+            concurrent_increments_are_exact,
+            concurrent_insert_if_absent_has_one_winner,
+            concurrent_cas_loops_lose_nothing,
+            gcra_allows_exactly_the_burst_under_contention,
+            gcra_reports_remaining_and_retry_after,
+            gcra_several_buckets_are_all_or_nothing,
+            windows_allow_exactly_the_limit_under_contention,
+            mixed_algorithms_are_all_or_nothing,
+            peeking_never_charges,
+            json_helpers_name_the_key_on_bad_data,
+        );
     };
 }
 
-suite!(memory = support::memory);
-suite!(near_cache_memory = support::near_cache_memory);
+conformance!(memory = support::memory);
+conformance!(near_cache_memory = support::near_cache_memory);
 #[cfg(feature = "redis")]
-suite!(redis = support::redis);
+conformance!(redis = support::redis);
 #[cfg(feature = "redis")]
-suite!(near_cache_redis = support::near_cache_redis);
+conformance!(near_cache_redis = support::near_cache_redis);

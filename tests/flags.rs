@@ -1,5 +1,6 @@
 //! Feature flags and gates against every backend: `memory::*` and `redis::*`.
 
+#[macro_use]
 mod support;
 
 use std::convert::Infallible;
@@ -285,32 +286,12 @@ mod cases {
     }
 }
 
-macro_rules! suite {
-    ($backend:ident = $make:path) => {
-        mod $backend {
-            use super::*;
-            suite!(@cases $make;
-                boolean_and_rule_flags,
-                rollout_is_accurate_and_monotonic,
-                allow_and_deny_lists_take_precedence,
-                gate_off_is_the_routers_404_on_passes_fallback_routes,
-                the_store_is_read_once_per_cache_ttl,
-                malformed_documents_keep_the_last_good_flags,
-                concurrent_writers_of_different_flags_all_persist,
-            );
-        }
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(harness) = $make().await else { return };
-                cases::$case(harness).await;
-            }
-        )*
-    };
-}
-
-suite!(memory = support::memory);
-#[cfg(feature = "redis")]
-suite!(redis = support::redis);
+both_backends!(
+    boolean_and_rule_flags,
+    rollout_is_accurate_and_monotonic,
+    allow_and_deny_lists_take_precedence,
+    gate_off_is_the_routers_404_on_passes_fallback_routes,
+    the_store_is_read_once_per_cache_ttl,
+    malformed_documents_keep_the_last_good_flags,
+    concurrent_writers_of_different_flags_all_persist,
+);

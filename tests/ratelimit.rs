@@ -1,5 +1,6 @@
 //! The rate-limit layer against every backend: `memory::*` and `redis::*`.
 
+#[macro_use]
 mod support;
 
 use std::convert::Infallible;
@@ -355,34 +356,14 @@ mod cases {
     }
 }
 
-macro_rules! suite {
-    ($backend:ident = $make:path) => {
-        mod $backend {
-            use super::*;
-            suite!(@cases $make;
-                exactly_the_quota_passes_under_contention,
-                windows_are_exact_under_contention,
-                tighter_quota_wins_and_denials_consume_nothing,
-                headers_count_down_and_retry_after_rounds_up,
-                spoofed_forwarded_for_does_not_change_the_key,
-                route_table_matches_as_documented,
-                only_counted_responses_consume_quota,
-                missing_identity_has_a_configured_answer,
-                works_as_an_axum_route_layer,
-            );
-        }
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(harness) = $make().await else { return };
-                cases::$case(harness).await;
-            }
-        )*
-    };
-}
-
-suite!(memory = support::memory);
-#[cfg(feature = "redis")]
-suite!(redis = support::redis);
+both_backends!(
+    exactly_the_quota_passes_under_contention,
+    windows_are_exact_under_contention,
+    tighter_quota_wins_and_denials_consume_nothing,
+    headers_count_down_and_retry_after_rounds_up,
+    spoofed_forwarded_for_does_not_change_the_key,
+    route_table_matches_as_documented,
+    only_counted_responses_consume_quota,
+    missing_identity_has_a_configured_answer,
+    works_as_an_axum_route_layer,
+);

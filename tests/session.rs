@@ -1,5 +1,6 @@
 //! The session layer against every backend: `memory::*` and `redis::*`.
 
+#[macro_use]
 mod support;
 
 use std::convert::Infallible;
@@ -578,36 +579,16 @@ mod cases {
     }
 }
 
-macro_rules! suite {
-    ($backend:ident = $make:path) => {
-        mod $backend {
-            use super::*;
-            suite!(@cases $make;
-                lifecycle_is_lazy_and_secure,
-                idle_and_absolute_timeouts,
-                renewal_writes_only_after_its_interval,
-                ids_are_never_adopted_and_cycle_on_login,
-                concurrent_writes_both_persist,
-                logout_everywhere_ends_every_device,
-                bad_input_means_no_session_never_an_error,
-                an_update_never_resurrects_a_deleted_session,
-                header_signed_and_prefixed_transports,
-                exposes_the_user_to_inner_layers,
-                axum_extractors,
-            );
-        }
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(harness) = $make().await else { return };
-                cases::$case(harness).await;
-            }
-        )*
-    };
-}
-
-suite!(memory = support::memory);
-#[cfg(feature = "redis")]
-suite!(redis = support::redis);
+both_backends!(
+    lifecycle_is_lazy_and_secure,
+    idle_and_absolute_timeouts,
+    renewal_writes_only_after_its_interval,
+    ids_are_never_adopted_and_cycle_on_login,
+    concurrent_writes_both_persist,
+    logout_everywhere_ends_every_device,
+    bad_input_means_no_session_never_an_error,
+    an_update_never_resurrects_a_deleted_session,
+    header_signed_and_prefixed_transports,
+    exposes_the_user_to_inner_layers,
+    axum_extractors,
+);

@@ -2,6 +2,34 @@
 //! isolated key prefixes, and a controllable notion of time per backend.
 #![allow(dead_code)]
 
+/// Runs each named case of a test file's `cases` module against one
+/// backend, as tests named `{backend}::{case}`.
+#[allow(unused_macros)] // not every test binary uses both
+macro_rules! run_cases {
+    ($backend:ident = $make:path; $($case:ident),* $(,)?) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(harness) = $make().await else { return };
+                    cases::$case(harness).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Runs each named case against MemoryStore and (feature `redis`) RedisStore.
+#[allow(unused_macros)] // not every test binary uses both
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        run_cases!(memory = support::memory; $($case),*);
+        #[cfg(feature = "redis")]
+        run_cases!(redis = support::redis; $($case),*);
+    };
+}
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
