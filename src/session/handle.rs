@@ -61,12 +61,23 @@ pub(crate) struct State {
     pub(crate) loaded: bool,
     /// The stored record and its version, when the presented id is live.
     pub(crate) stored: Option<(Record, Version)>,
-    /// The record as this request sees it (stored + changes).
+    /// The stored record with this request's changes, once it made one.
     pub(crate) view: Option<Record>,
     pub(crate) changes: Vec<Change>,
     pub(crate) cycle: bool,
     pub(crate) destroy: bool,
     pub(crate) renew: bool,
+}
+
+impl State {
+    /// The record as this request sees it: none after `destroy`, else the
+    /// changed copy, else the stored record.
+    fn record(&self) -> Option<&Record> {
+        if self.destroy {
+            return None;
+        }
+        self.view.as_ref().or(self.stored.as_ref().map(|(r, _)| r))
+    }
 }
 
 impl Session {
@@ -98,7 +109,6 @@ impl Session {
                 let now = settings.clock.now_ms();
                 state.renew = now.saturating_sub(record.seen) >= settings.renew_after_ms();
             }
-            state.view = state.stored.as_ref().map(|(r, _)| r.clone());
             state.loaded = true;
         }
         Ok(state)
@@ -106,11 +116,13 @@ impl Session {
 
     async fn change(&self, change: Change) -> Result<(), SessionError> {
         let mut state = self.loaded().await?;
-        let now = self.inner.settings.clock.now_ms();
-        state
-            .view
-            .get_or_insert_with(|| Record::new(now))
-            .apply(&change);
+        if state.view.is_none() {
+            // Copy the stored record only when this request changes it.
+            let stored = (!state.destroy).then(|| state.stored.as_ref().map(|(r, _)| r.clone()));
+            let now = self.inner.settings.clock.now_ms();
+            state.view = Some(stored.flatten().unwrap_or_else(|| Record::new(now)));
+        }
+        state.view.as_mut().expect("set above").apply(&change);
         state.changes.push(change);
         state.destroy = false;
         Ok(())
@@ -119,7 +131,7 @@ impl Session {
     /// The value at `key`, or `None`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let state = self.loaded().await?;
-        let Some(value) = state.view.as_ref().and_then(|r| r.data.get(key)) else {
+        let Some(value) = state.record().and_then(|r| r.data.get(key)) else {
             return Ok(None);
         };
         T::deserialize(value)
@@ -141,7 +153,7 @@ impl Session {
 
     /// Removes `key`.
     pub async fn remove(&self, key: &str) -> Result<(), SessionError> {
-        if self.loaded().await?.view.is_none() {
+        if self.loaded().await?.record().is_none() {
             return Ok(());
         }
         self.change(Change::Remove(key.to_owned())).await
@@ -149,7 +161,7 @@ impl Session {
 
     /// Removes every value (the session and its user stay).
     pub async fn clear(&self) -> Result<(), SessionError> {
-        if self.loaded().await?.view.is_none() {
+        if self.loaded().await?.record().is_none() {
             return Ok(());
         }
         self.change(Change::Clear).await
@@ -157,12 +169,7 @@ impl Session {
 
     /// The signed-in user, if any.
     pub async fn user_id(&self) -> Result<Option<String>, SessionError> {
-        Ok(self
-            .loaded()
-            .await?
-            .view
-            .as_ref()
-            .and_then(|r| r.user.clone()))
+        Ok(self.loaded().await?.record().and_then(|r| r.user.clone()))
     }
 
     /// Signs `user` in: records the user and gives the session a new id
@@ -203,13 +210,12 @@ impl Session {
     pub async fn created_at(&self) -> Result<Option<SystemTime>, SessionError> {
         let state = self.loaded().await?;
         Ok(state
-            .view
-            .as_ref()
+            .record()
             .map(|r| UNIX_EPOCH + Duration::from_millis(r.created)))
     }
 
     /// Whether the request has a live session (or created one).
     pub async fn exists(&self) -> Result<bool, SessionError> {
-        Ok(self.loaded().await?.view.is_some())
+        Ok(self.loaded().await?.record().is_some())
     }
 }

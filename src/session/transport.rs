@@ -157,7 +157,9 @@ impl CookieConfig {
                     return None;
                 }
                 found = Some(cookie.value().to_owned());
-                jar.add_original(cookie.into_owned());
+                if self.signing_key.is_some() {
+                    jar.add_original(cookie.into_owned());
+                }
             }
         }
         let raw = found?;
