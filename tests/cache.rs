@@ -366,6 +366,21 @@ mod cases {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
+    pub async fn a_hit_is_one_store_read<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let store = support::Counting::new(h.store.clone());
+        let svc = stack(store.clone(), &clock, &calls);
+        send(&svc, Method::GET, "/max-age", &[]).await;
+        let (reads, writes) = (store.reads(), store.writes());
+        let (_, headers, _) = send(&svc, Method::GET, "/max-age", &[]).await;
+        assert!(status_of(&headers).contains("hit"));
+        assert_eq!(
+            (store.reads() - reads, store.writes() - writes),
+            (1, 0),
+            "one round trip per hit"
+        );
+    }
+
     pub async fn vary_keeps_variants_apart<S: KvStore>(h: Harness<S>) {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
         let svc = stack(h.store.clone(), &clock, &calls);
@@ -530,6 +545,7 @@ mod cases {
 
 both_backends!(
     miss_store_then_hit_with_age,
+    a_hit_is_one_store_read,
     concurrent_misses_make_one_origin_call,
     stale_entries_are_revalidated_with_304,
     purge_by_url_prefix_and_tag,

@@ -170,6 +170,14 @@ impl<St: KvStore> CacheConfig<St> {
         primary: &str,
         request: &HeaderMap,
     ) -> Result<(bool, Option<Entry>), ()> {
+        // Most responses do not vary: their one variant is looked up first,
+        // so a hit costs one store read (one Redis round trip).
+        let plain = format!("{primary}{}", variant_suffix(&[], request));
+        if let Some(found) = self.store.get(&plain).await.map_err(drop)? {
+            if let Some(entry) = Entry::decode(&found.value) {
+                return Ok((true, Some(entry)));
+            }
+        }
         let index = self
             .store
             .get(&format!("{primary}|vary"))
@@ -179,6 +187,9 @@ impl<St: KvStore> CacheConfig<St> {
             return Ok((false, None));
         };
         let names: Vec<String> = serde_json::from_slice(&index.value).unwrap_or_default();
+        if names.is_empty() {
+            return Ok((true, None));
+        }
         let key = format!("{primary}{}", variant_suffix(&names, request));
         let entry = self.store.get(&key).await.map_err(drop)?;
         Ok((true, entry.and_then(|e| Entry::decode(&e.value))))
@@ -200,6 +211,12 @@ impl<St: KvStore> CacheConfig<St> {
             self.store
                 .put(&format!("{primary}|vary"), index.into(), options.clone())
                 .await?;
+            if !names.is_empty() {
+                // A varying response supersedes a non-varying one.
+                self.store
+                    .delete(&format!("{primary}{}", variant_suffix(&[], request)))
+                    .await?;
+            }
             for tag in tags(&entry.headers) {
                 let tag_key = format!("{}tag:{tag}:{}", self.key_prefix, digest(key.as_bytes()));
                 self.store
