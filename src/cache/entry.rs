@@ -44,6 +44,18 @@ fn time(ms: u64) -> SystemTime {
 }
 
 impl Entry {
+    /// Its current age (RFC 9111 §4.2.3).
+    pub(crate) fn age(&self, now: SystemTime) -> Duration {
+        super::current_age(&self.headers, self.request_time, self.response_time, now)
+    }
+
+    /// The `Cache-Status` of serving it at `age`: a hit with its remaining
+    /// freshness (negative when stale).
+    pub(crate) fn hit(&self, age: Duration) -> super::CacheStatus {
+        let ttl = self.storable.lifetime.as_secs() as i64 - age.as_secs() as i64;
+        super::CacheStatus::Hit { ttl }
+    }
+
     pub(crate) fn encode(&self) -> Bytes {
         let head = Head {
             status: self.status.as_u16(),

@@ -18,7 +18,7 @@ use tower_service::Service;
 use super::entry::Entry;
 use super::inflight::Role;
 use super::layer::CacheConfig;
-use super::{current_age, reuse, storable, CacheControl, CacheStatus, Forward, Reuse};
+use super::{reuse, storable, CacheControl, CacheStatus, Forward, Reuse};
 use crate::body::ResponseBody;
 use crate::identity::digest;
 use crate::store::{KvStore, ListOptions, PutOptions};
@@ -357,9 +357,10 @@ where
                 }
                 None => key_for(&config.key_prefix, &origin, target(req.uri())),
             };
-            if unsafe_method(&method) {
+            if method != Method::GET && method != Method::HEAD {
                 let res = inner.call(req).await?;
-                if res.status().is_success() || res.status().is_redirection() {
+                let succeeded = res.status().is_success() || res.status().is_redirection();
+                if unsafe_method(&method) && succeeded {
                     // RFC 9111 §4.4: the target URI, and same-origin
                     // Location / Content-Location.
                     config.invalidate(&primary).await;
@@ -381,27 +382,9 @@ where
                     }
                 }
                 let mut res = res.map(ResponseBody::inner);
-                let status = CacheStatus::Forward {
-                    reason: Forward::Method,
-                    status: Some(res.status().as_u16()),
-                    stored: false,
-                    collapsed: false,
-                };
+                let status = CacheStatus::forwarded(Forward::Method, res.status().as_u16(), false);
                 res.headers_mut()
                     .insert(CACHE_STATUS, config.status(status, &primary));
-                return Ok(res);
-            }
-            let forward_status = |reason, status: u16, stored| CacheStatus::Forward {
-                reason,
-                status: Some(status),
-                stored,
-                collapsed: false,
-            };
-            if method != Method::GET && method != Method::HEAD {
-                let mut res = inner.call(req).await?.map(ResponseBody::inner);
-                let s = forward_status(Forward::Method, res.status().as_u16(), false);
-                res.headers_mut()
-                    .insert(CACHE_STATUS, config.status(s, &primary));
                 return Ok(res);
             }
             let request_cc = CacheControl::from_headers(req.headers());
@@ -412,25 +395,16 @@ where
                 match config.lookup(&primary, req.headers()).await {
                     Err(()) => (Forward::Bypass, None),
                     Ok((_, Some(entry))) => {
-                        let age = current_age(
-                            &entry.headers,
-                            entry.request_time,
-                            entry.response_time,
-                            now,
-                        );
+                        let age = entry.age(now);
                         match reuse(&entry.storable, age, &request_cc) {
                             Reuse::Fresh | Reuse::StaleAllowed => {
-                                let ttl =
-                                    entry.storable.lifetime.as_secs() as i64 - age.as_secs() as i64;
-                                let status = config.status(CacheStatus::Hit { ttl }, &primary);
+                                let status = config.status(entry.hit(age), &primary);
                                 return Ok(from_entry(&entry, &method, req.headers(), age, status));
                             }
                             Reuse::StaleWhileRevalidate => {
                                 // Serve the stale copy now; one background
                                 // request per URI refreshes it.
-                                let ttl =
-                                    entry.storable.lifetime.as_secs() as i64 - age.as_secs() as i64;
-                                let status = config.status(CacheStatus::Hit { ttl }, &primary);
+                                let status = config.status(entry.hit(age), &primary);
                                 let res = from_entry(&entry, &method, req.headers(), age, status);
                                 if let Role::Leader(refreshing) =
                                     config.join_or_lead(&format!("{primary}|swr"))
@@ -507,12 +481,6 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: std::fmt::Display,
 {
-    let forward_status = |reason, status: u16, stored| CacheStatus::Forward {
-        reason,
-        status: Some(status),
-        stored,
-        collapsed: false,
-    };
     // Concurrent misses of one URI: one goes to the origin, the
     // others wait for it (bounded) and answer from what it stored.
     let coalesce = matches!(reason, Forward::UriMiss | Forward::VaryMiss) && method == Method::GET;
@@ -520,12 +488,7 @@ where
         Some(Role::Follower(done)) => {
             if super::inflight::wait(done).await {
                 if let Ok((_, Some(entry))) = config.lookup(&primary, req.headers()).await {
-                    let age = current_age(
-                        &entry.headers,
-                        entry.request_time,
-                        entry.response_time,
-                        config.clock.now(),
-                    );
+                    let age = entry.age(config.clock.now());
                     let status = CacheStatus::Forward {
                         reason,
                         status: Some(entry.status.as_u16()),
@@ -588,21 +551,8 @@ where
             }
             Err(_) => false,
         };
-        let age = current_age(
-            &refreshed.headers,
-            request_time,
-            response_time,
-            response_time,
-        );
-        let status = config.status(
-            CacheStatus::Forward {
-                reason,
-                status: Some(304),
-                stored,
-                collapsed: false,
-            },
-            &primary,
-        );
+        let age = refreshed.age(response_time);
+        let status = config.status(CacheStatus::forwarded(reason, 304, stored), &primary);
         return Ok(from_entry(
             &refreshed,
             &method,
@@ -613,12 +563,7 @@ where
     }
     // stale-if-error: an origin error within the window serves the stale copy.
     if let Some(entry) = &stale {
-        let age = current_age(
-            &entry.headers,
-            entry.request_time,
-            entry.response_time,
-            response_time,
-        );
+        let age = entry.age(response_time);
         let staleness = age.saturating_sub(entry.storable.lifetime);
         let allowed = entry
             .storable
@@ -626,8 +571,7 @@ where
             .is_some_and(|w| staleness <= w)
             && !entry.storable.must_revalidate;
         if res.status().is_server_error() && allowed {
-            let ttl = entry.storable.lifetime.as_secs() as i64 - age.as_secs() as i64;
-            let status = config.status(CacheStatus::Hit { ttl }, &primary);
+            let status = config.status(entry.hit(age), &primary);
             return Ok(from_entry(entry, &method, &request_headers, age, status));
         }
     }
@@ -663,7 +607,7 @@ where
         let mut res = res.map(ResponseBody::inner);
         res.headers_mut().insert(
             CACHE_STATUS,
-            config.status(forward_status(reason, code, false), &primary),
+            config.status(CacheStatus::forwarded(reason, code, false), &primary),
         );
         return Ok(res);
     };
@@ -683,7 +627,7 @@ where
                     _ => {
                         let mut res =
                             Response::from_parts(parts, ResponseBody::prefixed(frames, body));
-                        let status = forward_status(reason, code, false);
+                        let status = CacheStatus::forwarded(reason, code, false);
                         res.headers_mut()
                             .insert(CACHE_STATUS, config.status(status, &primary));
                         return Ok(res);
@@ -718,7 +662,7 @@ where
     let mut res = Response::from_parts(parts, ResponseBody::full(body));
     res.headers_mut().insert(
         CACHE_STATUS,
-        config.status(forward_status(reason, code, true), &primary),
+        config.status(CacheStatus::forwarded(reason, code, true), &primary),
     );
     Ok(res)
 }

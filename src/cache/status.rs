@@ -57,6 +57,16 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// Went to the origin for `reason`, which answered `status`.
+    pub fn forwarded(reason: Forward, status: u16, stored: bool) -> Self {
+        CacheStatus::Forward {
+            reason,
+            status: Some(status),
+            stored,
+            collapsed: false,
+        }
+    }
+
     /// The field value, naming this cache `cache` and disclosing `key` only
     /// when given.
     pub fn header_value(&self, cache: &str, key: Option<&str>) -> HeaderValue {
