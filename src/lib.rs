@@ -8,10 +8,15 @@
 //! - [`ratelimit`]: exact, distributed rate limiting with a route table and
 //!   the IETF `RateLimit` headers.
 //! - [`session`]: lazy, secure sessions that survive concurrent requests.
+//! - [`cache`]: an RFC 9111 shared response cache, and a read-through helper.
+//! - [`flags`]: feature flags and route gates.
+//! - [`abtest`]: sticky A/B assignment injected as request headers.
+//! - [`bucket`]: the stable bucketing function flags and A/B tests share.
 //! - [`identity`]: who a request is (peer, client behind trusted proxies,
 //!   API key, user), shared by the layers.
 //! - [`routes`]: per-route configuration by method and path pattern.
-//! - [`body`]: the response body type the layers answer with.
+//! - [`body`], [`future`], [`either`]: the response body and futures the
+//!   layers answer with.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod abtest;
@@ -21,6 +26,7 @@ pub mod cache;
 mod clock;
 pub mod either;
 pub mod flags;
+pub mod future;
 pub mod identity;
 pub mod ratelimit;
 pub mod routes;

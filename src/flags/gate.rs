@@ -1,18 +1,18 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, LOCATION};
 use http::{HeaderMap, Request, Response, StatusCode};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::layer::FeatureFlagsLayer;
 use crate::body::ResponseBody;
 use crate::either::Either;
+use crate::future::LayerFuture;
 use crate::store::KvStore;
 
 /// Lets a request through only when a flag is on for it. Off: a response of
@@ -109,43 +109,8 @@ pub struct Gate<S, St, F> {
 /// The response future of a [`Gate`] with a fallback service.
 pub type GateFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
-pin_project! {
-    /// The response future of a [`Gate`] that answers by itself when off:
-    /// the inner service's future, the gate's own response, or (only when
-    /// the flag document had to be read first) a boxed future.
-    pub struct RespondFuture<F, B, E> {
-        #[pin]
-        kind: RespondKind<F, B, E>,
-    }
-}
-
-pin_project! {
-    #[project = RespondKindProj]
-    enum RespondKind<F, B, E> {
-        Inner { #[pin] future: F },
-        Ready { response: Option<Response<ResponseBody<B>>> },
-        Waiting { future: GateFuture<Response<ResponseBody<B>>, E> },
-    }
-}
-
-impl<F, B, E> Future for RespondFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            RespondKindProj::Inner { future } => {
-                Poll::Ready(Ok(ready!(future.poll(cx))?.map(ResponseBody::inner)))
-            }
-            RespondKindProj::Ready { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
-            RespondKindProj::Waiting { future } => future.as_mut().poll(cx),
-        }
-    }
-}
+/// The response future of a [`Gate`] that answers by itself when off.
+pub type RespondFuture<F, B, E> = LayerFuture<F, B, E>;
 
 impl Respond {
     fn response<B>(&self) -> Response<ResponseBody<B>> {
@@ -206,32 +171,25 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let kind = match self.decide(&mut req) {
-            Ok(true) => RespondKind::Inner {
-                future: self.inner.call(req),
-            },
-            Ok(false) => RespondKind::Ready {
-                response: Some(self.otherwise.response()),
-            },
+        match self.decide(&mut req) {
+            Ok(true) => LayerFuture::inner(self.inner.call(req), None),
+            Ok(false) => LayerFuture::ready(self.otherwise.response()),
             Err(loading) => {
                 let (name, respond) = (self.name.clone(), self.otherwise.clone());
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                RespondKind::Waiting {
-                    future: Box::pin(async move {
-                        let flags = loading.await;
-                        let on = flags.is_enabled(&name);
-                        req.extensions_mut().insert(flags);
-                        if on {
-                            Ok(inner.call(req).await?.map(ResponseBody::inner))
-                        } else {
-                            Ok(respond.response())
-                        }
-                    }),
-                }
+                LayerFuture::waiting(Box::pin(async move {
+                    let flags = loading.await;
+                    let on = flags.is_enabled(&name);
+                    req.extensions_mut().insert(flags);
+                    if on {
+                        Ok(inner.call(req).await?.map(ResponseBody::inner))
+                    } else {
+                        Ok(respond.response())
+                    }
+                }))
             }
-        };
-        RespondFuture { kind }
+        }
     }
 }
 

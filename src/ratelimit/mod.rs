@@ -52,7 +52,7 @@ mod limit;
 mod quota;
 mod service;
 
-pub use future::ResponseFuture;
+pub use future::{Annotation, ResponseFuture};
 pub use headers::{RATELIMIT, RATELIMIT_POLICY};
 pub use layer::RateLimitLayer;
 pub use limit::{Limit, MissingIdentity, OnStoreError, RateLimitBypassed};

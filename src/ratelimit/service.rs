@@ -12,6 +12,7 @@ use super::headers;
 use super::layer::{Config, Prepared};
 use super::limit::{MissingIdentity, OnStoreError, RateLimitBypassed};
 use crate::body::ResponseBody;
+use crate::future::AddHeaders;
 use crate::store::{KvStore, RateDecision, RateRequest};
 
 /// The rate-limiting service; see [`RateLimitLayer`](super::RateLimitLayer).
@@ -88,7 +89,8 @@ impl<St: KvStore> Config<St> {
         let mut res = self.respond(StatusCode::TOO_MANY_REQUESTS, self.rejection.1.clone());
         res.headers_mut()
             .insert(CONTENT_TYPE, self.rejection.0.clone());
-        self.annotation(prepared, decision).apply(res.headers_mut());
+        self.annotation(prepared, decision)
+            .add_to(res.headers_mut());
         headers::retry_after(res.headers_mut(), decision.retry_after());
         res
     }
@@ -211,6 +213,6 @@ where
     let mut res = Response::from_parts(parts, ResponseBody::inner(body));
     config
         .annotation(&prepared, &decision)
-        .apply(res.headers_mut());
+        .add_to(res.headers_mut());
     Ok(res)
 }
