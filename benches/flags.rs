@@ -6,11 +6,11 @@
 //! `cargo bench --bench flags`
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
+mod common;
+
+use common::ready;
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,14 +20,6 @@ use tower::{Service, ServiceBuilder};
 use tower_kv::flags::{FeatureFlags, FeatureFlagsLayer, Flags};
 use tower_kv::identity::Identity;
 use tower_kv::store::MemoryStore;
-
-/// Polls a future that completes at once (warm flags, trivial handler).
-fn ready<F: Future>(f: F) -> F::Output {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("should answer at once"),
-    }
-}
 
 async fn inner(_: Request<Body>) -> Result<Response<Body>, Infallible> {
     Ok(Response::new(Body::empty()))

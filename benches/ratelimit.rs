@@ -9,12 +9,12 @@
 //! `cargo bench --bench ratelimit --all-features`
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
+mod common;
+
+use common::ready;
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -26,15 +26,6 @@ use tower_governor::GovernorLayer;
 use tower_kv::identity::Identity;
 use tower_kv::ratelimit::{Quota, RateLimitLayer};
 use tower_kv::store::MemoryStore;
-
-/// Polls a future that completes without waiting (both stacks' futures do
-/// here), so the measurement is the middleware and not an executor.
-fn ready<F: Future>(f: F) -> F::Output {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("the stack should answer at once"),
-    }
-}
 
 async fn inner(_: Request<Body>) -> Result<Response<Body>, Infallible> {
     Ok(Response::new(Body::empty()))

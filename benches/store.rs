@@ -4,10 +4,10 @@
 //! `cargo bench --bench store --all-features`
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
-use std::future::Future;
+mod common;
+
+use common::ready;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,15 +19,6 @@ use tower_kv::store::{Expiration, GcraRate, KvStore, MemoryStore, PutOptions, Ra
 mod support;
 
 const KEYS: usize = 10_000;
-
-/// Runs a future that completes without waiting (every MemoryStore operation),
-/// so the measurement is the operation and not an executor.
-fn ready<F: Future>(f: F) -> F::Output {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("MemoryStore operations never wait"),
-    }
-}
 
 #[derive(Clone, Copy)]
 enum Op {
