@@ -68,15 +68,20 @@ fn flags(c: &mut Criterion) {
         b.iter(|| black_box(ready(off.call(request())).unwrap()))
     });
 
-    let mut capture =
-        ServiceBuilder::new()
-            .layer(layer)
-            .service_fn(|req: Request<Body>| async move {
-                Ok::<_, Infallible>(Response::new(
-                    req.extensions().get::<Flags>().unwrap().clone(),
-                ))
-            });
-    let evaluator = ready(capture.call(request())).unwrap().into_body();
+    let captured = std::sync::Arc::new(std::sync::Mutex::new(None::<Flags>));
+    let slot = captured.clone();
+    let mut capture = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(move |req: Request<Body>| {
+            *slot.lock().unwrap() = req.extensions().get::<Flags>().cloned();
+            async { Ok::<_, Infallible>(Response::new(Body::empty())) }
+        });
+    ready(capture.call(request())).unwrap();
+    let evaluator = captured
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the layer put flags in the request");
     group.bench_function("evaluate_rollout", |b| {
         b.iter(|| black_box(evaluator.evaluate("half")))
     });

@@ -13,17 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
+use sha2::Digest;
 use tower::ServiceBuilder;
-use tower_kv::abtest::AbTestLayer;
+use tower_kv::abtest::{AbTestLayer, SetConfigError};
 use tower_kv::cache::{CacheLayer, CachePurger};
-use tower_kv::flags::{FeatureFlags, FeatureFlagsLayer, Flags};
+use tower_kv::flags::{FeatureFlags, FeatureFlagsLayer, FlagWriteError, Flags};
 use tower_kv::identity::Identity;
 use tower_kv::ratelimit::{Quota, RateLimitLayer};
 use tower_kv::session::{Session, SessionLayer};
@@ -77,21 +77,10 @@ pub async fn app<St: KvStore>(store: St, admin_token: String) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn(peer_address))
                 .layer(limits)
                 .layer(SessionLayer::new(store).expose_user())
                 .layer(flags_layer),
         )
-}
-
-/// Makes the peer address visible to the layers as a `SocketAddr` extension.
-async fn peer_address(
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    req.extensions_mut().insert(peer);
-    next.run(req).await
 }
 
 /// The seed's switch: the beta flow when `beta_feature` is on.
@@ -165,7 +154,7 @@ fn authorized<St: KvStore>(app: &App<St>, headers: &HeaderMap) -> Result<(), Sta
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let digest = |s: &str| tower_kv::identity::digest(s.as_bytes());
+    let digest = |s: &str| sha2::Sha256::digest(s.as_bytes());
     if digest(given) == digest(&app.admin_token) {
         Ok(())
     } else {
@@ -179,10 +168,13 @@ async fn admin_flags<St: KvStore>(
     body: Bytes,
 ) -> Result<StatusCode, (StatusCode, String)> {
     authorized(&app, &headers).map_err(|s| (s, String::new()))?;
-    app.flags
-        .replace_json(&body)
-        .await
-        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    app.flags.replace_json(&body).await.map_err(|e| {
+        let status = match e {
+            FlagWriteError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        (status, e.to_string())
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -193,10 +185,13 @@ async fn admin_tests<St: KvStore>(
     body: Bytes,
 ) -> Result<StatusCode, (StatusCode, String)> {
     authorized(&app, &headers).map_err(|s| (s, String::new()))?;
-    app.abtest
-        .set_config(&name, &body)
-        .await
-        .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    app.abtest.set_config(&name, &body).await.map_err(|e| {
+        let status = match e {
+            SetConfigError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        (status, e.to_string())
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -222,8 +217,10 @@ async fn admin_purge<St: KvStore>(
     } else {
         purge.prefix
     };
-    app.purger.purge_prefix(&prefix).await;
-    Ok(StatusCode::NO_CONTENT)
+    match app.purger.purge_prefix(&prefix).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(_) => Err(StatusCode::SERVICE_UNAVAILABLE),
+    }
 }
 
 fn arg(name: &str) -> Option<String> {

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -112,18 +111,5 @@ where
                 hint
             }
         }
-    }
-}
-
-/// Marks a response that sets or clears a client identifier (a session or
-/// visitor cookie) `Cache-Control: private, no-store`, unless it already is
-/// private: no shared cache may store it.
-pub(crate) fn mark_private(headers: &mut HeaderMap) {
-    let private = headers
-        .get(CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("private") || v.contains("no-store"));
-    if !private {
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     }
 }

@@ -1,21 +1,33 @@
-//! The response future layers share: the inner service's future (plus
-//! headers to add to its response), a response the layer wrote itself, or a
-//! boxed future when the layer had to await the store first. The first two
-//! need no allocation.
+//! The one response future every layer returns: the inner service's future
+//! (with headers to add to its response), a response the layer wrote
+//! itself, or a boxed future when the layer had to await the store first.
+//! The first two need no allocation.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use futures_util::future::BoxFuture;
 use http::{HeaderMap, Response};
 use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
 
-/// Headers a layer adds to the inner service's response.
-pub trait AddHeaders {
-    /// Adds them.
-    fn add_to(self, headers: &mut HeaderMap);
+pub(crate) use sealed::AddHeaders;
+
+mod sealed {
+    /// Headers a layer adds to the inner service's response.
+    pub trait AddHeaders {
+        /// Adds them.
+        fn add_to(self, headers: &mut http::HeaderMap);
+    }
+}
+
+/// One header.
+impl AddHeaders for (http::header::HeaderName, http::header::HeaderValue) {
+    fn add_to(self, headers: &mut HeaderMap) {
+        headers.insert(self.0, self.1);
+    }
 }
 
 /// Nothing to add.
@@ -23,13 +35,9 @@ impl AddHeaders for () {
     fn add_to(self, _: &mut HeaderMap) {}
 }
 
-/// A boxed response future, for the slow path.
-pub type BoxedResponse<B, E> =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
-
 pin_project! {
-    /// The response future of a layer that may answer by itself.
-    pub struct LayerFuture<F, B, E, H = ()> {
+    /// The response future of every tower-kv service.
+    pub struct ResponseFuture<F, B, E, H = ()> {
         #[pin]
         kind: Kind<F, B, E, H>,
     }
@@ -40,11 +48,11 @@ pin_project! {
     enum Kind<F, B, E, H> {
         Inner { #[pin] future: F, headers: Option<H> },
         Ready { response: Option<Response<ResponseBody<B>>> },
-        Waiting { future: BoxedResponse<B, E> },
+        Waiting { future: BoxFuture<'static, Result<Response<ResponseBody<B>>, E>> },
     }
 }
 
-impl<F, B, E, H> LayerFuture<F, B, E, H> {
+impl<F, B, E, H> ResponseFuture<F, B, E, H> {
     /// The inner service's response, with `headers` added.
     pub(crate) fn inner(future: F, headers: Option<H>) -> Self {
         Self {
@@ -61,15 +69,25 @@ impl<F, B, E, H> LayerFuture<F, B, E, H> {
         }
     }
 
-    /// A response that needs the store first.
-    pub(crate) fn waiting(future: BoxedResponse<B, E>) -> Self {
+    /// A response that needs the store (or more) first.
+    pub(crate) fn waiting(
+        future: impl Future<Output = Result<Response<ResponseBody<B>>, E>> + Send + 'static,
+    ) -> Self {
         Self {
-            kind: Kind::Waiting { future },
+            kind: Kind::Waiting {
+                future: Box::pin(future),
+            },
         }
     }
 }
 
-impl<F, B, E, H> Future for LayerFuture<F, B, E, H>
+impl<F, B, E, H> std::fmt::Debug for ResponseFuture<F, B, E, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E, H> Future for ResponseFuture<F, B, E, H>
 where
     F: Future<Output = Result<Response<B>, E>>,
     H: AddHeaders,

@@ -16,12 +16,15 @@
 //! # let _ = (by_client, by_api_key);
 //! ```
 //!
-//! The peer address is read from a [`SocketAddr`] in the request extensions,
-//! or from axum's `ConnectInfo<SocketAddr>` (feature `axum`). With plain hyper,
-//! insert the accepted connection's `SocketAddr` into each request.
+//! The peer address is read from axum's `ConnectInfo<SocketAddr>` (serve the
+//! app with `into_make_service_with_connect_info::<SocketAddr>()`; feature
+//! `axum`, on by default) or from a [`SocketAddr`] in the request extensions:
+//! with plain hyper, insert the accepted connection's address into each
+//! request.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderName, FORWARDED};
@@ -40,6 +43,7 @@ pub type IdentityFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 
 /// Where a request's identity comes from.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum Identity {
     /// The TCP peer's IP address.
     PeerIp,
@@ -158,6 +162,55 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// Whether this identity reads the [`UserId`] (alone or as a first choice).
+    fn uses_user(&self) -> bool {
+        match self {
+            Self::User => true,
+            Self::Either(first, second) => first.uses_user() || second.uses_user(),
+            _ => false,
+        }
+    }
+}
+
+/// Watches a layer keyed on [`Identity::User`] for requests that cannot
+/// carry a user because nothing outside the layer provides one, and says so
+/// once per layer instance (a `tracing` warning naming the fix).
+#[derive(Clone, Debug)]
+pub(crate) struct UserSourceCheck {
+    layer: &'static str,
+    warned: Arc<AtomicBool>,
+}
+
+impl UserSourceCheck {
+    /// A check for `layer`, or `None` when `identity` does not use the user.
+    pub(crate) fn new(layer: &'static str, identity: &Identity) -> Option<Self> {
+        identity.uses_user().then(|| Self {
+            layer,
+            warned: Arc::default(),
+        })
+    }
+
+    /// Warns (once) when `req` has no [`UserId`] and no session layer that
+    /// provides one ran before this layer.
+    pub(crate) fn check<B>(&self, req: &Request<B>) {
+        if self.warned.load(Ordering::Relaxed) || req.extensions().get::<UserId>().is_some() {
+            return;
+        }
+        let fix = match req.extensions().get::<crate::session::Session>() {
+            Some(session) if session.exposes_user() => return,
+            Some(_) => "call `.expose_user()` on the SessionLayer",
+            None => "add `SessionLayer::new(store).expose_user()` outside this layer (or insert a `UserId` in your own authentication middleware)",
+        };
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                layer = self.layer,
+                "Identity::User found no signed-in user source: {fix}; until then requests fall back to the next identity"
+            );
+        }
+    }
+}
+
 /// `ip:203.0.113.7`. IPv4 is written octet by octet: `Ipv4Addr`'s `Display`
 /// supports padding and costs several times more on this per-request path.
 fn ip_identity(ip: IpAddr) -> String {
@@ -184,7 +237,7 @@ fn ip_identity(ip: IpAddr) -> String {
 }
 
 /// The value of cookie `name`, if the request carries exactly one.
-pub fn cookie_value<B>(req: &Request<B>, name: &str) -> Option<String> {
+pub(crate) fn cookie_value<B>(req: &Request<B>, name: &str) -> Option<String> {
     let mut found = None;
     for header in req.headers().get_all(http::header::COOKIE) {
         let Ok(text) = header.to_str() else { continue };
@@ -216,27 +269,16 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
-    hex(&buf)
-}
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
+    hex::encode(buf)
 }
 
 /// A hex SHA-256 prefix (128 bits) of `value`: stable across instances, not reversible.
-pub fn digest(value: &[u8]) -> String {
-    hex(&Sha256::digest(value)[..16])
+pub(crate) fn digest(value: &[u8]) -> String {
+    hex::encode(&Sha256::digest(value)[..16])
 }
 
 /// The TCP peer's address, from a `SocketAddr` extension or axum's `ConnectInfo`.
-pub fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
+pub(crate) fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
     if let Some(addr) = req.extensions().get::<SocketAddr>() {
         return Some(addr.ip());
     }
@@ -252,6 +294,7 @@ pub fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
 
 /// Which header the trusted proxies append the client address to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For: client, proxy1` (nginx, most load balancers).
     XForwardedFor,

@@ -20,17 +20,20 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod abtest;
-pub mod body;
+mod body;
 pub mod bucket;
 pub mod cache;
 mod clock;
-pub mod either;
 pub mod flags;
-pub mod future;
+mod future;
 pub mod identity;
+mod live;
+mod privacy;
 pub mod ratelimit;
-pub mod routes;
+mod routes;
+mod service;
 pub mod session;
 pub mod store;
 
+pub use body::ResponseBody;
 pub use clock::Clock;

@@ -1,18 +1,6 @@
 //! Per-route configuration: method + path pattern → a value, matched with
 //! `matchit` (the router axum uses), so patterns read like axum routes:
 //! `/users/{id}`, `/api/{*rest}`.
-//!
-//! ```
-//! use http::Method;
-//! use tower_kv::routes::RouteTable;
-//!
-//! let table = RouteTable::new()
-//!     .route(Some(Method::POST), "/login", "strict")
-//!     .route(None, "/api/{*rest}", "api");
-//! assert_eq!(table.at(&Method::POST, "/login").map(|r| *r.value), Some("strict"));
-//! assert_eq!(table.at(&Method::GET, "/api/users/7").map(|r| r.id), Some("* /api/{*rest}"));
-//! assert!(table.at(&Method::GET, "/login").is_none());
-//! ```
 
 use std::collections::HashMap;
 
@@ -21,19 +9,10 @@ use http::Method;
 /// A table of routes, each with a value; the most specific pattern wins, and
 /// a route for the request's method wins over one for any method.
 #[derive(Clone, Debug)]
-pub struct RouteTable<T> {
+pub(crate) struct RouteTable<T> {
     by_method: HashMap<Method, matchit::Router<usize>>,
     any_method: matchit::Router<usize>,
     entries: Vec<(String, T)>,
-}
-
-/// A matched route.
-#[derive(Debug)]
-pub struct RouteMatch<'a, T> {
-    /// The route's id: `"GET /users/{id}"`, or `"* /path"` for any method.
-    pub id: &'a str,
-    /// The route's value.
-    pub value: &'a T,
 }
 
 impl<T> Default for RouteTable<T> {
@@ -48,7 +27,7 @@ impl<T> Default for RouteTable<T> {
 
 impl<T> RouteTable<T> {
     /// An empty table.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -59,7 +38,7 @@ impl<T> RouteTable<T> {
     /// If the pattern is invalid or conflicts with one already added for the
     /// same method, as axum's router does: a configuration error.
     #[must_use]
-    pub fn route(mut self, method: Option<Method>, pattern: &str, value: T) -> Self {
+    pub(crate) fn route(mut self, method: Option<Method>, pattern: &str, value: T) -> Self {
         let index = self.entries.len();
         let (router, id) = match method {
             Some(m) => {
@@ -75,8 +54,8 @@ impl<T> RouteTable<T> {
         self
     }
 
-    /// The route matching `method` and `path`, if any.
-    pub fn at(&self, method: &Method, path: &str) -> Option<RouteMatch<'_, T>> {
+    /// The value of the route matching `method` and `path`, if any.
+    pub(crate) fn at(&self, method: &Method, path: &str) -> Option<&T> {
         if self.entries.is_empty() {
             return None;
         }
@@ -86,13 +65,20 @@ impl<T> RouteTable<T> {
             .and_then(|r| r.at(path).ok())
             .or_else(|| self.any_method.at(path).ok())
             .map(|m| *m.value)?;
-        let (id, value) = &self.entries[index];
-        Some(RouteMatch { id, value })
+        Some(&self.entries[index].1)
     }
 
-    /// Whether the table has no routes.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// The same routes with values computed from each route's id and value.
+    pub(crate) fn map<U>(&self, mut f: impl FnMut(&str, &T) -> U) -> RouteTable<U> {
+        RouteTable {
+            by_method: self.by_method.clone(),
+            any_method: self.any_method.clone(),
+            entries: self
+                .entries
+                .iter()
+                .map(|(id, value)| (id.clone(), f(id, value)))
+                .collect(),
+        }
     }
 }
 
@@ -107,7 +93,7 @@ mod tests {
             .route(None, "/users/{id}", 2)
             .route(None, "/users/me", 3)
             .route(None, "/api/{*rest}", 4);
-        let at = |m: Method, p: &str| table.at(&m, p).map(|r| *r.value);
+        let at = |m: Method, p: &str| table.at(&m, p).copied();
         assert_eq!(at(Method::GET, "/users/42"), Some(1));
         assert_eq!(at(Method::DELETE, "/users/42"), Some(2));
         assert_eq!(

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use support::Harness;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_kv::abtest::{AbTestLayer, Variants};
@@ -18,7 +19,13 @@ use tower_kv::identity::Identity;
 use tower_kv::store::{KvStore, PutOptions};
 use tower_kv::Clock;
 
-type Reply = Response<String>;
+type Reply = Response<tower_kv::ResponseBody<String>>;
+
+/// The body of a reply, as text.
+async fn text(res: Reply) -> String {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
 
 /// The inner service answers with the variant header it received.
 fn app(
@@ -66,7 +73,7 @@ where
     S: Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone,
 {
     let req = Request::get("/").header("x-user", user).body(()).unwrap();
-    svc.clone().oneshot(req).await.unwrap().into_body()
+    text(svc.clone().oneshot(req).await.unwrap()).await
 }
 
 async fn owned_variant_of<S>(svc: S, user: String) -> String
@@ -74,7 +81,7 @@ where
     S: Service<Request<()>, Response = Reply, Error = Infallible, Future: Send> + Clone + Send,
 {
     let req = Request::get("/").header("x-user", user).body(()).unwrap();
-    svc.oneshot(req).await.unwrap().into_body()
+    text(svc.oneshot(req).await.unwrap()).await
 }
 
 async fn variants_of<S>(svc: &S, users: impl Iterator<Item = String>) -> Vec<String>
@@ -192,7 +199,7 @@ mod cases {
                     .header(name, value)
                     .body(())
                     .unwrap();
-                svc.oneshot(req).await.unwrap().into_body()
+                text(svc.oneshot(req).await.unwrap()).await
             }
         };
         assert_eq!(
@@ -255,7 +262,7 @@ mod cases {
             .unwrap()
             .to_owned();
         assert_eq!(
-            res.into_body(),
+            text(res).await,
             variant,
             "echoed variant is the injected one"
         );
@@ -270,7 +277,7 @@ mod cases {
                 res.headers().get("set-cookie").is_none(),
                 "the cookie is set once"
             );
-            assert_eq!(res.into_body(), variant, "sticky before login");
+            assert_eq!(text(res).await, variant, "sticky before login");
         }
     }
 

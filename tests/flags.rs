@@ -33,14 +33,19 @@ async fn evaluate<S: KvStore>(
             let name = name.clone();
             async move {
                 let flags = req.extensions().get::<Flags>().unwrap().clone();
-                Ok::<_, Infallible>(Response::new(flags.evaluate(&name)))
+                let mut res = Response::new(());
+                res.extensions_mut().insert(flags.evaluate(&name));
+                Ok::<_, Infallible>(res)
             }
         });
     let mut req = Request::get("/").body(()).unwrap();
     if let Some(user) = user {
         req.headers_mut().insert("x-user", user.parse().unwrap());
     }
-    svc.oneshot(req).await.unwrap().into_body()
+    let mut res = svc.oneshot(req).await.unwrap();
+    res.extensions_mut()
+        .remove::<tower_kv::flags::Evaluation>()
+        .expect("the handler ran")
 }
 
 mod cases {

@@ -12,10 +12,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use support::Harness;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_kv::body::ResponseBody;
 use tower_kv::identity::{Identity, TrustedProxies};
 use tower_kv::ratelimit::{Limit, MissingIdentity, Quota, RateLimitLayer, RATELIMIT};
 use tower_kv::store::KvStore;
+use tower_kv::ResponseBody;
 
 type Reply = Response<ResponseBody<Full<Bytes>>>;
 

@@ -11,10 +11,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use support::{Counting, Harness};
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_kv::body::ResponseBody;
 use tower_kv::session::{Session, SessionLayer, SessionManager};
 use tower_kv::store::{KvStore, PutOptions};
 use tower_kv::Clock;
+use tower_kv::ResponseBody;
 
 type Reply = Response<ResponseBody<Full<Bytes>>>;
 

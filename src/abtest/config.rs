@@ -20,29 +20,44 @@ pub struct TestConfig {
     pub salt: String,
 }
 
+/// Why a test config was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidTestConfig {
+    /// Not JSON of the expected shape (unknown fields are refused).
+    #[error("not a test config: {0}")]
+    Json(#[from] serde_json::Error),
+    /// No variants, or not one weight per variant.
+    #[error("needs as many weights as variants, and at least one")]
+    Shape,
+    /// A variant name that is empty, longer than 64 bytes or not visible ASCII.
+    #[error("variant {0:?} is not a short visible-ASCII name")]
+    Variant(String),
+    /// A negative or non-finite weight, weights summing to zero, or a sum
+    /// too large to split.
+    #[error("weights must be finite, non-negative and have a finite, positive sum")]
+    Weights,
+}
+
 impl TestConfig {
     /// Parses and validates a stored config.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let config: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    pub fn from_json(bytes: &[u8]) -> Result<Self, InvalidTestConfig> {
+        let config: Self = serde_json::from_slice(bytes)?;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidTestConfig> {
         if self.variants.is_empty() || self.variants.len() != self.weights.len() {
-            return Err("needs as many weights as variants, and at least one".into());
+            return Err(InvalidTestConfig::Shape);
         }
-        for v in &self.variants {
-            let header_safe = v.bytes().all(|b| b.is_ascii_graphic());
-            if v.is_empty() || v.len() > 64 || !header_safe {
-                return Err(format!("variant {v:?} is not a short visible-ASCII name"));
-            }
+        if let Some(v) = self.variants.iter().find(|v| !is_variant_name(v)) {
+            return Err(InvalidTestConfig::Variant(v.clone()));
         }
-        if self.weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
-            return Err("weights must be finite and non-negative".into());
-        }
-        if self.weights.iter().sum::<f64>() <= 0.0 {
-            return Err("weights must not all be zero".into());
+        let sum: f64 = self.weights.iter().sum();
+        let bad_weight = self.weights.iter().any(|w| !w.is_finite() || *w < 0.0);
+        if bad_weight || !sum.is_finite() || sum <= 0.0 {
+            return Err(InvalidTestConfig::Weights);
         }
         Ok(())
     }
@@ -61,6 +76,11 @@ impl TestConfig {
             .last()
             .expect("validated: at least one variant")
     }
+}
+
+/// A variant name: 1 to 64 bytes of visible ASCII, so it is a valid header value.
+pub(crate) fn is_variant_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -91,6 +111,7 @@ mod tests {
             r#"{"variants": ["a"], "weights": [1, 2]}"#,
             r#"{"variants": ["a", "b"], "weights": [-1, 2]}"#,
             r#"{"variants": ["a", "b"], "weights": [0, 0]}"#,
+            r#"{"variants": ["a", "b"], "weights": [1e308, 1e308]}"#,
             r#"{"variants": ["a b"], "weights": [1]}"#,
             r#"{"variants": ["a"], "weights": [1], "extra": 1}"#,
             "not json",

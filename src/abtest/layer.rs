@@ -2,21 +2,21 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::HeaderMap;
 use sha2::Sha256;
 use tower_layer::Layer;
 
-use super::config::TestConfig;
-use super::AbTest;
+use super::config::{is_variant_name, InvalidTestConfig, TestConfig};
+use super::AbTestService;
 use crate::bucket::bucket;
-use crate::identity::{digest, Identity};
-use crate::store::{CachedDocument, KvStore, PutOptions};
+use crate::identity::{digest, Identity, UserSourceCheck};
+use crate::store::{CachedDocument, Entry, KvStore, PutOptions, StoreError};
 use crate::Clock;
 
 /// A new assignment, reported once to the exposure hook (for analytics).
@@ -46,15 +46,24 @@ impl Variants {
 
 /// Assigns each request a sticky variant of one or several A/B tests and
 /// injects it as a request header. See the [module docs](super).
+///
+/// Setters may come in any order: each test's config cache is built when
+/// the layer builds its service.
 #[derive(Clone)]
 pub struct AbTestLayer<St> {
-    pub(crate) config: Arc<Config<St>>,
+    settings: Settings<St>,
+    /// Built on the first service (or config write) and shared by every
+    /// service of this layer; a setter starts a new one.
+    runtime: Arc<OnceLock<Arc<Config<St>>>>,
 }
 
-pub(crate) struct Config<St> {
+/// The layer's settings, as configured.
+#[derive(Clone)]
+pub(crate) struct Settings<St> {
     pub(crate) store: St,
-    pub(crate) tests: Vec<Test<St>>,
+    pub(crate) tests: Vec<(String, HeaderName)>,
     pub(crate) identity: Identity,
+    pub(crate) user_check: Option<UserSourceCheck>,
     pub(crate) visitor_cookie: Option<String>,
     pub(crate) assignment_ttl: Duration,
     pub(crate) config_ttl: Duration,
@@ -62,6 +71,12 @@ pub(crate) struct Config<St> {
     pub(crate) echo: bool,
     pub(crate) exposure: Option<Hook>,
     pub(crate) qa_key: Option<Vec<u8>>,
+}
+
+/// What the services run on: the settings and each test's config cache.
+pub(crate) struct Config<St> {
+    pub(crate) settings: Settings<St>,
+    pub(crate) tests: Vec<Test<St>>,
 }
 
 pub(crate) struct Test<St> {
@@ -72,7 +87,7 @@ pub(crate) struct Test<St> {
 
 impl<St> fmt::Debug for AbTestLayer<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tests: Vec<&str> = self.config.tests.iter().map(|t| t.name.as_str()).collect();
+        let tests: Vec<&str> = self.settings.tests.iter().map(|t| t.0.as_str()).collect();
         f.debug_struct("AbTestLayer")
             .field("tests", &tests)
             .finish_non_exhaustive()
@@ -83,7 +98,26 @@ impl<St> fmt::Debug for AbTestLayer<St> {
 pub const OVERRIDE_HEADER: HeaderName = HeaderName::from_static("x-ab-override");
 
 fn parse_config(bytes: Option<&[u8]>) -> Result<Option<TestConfig>, String> {
-    bytes.map(TestConfig::from_json).transpose()
+    bytes
+        .map(TestConfig::from_json)
+        .transpose()
+        .map_err(|e| e.to_string())
+}
+
+fn config_key(test: &str) -> String {
+    format!("test:{test}:config")
+}
+
+/// Why [`AbTestLayer::set_config`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetConfigError {
+    /// The config is invalid; nothing was written.
+    #[error(transparent)]
+    Invalid(#[from] InvalidTestConfig),
+    /// The store failed; the config may or may not have been written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl<St: KvStore> AbTestLayer<St> {
@@ -92,9 +126,10 @@ impl<St: KvStore> AbTestLayer<St> {
     /// first-party visitor cookie (`ab_visitor`) the layer sets.
     pub fn new(store: St, identity: Identity) -> Self {
         Self {
-            config: Arc::new(Config {
+            settings: Settings {
                 store,
                 tests: Vec::new(),
+                user_check: UserSourceCheck::new("AbTestLayer", &identity),
                 identity,
                 visitor_cookie: Some("ab_visitor".into()),
                 assignment_ttl: Duration::from_secs(30 * 86_400),
@@ -103,12 +138,40 @@ impl<St: KvStore> AbTestLayer<St> {
                 echo: false,
                 exposure: None,
                 qa_key: None,
-            }),
+            },
+            runtime: Arc::default(),
         }
     }
 
-    fn config(&mut self) -> &mut Config<St> {
-        Arc::get_mut(&mut self.config).expect("configure the layer before cloning it")
+    fn set(mut self, change: impl FnOnce(&mut Settings<St>)) -> Self {
+        change(&mut self.settings);
+        self.runtime = Arc::default();
+        self
+    }
+
+    /// The config services run on, built once per configuration.
+    fn runtime(&self) -> Arc<Config<St>> {
+        self.runtime
+            .get_or_init(|| {
+                let settings = self.settings.clone();
+                let tests = settings
+                    .tests
+                    .iter()
+                    .map(|(name, header)| Test {
+                        name: name.clone(),
+                        header: header.clone(),
+                        config: CachedDocument::new(
+                            settings.store.clone(),
+                            config_key(name),
+                            settings.config_ttl,
+                            settings.clock.clone(),
+                            parse_config,
+                        ),
+                    })
+                    .collect();
+                Arc::new(Config { settings, tests })
+            })
+            .clone()
     }
 
     /// Run test `name`, configured at `test:{name}:config`, its variant sent
@@ -126,71 +189,51 @@ impl<St: KvStore> AbTestLayer<St> {
 
     /// Run test `name` with the variant in `header`.
     #[must_use]
-    pub fn test_with_header(mut self, name: &str, header: HeaderName) -> Self {
-        let config = self.config();
-        let cache = CachedDocument::new(
-            config.store.clone(),
-            format!("test:{name}:config"),
-            config.config_ttl,
-            config.clock.clone(),
-            parse_config,
-        );
-        config.tests.push(Test {
-            name: name.to_owned(),
-            header,
-            config: cache,
-        });
-        self
+    pub fn test_with_header(self, name: &str, header: HeaderName) -> Self {
+        self.set(|s| s.tests.push((name.to_owned(), header)))
     }
 
-    /// Read each test config at most once per `ttl` (default 3600 s, the
-    /// seed's). Set before adding tests.
+    /// Read each test config at most once per `ttl` (default 3600 s).
     #[must_use]
-    pub fn config_ttl(mut self, ttl: Duration) -> Self {
-        self.config().config_ttl = ttl;
-        self
+    pub fn config_ttl(self, ttl: Duration) -> Self {
+        self.set(|s| s.config_ttl = ttl)
     }
 
-    /// Read time from this clock (tests). Set before adding tests.
+    /// Read time from this clock (tests).
     #[must_use]
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.config().clock = clock;
-        self
+    pub fn clock(self, clock: Clock) -> Self {
+        self.set(|s| s.clock = clock)
     }
 
-    /// Keep assignments this long (default 30 days, the seed's).
+    /// Keep assignments this long (default 30 days).
     #[must_use]
-    pub fn assignment_ttl(mut self, ttl: Duration) -> Self {
-        self.config().assignment_ttl = ttl;
-        self
+    pub fn assignment_ttl(self, ttl: Duration) -> Self {
+        self.set(|s| s.assignment_ttl = ttl)
     }
 
     /// The anonymous-visitor cookie's name, or `None` to leave requests
     /// without an identity in `control`.
     #[must_use]
-    pub fn visitor_cookie(mut self, name: Option<&str>) -> Self {
-        self.config().visitor_cookie = name.map(str::to_owned);
-        self
+    pub fn visitor_cookie(self, name: Option<&str>) -> Self {
+        self.set(|s| s.visitor_cookie = name.map(str::to_owned))
     }
 
     /// Also send each variant on the response, with `Vary` on its header so
     /// caches keep variants apart.
     #[must_use]
-    pub fn echo_response(mut self, echo: bool) -> Self {
-        self.config().echo = echo;
-        self
+    pub fn echo_response(self, echo: bool) -> Self {
+        self.set(|s| s.echo = echo)
     }
 
     /// Call `hook` once per new assignment (awaited before the request
     /// continues: keep it quick, or spawn).
     #[must_use]
-    pub fn on_exposure<F, Fut>(mut self, hook: F) -> Self
+    pub fn on_exposure<F, Fut>(self, hook: F) -> Self
     where
         F: Fn(Exposure) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.config().exposure = Some(Arc::new(move |e| Box::pin(hook(e))));
-        self
+        self.set(|s| s.exposure = Some(Arc::new(move |e| Box::pin(hook(e)))))
     }
 
     /// Let QA force variants with signed tokens in the `x-ab-override`
@@ -198,23 +241,24 @@ impl<St: KvStore> AbTestLayer<St> {
     /// several separated by commas. Forced variants are not stored. A plain,
     /// unsigned header never changes anything.
     #[must_use]
-    pub fn qa_override(mut self, secret: impl Into<Vec<u8>>) -> Self {
-        self.config().qa_key = Some(secret.into());
-        self
+    pub fn qa_override(self, secret: impl Into<Vec<u8>>) -> Self {
+        self.set(|s| s.qa_key = Some(secret.into()))
     }
 
     /// Validates and stores `json` as the config of `test`, taking effect
     /// with this process's next request (other instances follow within the
     /// config TTL).
-    pub async fn set_config(&self, test: &str, json: &[u8]) -> Result<(), String> {
+    pub async fn set_config(&self, test: &str, json: &[u8]) -> Result<(), SetConfigError> {
         TestConfig::from_json(json)?;
-        let key = format!("test:{test}:config");
-        self.config
+        self.settings
             .store
-            .put(&key, Bytes::copy_from_slice(json), PutOptions::new())
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(t) = self.config.tests.iter().find(|t| t.name == test) {
+            .put(
+                &config_key(test),
+                Bytes::copy_from_slice(json),
+                PutOptions::new(),
+            )
+            .await?;
+        if let Some(t) = self.runtime().tests.iter().find(|t| t.name == test) {
             t.config.invalidate();
         }
         Ok(())
@@ -222,7 +266,7 @@ impl<St: KvStore> AbTestLayer<St> {
 
     /// The QA token forcing `variant` of `test`, for this layer's secret.
     pub fn override_token(&self, test: &str, variant: &str) -> Option<String> {
-        let key = self.config.qa_key.as_ref()?;
+        let key = self.settings.qa_key.as_ref()?;
         Some(format!("{test}={variant}.{}", sign(key, test, variant)))
     }
 }
@@ -230,14 +274,14 @@ impl<St: KvStore> AbTestLayer<St> {
 fn sign(key: &[u8], test: &str, variant: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(format!("{test}={variant}").as_bytes());
-    crate::identity::hex(&mac.finalize().into_bytes())
+    hex::encode(mac.finalize().into_bytes())
 }
 
 impl<St: KvStore> Config<St> {
     /// Variants forced by valid QA tokens in `headers`.
     pub(crate) fn overrides(&self, headers: &HeaderMap) -> BTreeMap<String, String> {
         let mut forced = BTreeMap::new();
-        let (Some(key), Some(value)) = (&self.qa_key, headers.get(OVERRIDE_HEADER)) else {
+        let (Some(key), Some(value)) = (&self.settings.qa_key, headers.get(OVERRIDE_HEADER)) else {
             return forced;
         };
         for token in value.to_str().unwrap_or("").split(',') {
@@ -249,8 +293,8 @@ impl<St: KvStore> Config<St> {
             };
             let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
             mac.update(claim.as_bytes());
-            let valid = hex_bytes(signature).is_some_and(|sig| mac.verify_slice(&sig).is_ok());
-            if valid && HeaderValue::from_str(variant).is_ok() {
+            let valid = hex::decode(signature).is_ok_and(|sig| mac.verify_slice(&sig).is_ok());
+            if valid && is_variant_name(variant) {
                 forced.insert(test.to_owned(), variant.to_owned());
             } else {
                 tracing::warn!("invalid A/B override token ignored");
@@ -263,36 +307,33 @@ impl<St: KvStore> Config<St> {
     /// a new one (bucketed, written with insert-if-absent so concurrent first
     /// requests agree). No config, a bad config or a store failure: `control`.
     pub(crate) async fn assign(&self, test: &Test<St>, identity: &str) -> String {
-        let control = || "control".to_owned();
         let Some(doc) = test.config.current().await else {
             return control();
         };
         let Some(config) = doc.as_ref() else {
             return control();
         };
+        let settings = &self.settings;
         let key = format!("test:{}:user:{}", test.name, digest(identity.as_bytes()));
-        match self.store.get(&key).await {
-            Ok(Some(entry)) => match String::from_utf8(entry.value.to_vec()) {
-                Ok(variant) if HeaderValue::from_str(&variant).is_ok() => return variant,
-                _ => tracing::warn!(test = %test.name, "corrupt assignment: reassigning"),
+        match settings.store.get(&key).await {
+            Ok(Some(entry)) => match stored_variant(&entry) {
+                Some(variant) => return variant,
+                None => tracing::warn!(test = %test.name, "corrupt assignment: reassigning"),
             },
             Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(test = %test.name, error = %e, "assignment store unavailable: control");
-                return control();
-            }
+            Err(e) => return unavailable(&test.name, &e),
         }
         let variant = config
             .choose(bucket(&test.name, &config.salt, identity))
             .to_owned();
-        let ttl = PutOptions::new().ttl(self.assignment_ttl);
-        match self
+        let ttl = PutOptions::new().ttl(settings.assignment_ttl);
+        match settings
             .store
             .insert_if_absent(&key, Bytes::from(variant.clone()), ttl)
             .await
         {
             Ok(Some(_)) => {
-                if let Some(hook) = &self.exposure {
+                if let Some(hook) = &settings.exposure {
                     hook(Exposure {
                         test: test.name.clone(),
                         variant: variant.clone(),
@@ -302,33 +343,38 @@ impl<St: KvStore> Config<St> {
                 }
                 variant
             }
-            // Another request assigned first: use what it stored.
-            Ok(None) => match self.store.get(&key).await {
-                Ok(Some(entry)) => String::from_utf8(entry.value.to_vec()).unwrap_or(variant),
+            // Another request assigned first (or a corrupt value is in the
+            // way): use what is stored when it is a variant name.
+            Ok(None) => match settings.store.get(&key).await {
+                Ok(Some(entry)) => stored_variant(&entry).unwrap_or(variant),
                 _ => variant,
             },
-            Err(e) => {
-                tracing::warn!(test = %test.name, error = %e, "assignment store unavailable: control");
-                control()
-            }
+            Err(e) => unavailable(&test.name, &e),
         }
     }
 }
 
-fn hex_bytes(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+fn control() -> String {
+    "control".to_owned()
 }
 
-impl<S, St> Layer<S> for AbTestLayer<St> {
-    type Service = AbTest<S, St>;
+fn unavailable(test: &str, error: &StoreError) -> String {
+    tracing::warn!(test, error = %error, "assignment store unavailable: control");
+    control()
+}
+
+/// A stored assignment, when it is a valid variant name.
+fn stored_variant(entry: &Entry) -> Option<String> {
+    std::str::from_utf8(&entry.value)
+        .ok()
+        .filter(|v| is_variant_name(v))
+        .map(str::to_owned)
+}
+
+impl<S, St: KvStore> Layer<S> for AbTestLayer<St> {
+    type Service = AbTestService<S, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AbTest::from_parts(inner, self.config.clone())
+        AbTestService::from_parts(inner, self.runtime())
     }
 }

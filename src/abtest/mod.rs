@@ -33,9 +33,10 @@ mod config;
 mod layer;
 mod service;
 
-pub use config::TestConfig;
-pub use layer::{AbTestLayer, Exposure, Variants, OVERRIDE_HEADER};
-pub use service::{AbTest, ResponseFuture};
+pub use crate::future::ResponseFuture;
+pub use config::{InvalidTestConfig, TestConfig};
+pub use layer::{AbTestLayer, Exposure, SetConfigError, Variants, OVERRIDE_HEADER};
+pub use service::AbTestService;
 
 #[cfg(feature = "axum")]
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Variants {

@@ -1,25 +1,27 @@
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use cookie::{Cookie, SameSite};
-use http::header::{HeaderValue, SET_COOKIE, VARY};
+use http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use tower_service::Service;
 
 use super::layer::{Config, Variants, OVERRIDE_HEADER};
+use crate::body::ResponseBody;
+use crate::future::ResponseFuture;
 use crate::identity::{cookie_value, random_hex};
+use crate::privacy::{add_vary, mark_private};
+use crate::service::{inner_accessors, take_ready};
 use crate::store::KvStore;
 
 /// The A/B service; see [`AbTestLayer`](super::AbTestLayer).
-pub struct AbTest<S, St> {
+pub struct AbTestService<S, St> {
     inner: S,
     config: Arc<Config<St>>,
 }
 
-impl<S: Clone, St> Clone for AbTest<S, St> {
+impl<S: Clone, St> Clone for AbTestService<S, St> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -28,48 +30,99 @@ impl<S: Clone, St> Clone for AbTest<S, St> {
     }
 }
 
-impl<S: std::fmt::Debug, St> std::fmt::Debug for AbTest<S, St> {
+impl<S: std::fmt::Debug, St> std::fmt::Debug for AbTestService<S, St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AbTest")
+        f.debug_struct("AbTestService")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
     }
 }
 
-/// The response future of [`AbTest`].
-pub type ResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-impl<S, St> AbTest<S, St> {
+impl<S, St> AbTestService<S, St> {
     pub(crate) fn from_parts(inner: S, config: Arc<Config<St>>) -> Self {
         Self { inner, config }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+    inner_accessors!();
+}
+
+/// Who a request is for assignment: its identity, or a visitor id (new
+/// ones get a cookie on the response).
+struct Visitor {
+    identity: Option<String>,
+    new_cookie: Option<(String, String)>,
+}
+
+impl<St: KvStore> Config<St> {
+    /// Removes every client-sent copy of the headers this layer injects.
+    fn strip_client_headers(&self, headers: &mut HeaderMap) -> BTreeMap<String, String> {
+        for test in &self.tests {
+            headers.remove(&test.header);
+        }
+        let forced = self.overrides(headers);
+        headers.remove(OVERRIDE_HEADER);
+        forced
     }
 
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+    fn visitor<B>(&self, req: &Request<B>) -> Visitor {
+        let settings = &self.settings;
+        if let Some(check) = &settings.user_check {
+            check.check(req);
+        }
+        let cookie = settings.visitor_cookie.as_deref();
+        let known = settings
+            .identity
+            .value_of(req)
+            .or_else(|| cookie.and_then(|name| cookie_value(req, name)));
+        match (known, cookie) {
+            (Some(id), _) => Visitor {
+                identity: Some(id),
+                new_cookie: None,
+            },
+            (None, Some(name)) => {
+                let id = random_hex(16);
+                Visitor {
+                    identity: Some(id.clone()),
+                    new_cookie: Some((name.to_owned(), id)),
+                }
+            }
+            (None, None) => Visitor {
+                identity: None,
+                new_cookie: None,
+            },
+        }
     }
 
-    /// Consumes the service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
+    /// Each test's variant for this request, forced ones first.
+    async fn variants(
+        &self,
+        forced: &BTreeMap<String, String>,
+        identity: Option<&str>,
+    ) -> Vec<(HeaderName, String, String)> {
+        let mut variants = Vec::with_capacity(self.tests.len());
+        for test in &self.tests {
+            let variant = match (forced.get(&test.name), identity) {
+                (Some(v), _) => v.clone(),
+                (None, Some(id)) => self.assign(test, id).await,
+                (None, None) => "control".to_owned(),
+            };
+            variants.push((test.header.clone(), test.name.clone(), variant));
+        }
+        variants
     }
 }
 
-impl<S, St, ReqB, ResB> Service<Request<ReqB>> for AbTest<S, St>
+impl<S, St, ReqB, ResB> Service<Request<ReqB>> for AbTestService<S, St>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
     St: KvStore,
     ReqB: Send + 'static,
+    ResB: Send + 'static,
 {
-    type Response = Response<ResB>;
+    type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<Response<ResB>, S::Error>;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -78,65 +131,51 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let config = self.config.clone();
         // A client never chooses its variant: drop any copies it sent.
-        for test in &config.tests {
-            req.headers_mut().remove(&test.header);
-        }
-        let forced = config.overrides(req.headers());
-        req.headers_mut().remove(OVERRIDE_HEADER);
-        let visitor = config.visitor_cookie.clone();
-        let known = config
-            .identity
-            .value_of(&req)
-            .or_else(|| visitor.as_deref().and_then(|name| cookie_value(&req, name)));
-        let new_visitor = match (&known, &visitor) {
-            (None, Some(_)) => Some(random_hex(16)),
-            _ => None,
-        };
-        let identity = known.or_else(|| new_visitor.clone());
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let mut variants = BTreeMap::new();
-            for test in &config.tests {
-                let variant = match (forced.get(&test.name), &identity) {
-                    (Some(v), _) => v.clone(),
-                    (None, Some(id)) => config.assign(test, id).await,
-                    (None, None) => "control".to_owned(),
-                };
-                let value =
-                    HeaderValue::from_str(&variant).expect("variants are validated header values");
-                req.headers_mut().insert(test.header.clone(), value);
-                variants.insert(test.name.clone(), variant);
+        let forced = config.strip_client_headers(req.headers_mut());
+        let visitor = config.visitor(&req);
+        let mut inner = take_ready(&mut self.inner);
+        ResponseFuture::waiting(async move {
+            let variants = config.variants(&forced, visitor.identity.as_deref()).await;
+            let mut echo = Vec::new();
+            let mut by_test = BTreeMap::new();
+            for (header, test, variant) in variants {
+                // Variant names are validated header values; a value that is
+                // not one is never sent.
+                if let Ok(value) = HeaderValue::from_str(&variant) {
+                    req.headers_mut().insert(header.clone(), value.clone());
+                    if config.settings.echo {
+                        echo.push((header, value));
+                    }
+                }
+                by_test.insert(test, variant);
             }
-            let echo: Vec<_> = match config.echo {
-                true => config
-                    .tests
-                    .iter()
-                    .filter_map(|t| Some((t.header.clone(), req.headers().get(&t.header)?.clone())))
-                    .collect(),
-                false => Vec::new(),
-            };
-            req.extensions_mut().insert(Variants(variants));
-            let mut res = inner.call(req).await?;
+            req.extensions_mut().insert(Variants(by_test));
+            let mut res = inner.call(req).await?.map(ResponseBody::inner);
             let headers = res.headers_mut();
             for (name, value) in echo {
-                headers.append(VARY, HeaderValue::from(name.clone()));
+                add_vary(headers, &name);
                 headers.insert(name, value);
             }
-            if let (Some(id), Some(name)) = (new_visitor, visitor) {
-                let cookie = Cookie::build((name, id))
-                    .http_only(true)
-                    .secure(true)
-                    .same_site(SameSite::Lax)
-                    .path("/")
-                    .max_age(cookie::time::Duration::days(365))
-                    .build();
-                if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-                    headers.append(SET_COOKIE, value);
-                    crate::body::mark_private(headers);
-                }
+            if let Some((name, id)) = visitor.new_cookie {
+                set_visitor_cookie(headers, name, id);
             }
             Ok(res)
         })
+    }
+}
+
+/// The first-party visitor cookie: a response that sets it is this
+/// visitor's alone.
+fn set_visitor_cookie(headers: &mut HeaderMap, name: String, id: String) {
+    let cookie = Cookie::build((name, id))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Lax)
+        .path("/")
+        .max_age(cookie::time::Duration::days(365))
+        .build();
+    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+        headers.append(SET_COOKIE, value);
+        mark_private(headers, None, true);
     }
 }

@@ -20,6 +20,7 @@ const HEURISTIC_MAX: Duration = Duration::from_secs(86_400);
 
 /// Why a response is not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NotStorable {
     /// Only `GET` responses are stored (a `HEAD` is answered from a stored `GET`).
     Method,
@@ -202,6 +203,7 @@ pub fn current_age(
 
 /// Whether a stored response may answer a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reuse {
     /// Fresh enough for this request: serve it.
     Fresh,

@@ -5,9 +5,11 @@ use http::header::HeaderName;
 use tower_layer::Layer;
 
 use super::inflight::Coalescer;
+use super::key::primary_key;
 use super::{CacheService, StoragePolicy};
+use crate::live::Live;
 use crate::routes::RouteTable;
-use crate::store::KvStore;
+use crate::store::{KvStore, StoreError};
 use crate::Clock;
 
 type KeyFunction = dyn Fn(&http::Uri, &http::HeaderMap) -> String + Send + Sync;
@@ -24,9 +26,11 @@ impl std::fmt::Debug for KeyFn {
 
 /// A shared HTTP cache (RFC 9111) in front of a service, storing responses
 /// in a [`KvStore`]. See the [module docs](super).
+///
+/// Setters may come in any order, before or after [`purger`](Self::purger).
 #[derive(Clone, Debug)]
 pub struct CacheLayer<St> {
-    pub(crate) config: Arc<CacheConfig<St>>,
+    config: Live<CacheConfig<St>>,
 }
 
 #[derive(Clone, Debug)]
@@ -45,15 +49,19 @@ pub(crate) struct CacheConfig<St> {
     pub(crate) key_fn: Option<KeyFn>,
     /// Fetches in progress, for request coalescing.
     pub(crate) inflight: Coalescer,
+    /// Cache requests that carry cookies, keyed on these cookies' values;
+    /// `None`: such requests bypass the cache.
+    pub(crate) key_cookies: Option<Vec<String>>,
 }
 
 impl<St: KvStore> CacheLayer<St> {
     /// A cache in `store` with the defaults: 300 s default TTL for responses
     /// that say nothing about freshness, bodies up to 1 MiB, keys under
-    /// `cache:`, responses with `Set-Cookie` and 5xx never stored.
+    /// `cache:`, responses with `Set-Cookie` and 5xx never stored, requests
+    /// with `Cookie` or `Authorization` passed through untouched.
     pub fn new(store: St) -> Self {
         Self {
-            config: Arc::new(CacheConfig {
+            config: Live::new(CacheConfig {
                 store,
                 policy: StoragePolicy::default(),
                 max_body: 1 << 20,
@@ -66,21 +74,41 @@ impl<St: KvStore> CacheLayer<St> {
                 route_ttls: RouteTable::new(),
                 key_fn: None,
                 inflight: Coalescer::default(),
+                key_cookies: None,
             }),
         }
     }
 
-    fn config(&mut self) -> &mut CacheConfig<St> {
-        Arc::make_mut(&mut self.config)
+    fn set(mut self, change: impl FnOnce(&mut CacheConfig<St>)) -> Self {
+        self.config.update(change);
+        self
+    }
+
+    /// Also cache requests that carry cookies (by default they bypass the
+    /// cache, which then neither serves nor stores them), keying responses
+    /// on the values of these cookies; other cookies are ignored.
+    ///
+    /// Only for responses that depend on no other cookie: a response that
+    /// read the session is marked private by [`SessionLayer`](crate::session::SessionLayer)
+    /// and never stored, but your own cookie-reading code must say
+    /// `Cache-Control: private` itself. Requests with `Authorization` always
+    /// bypass the cache.
+    #[must_use]
+    pub fn key_cookies<I, N>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        let names = names.into_iter().map(Into::into).collect();
+        self.set(|c| c.key_cookies = Some(names))
     }
 
     /// The lifetime of heuristically cacheable responses that say nothing
     /// about freshness (default 300 s, the seed's); `None`: RFC 9111
     /// heuristics only.
     #[must_use]
-    pub fn default_ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.config().policy.default_ttl = ttl;
-        self
+    pub fn default_ttl(self, ttl: Option<Duration>) -> Self {
+        self.set(|c| c.policy.default_ttl = ttl)
     }
 
     /// The default TTL for `GET` requests matching `pattern` (`/api/{*rest}`,
@@ -90,49 +118,42 @@ impl<St: KvStore> CacheLayer<St> {
     ///
     /// If the pattern is invalid or conflicts with another.
     #[must_use]
-    pub fn route_ttl(mut self, pattern: &str, ttl: Duration) -> Self {
-        let config = self.config();
-        config.route_ttls = std::mem::take(&mut config.route_ttls).route(None, pattern, ttl);
-        self
+    pub fn route_ttl(self, pattern: &str, ttl: Duration) -> Self {
+        self.set(|c| c.route_ttls = std::mem::take(&mut c.route_ttls).route(None, pattern, ttl))
     }
 
     /// Store responses whose declared length is at most `bytes` (default
     /// 1 MiB); larger or unsized bodies stream through unbuffered.
     #[must_use]
-    pub fn max_body(mut self, bytes: u64) -> Self {
-        self.config().max_body = bytes;
-        self
+    pub fn max_body(self, bytes: u64) -> Self {
+        self.set(|c| c.max_body = bytes)
     }
 
     /// Namespace the store keys (default `cache:`).
     #[must_use]
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config().key_prefix = prefix.into();
-        self
+    pub fn key_prefix(self, prefix: impl Into<String>) -> Self {
+        self.set(|c| c.key_prefix = prefix.into())
     }
 
     /// Disclose the cache key in `Cache-Status` (off by default).
     #[must_use]
-    pub fn expose_key(mut self, expose: bool) -> Self {
-        self.config().expose_key = expose;
-        self
+    pub fn expose_key(self, expose: bool) -> Self {
+        self.set(|c| c.expose_key = expose)
     }
 
     /// Remove these request headers before the inner service sees them
     /// (poisoning defence: headers that change a response but are not part
     /// of the cache key, such as `X-Forwarded-Host`).
     #[must_use]
-    pub fn strip_request_header(mut self, name: HeaderName) -> Self {
-        self.config().strip.push(name);
-        self
+    pub fn strip_request_header(self, name: HeaderName) -> Self {
+        self.set(|c| c.strip.push(name))
     }
 
     /// Treat URLs whose query parameters differ only in order as one
     /// (`?b=2&a=1` = `?a=1&b=2`). Off by default: some origins care.
     #[must_use]
-    pub fn normalize_query(mut self, normalize: bool) -> Self {
-        self.config().normalize_query = normalize;
-        self
+    pub fn normalize_query(self, normalize: bool) -> Self {
+        self.set(|c| c.normalize_query = normalize)
     }
 
     /// Key responses by your own function of the request URI and headers
@@ -140,26 +161,25 @@ impl<St: KvStore> CacheLayer<St> {
     /// Same-origin `Location` invalidation needs the default key.
     #[must_use]
     pub fn key_fn(
-        mut self,
+        self,
         f: impl Fn(&http::Uri, &http::HeaderMap) -> String + Send + Sync + 'static,
     ) -> Self {
-        self.config().key_fn = Some(KeyFn(Arc::new(f)));
-        self
+        self.set(|c| c.key_fn = Some(KeyFn(Arc::new(f))))
     }
 
     /// Read time from this clock (tests).
     #[must_use]
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.config().clock = clock;
-        self
+    pub fn clock(self, clock: Clock) -> Self {
+        self.set(|c| c.clock = clock)
     }
 }
 
 impl<St: KvStore> CacheLayer<St> {
-    /// A handle to purge stored responses by URL, key prefix or tag.
+    /// A handle to purge stored responses by URL, key prefix or tag. It
+    /// follows this layer: a key prefix set afterwards reaches it too.
     pub fn purger(&self) -> CachePurger<St> {
         CachePurger {
-            config: self.config.clone(),
+            config: self.config.handle(),
         }
     }
 }
@@ -167,53 +187,33 @@ impl<St: KvStore> CacheLayer<St> {
 /// Purges stored responses, on every instance sharing the store.
 #[derive(Clone, Debug)]
 pub struct CachePurger<St> {
-    config: Arc<CacheConfig<St>>,
+    config: Live<CacheConfig<St>>,
 }
 
 impl<St: KvStore> CachePurger<St> {
     /// Purges every stored variant of an absolute URL
     /// (`https://example.com/users?page=2`); returns how many keys went.
-    pub async fn purge_url(&self, url: &str) -> usize {
-        let Ok(uri) = url.parse::<http::Uri>() else {
-            return 0;
-        };
-        let key = super::service::primary_key(&self.config.key_prefix, &uri);
-        self.config.delete_prefix(&format!("{key}|")).await
+    pub async fn purge_url(&self, url: &str) -> Result<usize, StoreError> {
+        let uri = url
+            .parse::<http::Uri>()
+            .map_err(|e| StoreError::InvalidArgument(format!("purge URL {url:?}: {e}")))?;
+        let config = self.config.get();
+        let key = primary_key(&config.key_prefix, &uri);
+        config.delete_prefix(&format!("{key}|")).await
     }
 
     /// Purges everything stored under a URL prefix
     /// (`https://example.com/api/`: hierarchical keys).
-    pub async fn purge_prefix(&self, prefix: &str) -> usize {
-        self.config
-            .delete_prefix(&format!("{}{prefix}", self.config.key_prefix))
+    pub async fn purge_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        let config = self.config.get();
+        config
+            .delete_prefix(&format!("{}{prefix}", config.key_prefix))
             .await
     }
 
     /// Purges every response that listed `tag` in its `Surrogate-Key` header.
-    pub async fn purge_tag(&self, tag: &str) -> usize {
-        let store = &self.config.store;
-        let prefix = format!("{}tag:{tag}:", self.config.key_prefix);
-        let mut purged = 0;
-        let mut cursor = None;
-        loop {
-            let Ok(page) = store
-                .list(crate::store::ListOptions::prefix(&prefix).cursor(cursor))
-                .await
-            else {
-                return purged;
-            };
-            for tag_key in &page.keys {
-                if let Ok(Some(entry)) = store.get(&tag_key.name).await {
-                    let key = String::from_utf8_lossy(&entry.value).into_owned();
-                    purged += usize::from(store.delete(&key).await.unwrap_or(false));
-                }
-                let _ = store.delete(&tag_key.name).await;
-            }
-            cursor = page.cursor;
-            if cursor.is_none() {
-                return purged;
-            }
-        }
+    pub async fn purge_tag(&self, tag: &str) -> Result<usize, StoreError> {
+        self.config.get().delete_tag(tag).await
     }
 }
 
@@ -221,6 +221,6 @@ impl<S, St: Clone> Layer<S> for CacheLayer<St> {
     type Service = CacheService<S, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CacheService::from_parts(inner, self.config.clone())
+        CacheService::from_parts(inner, self.config.get())
     }
 }

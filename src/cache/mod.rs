@@ -41,11 +41,15 @@ mod directives;
 mod entry;
 mod freshness;
 mod inflight;
+mod key;
 mod layer;
 mod read_through;
+mod respond;
 mod service;
 mod status;
+mod storage;
 
+pub use crate::future::ResponseFuture;
 pub use directives::CacheControl;
 pub use freshness::{
     current_age, reuse, storable, NotStorable, Reuse, Storable, StoragePolicy,
@@ -53,5 +57,5 @@ pub use freshness::{
 };
 pub use layer::{CacheLayer, CachePurger};
 pub use read_through::ReadThrough;
-pub use service::{CacheService, CacheTtl, ResponseFuture, CACHE_STATUS, SURROGATE_KEY};
+pub use service::{CacheService, CacheTtl, CACHE_STATUS, SURROGATE_KEY};
 pub use status::{CacheStatus, Forward};

@@ -6,6 +6,7 @@ use sfv::{integer, key_ref, token_ref, ItemSerializer};
 
 /// Why a request went to the origin (RFC 9211 §2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Forward {
     /// Nothing stored for the URI.
     UriMiss,
@@ -36,6 +37,7 @@ impl Forward {
 
 /// One cache's entry in `Cache-Status`: a hit or a forward, never both.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CacheStatus {
     /// Served from storage; `ttl` is its remaining freshness in seconds
     /// (negative when served stale).

@@ -71,6 +71,7 @@ pub struct FlagDocument {
 
 /// A flag document or flag that fails validation.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidFlags {
     /// Not a JSON object of flags (unknown fields included).
     #[error("invalid flag document: {0}")]
@@ -121,6 +122,7 @@ impl Flag {
 
 /// Why a flag evaluated the way it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reason {
     /// A plain boolean, or a rule's `enabled` with no rollout.
     Static,

@@ -1,5 +1,4 @@
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -10,9 +9,13 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::layer::FeatureFlagsLayer;
+use tower::util::future::EitherResponseFuture;
+use tower::util::Either;
+
+use super::evaluator::Flags;
 use crate::body::ResponseBody;
-use crate::either::Either;
-use crate::future::LayerFuture;
+use crate::future::ResponseFuture;
+use crate::service::{inner_accessors, take_ready};
 use crate::store::KvStore;
 
 /// Lets a request through only when a flag is on for it. Off: a response of
@@ -36,9 +39,6 @@ pub struct Respond {
     headers: HeaderMap,
     body: Bytes,
 }
-
-/// The default of [`FlagGateLayer`]: an empty 404, as a router answers an unknown path.
-pub type NotFound = Respond;
 
 /// Off: call this service instead.
 #[derive(Clone, Debug)]
@@ -85,10 +85,10 @@ impl<St: KvStore> FlagGateLayer<St, Respond> {
 }
 
 impl<S, St: Clone, F: Clone> Layer<S> for FlagGateLayer<St, F> {
-    type Service = Gate<S, St, F>;
+    type Service = FlagGateService<S, St, F>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Gate {
+        FlagGateService {
             inner,
             flags: self.flags.clone(),
             name: self.name.clone(),
@@ -99,18 +99,12 @@ impl<S, St: Clone, F: Clone> Layer<S> for FlagGateLayer<St, F> {
 
 /// The service of [`FlagGateLayer`].
 #[derive(Clone, Debug)]
-pub struct Gate<S, St, F> {
+pub struct FlagGateService<S, St, F> {
     inner: S,
     flags: FeatureFlagsLayer<St>,
     name: Arc<str>,
     otherwise: F,
 }
-
-/// The response future of a [`Gate`] with a fallback service.
-pub type GateFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-/// The response future of a [`Gate`] that answers by itself when off.
-pub type RespondFuture<F, B, E> = LayerFuture<F, B, E>;
 
 impl Respond {
     fn response<B>(&self) -> Response<ResponseBody<B>> {
@@ -121,40 +115,32 @@ impl Respond {
     }
 }
 
-impl<S, St: KvStore, F> Gate<S, St, F> {
+impl<S, St, F> FlagGateService<S, St, F> {
+    inner_accessors!();
+}
+
+impl<S, St: KvStore, F> FlagGateService<S, St, F> {
     /// Whether the flag is on for `req` (after a store read if the document
-    /// is stale); also puts the request's flags in its extensions.
-    fn decide<B>(
+    /// is stale, then in the returned future); also puts the request's flags
+    /// in its extensions.
+    fn decide<B: Send + 'static>(
         &self,
-        req: &mut Request<B>,
-    ) -> Result<bool, impl Future<Output = crate::flags::Flags> + Send + 'static> {
-        match self.flags.flags_now(req) {
-            Ok(flags) => {
-                let on = flags.is_enabled(&self.name);
-                req.extensions_mut().insert(flags);
-                Ok(on)
-            }
-            Err(loading) => Err(loading),
+        req: Request<B>,
+    ) -> Result<(bool, Request<B>), impl Future<Output = (bool, Request<B>)> + Send + 'static> {
+        let name = self.name.clone();
+        let decided = move |flags: Flags, mut req: Request<B>| {
+            let on = flags.is_enabled(&name);
+            req.extensions_mut().insert(flags);
+            (on, req)
+        };
+        match self.flags.flags_now(&req) {
+            Ok(flags) => Ok(decided(flags, req)),
+            Err(loading) => Err(async move { decided(loading.await, req) }),
         }
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the gate, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
     }
 }
 
-impl<S, St, ReqB, ResB> Service<Request<ReqB>> for Gate<S, St, Respond>
+impl<S, St, ReqB, ResB> Service<Request<ReqB>> for FlagGateService<S, St, Respond>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
@@ -164,36 +150,31 @@ where
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = RespondFuture<S::Future, ResB, S::Error>;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        match self.decide(&mut req) {
-            Ok(true) => LayerFuture::inner(self.inner.call(req), None),
-            Ok(false) => LayerFuture::ready(self.otherwise.response()),
-            Err(loading) => {
-                let (name, respond) = (self.name.clone(), self.otherwise.clone());
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                LayerFuture::waiting(Box::pin(async move {
-                    let flags = loading.await;
-                    let on = flags.is_enabled(&name);
-                    req.extensions_mut().insert(flags);
-                    if on {
-                        Ok(inner.call(req).await?.map(ResponseBody::inner))
-                    } else {
-                        Ok(respond.response())
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        match self.decide(req) {
+            Ok((true, req)) => ResponseFuture::inner(self.inner.call(req), None),
+            Ok((false, _)) => ResponseFuture::ready(self.otherwise.response()),
+            Err(deciding) => {
+                let respond = self.otherwise.clone();
+                let mut inner = take_ready(&mut self.inner);
+                ResponseFuture::waiting(async move {
+                    match deciding.await {
+                        (true, req) => Ok(inner.call(req).await?.map(ResponseBody::inner)),
+                        (false, _) => Ok(respond.response()),
                     }
-                }))
+                })
             }
         }
     }
 }
 
-impl<S, St, T, ReqB, ResB> Service<Request<ReqB>> for Gate<S, St, Fallback<T>>
+impl<S, St, T, ReqB, ResB> Service<Request<ReqB>> for FlagGateService<S, St, Fallback<T>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
@@ -203,9 +184,9 @@ where
     ReqB: Send + 'static,
     ResB: Send + 'static,
 {
-    type Response = Response<ResB>;
+    type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = Either<Either<S::Future, T::Future>, GateFuture<Response<ResB>, S::Error>>;
+    type Future = ResponseFuture<EitherResponseFuture<S::Future, T::Future>, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Both must be ready: which one is called is only known per request.
@@ -215,26 +196,25 @@ where
         }
     }
 
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        match self.decide(&mut req) {
-            Ok(true) => Either::left(Either::left(self.inner.call(req))),
-            Ok(false) => Either::left(Either::right(self.otherwise.0.call(req))),
-            Err(loading) => {
-                let name = self.name.clone();
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                let clone = self.otherwise.0.clone();
-                let mut fallback = std::mem::replace(&mut self.otherwise.0, clone);
-                Either::right(Box::pin(async move {
-                    let flags = loading.await;
-                    let on = flags.is_enabled(&name);
-                    req.extensions_mut().insert(flags);
-                    if on {
-                        inner.call(req).await
-                    } else {
-                        fallback.call(req).await
-                    }
-                }))
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        match self.decide(req) {
+            Ok((on, req)) => {
+                let mut either = match on {
+                    true => Either::Left(&mut self.inner),
+                    false => Either::Right(&mut self.otherwise.0),
+                };
+                ResponseFuture::inner(either.call(req), None)
+            }
+            Err(deciding) => {
+                let mut inner = take_ready(&mut self.inner);
+                let mut fallback = take_ready(&mut self.otherwise.0);
+                ResponseFuture::waiting(async move {
+                    let res = match deciding.await {
+                        (true, req) => inner.call(req).await?,
+                        (false, req) => fallback.call(req).await?,
+                    };
+                    Ok(res.map(ResponseBody::inner))
+                })
             }
         }
     }

@@ -1,5 +1,4 @@
 use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -7,28 +6,36 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::evaluator::Flags;
-use super::gate::{FlagGateLayer, NotFound};
+use super::gate::{FlagGateLayer, Respond};
 use super::FeatureFlags;
-use crate::identity::Identity;
+use crate::body::ResponseBody;
+use crate::future::ResponseFuture;
+use crate::identity::{Identity, UserSourceCheck};
+use crate::service::{inner_accessors, take_ready};
 use crate::store::KvStore;
 
 /// Puts the request's [`Flags`] in its extensions. See the [module docs](super).
 #[derive(Clone, Debug)]
 pub struct FeatureFlagsLayer<St> {
-    pub(crate) flags: FeatureFlags<St>,
-    pub(crate) targeting: Identity,
+    flags: FeatureFlags<St>,
+    targeting: Identity,
+    user_check: Option<UserSourceCheck>,
 }
 
 impl<St: KvStore> FeatureFlagsLayer<St> {
     /// Evaluate `flags` for the targeting key `targeting` names
     /// (`Identity::User.or(Identity::Cookie("visitor"))`, a header, …).
     pub fn new(flags: FeatureFlags<St>, targeting: Identity) -> Self {
-        Self { flags, targeting }
+        Self {
+            flags,
+            user_check: UserSourceCheck::new("FeatureFlagsLayer", &targeting),
+            targeting,
+        }
     }
 
     /// A layer letting requests through only when flag `name` is on for
     /// them; otherwise a 404 like the router's (or a fallback).
-    pub fn gate(&self, name: &str) -> FlagGateLayer<St, NotFound> {
+    pub fn gate(&self, name: &str) -> FlagGateLayer<St, Respond> {
         FlagGateLayer::new(self.clone(), name)
     }
 
@@ -37,6 +44,9 @@ impl<St: KvStore> FeatureFlagsLayer<St> {
         &self,
         req: &Request<B>,
     ) -> Result<Flags, impl Future<Output = Flags> + Send + 'static> {
+        if let Some(check) = &self.user_check {
+            check.check(req);
+        }
         let key = self.targeting.value_of(req);
         match self.flags.cached() {
             Some(doc) => Ok(Flags::new(doc, key)),
@@ -67,26 +77,8 @@ pub struct FeatureFlagsService<S, St> {
 }
 
 impl<S, St> FeatureFlagsService<S, St> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 }
-
-/// The response future of [`FeatureFlagsService`]: the inner service's own
-/// when the document was fresh, boxed when the store had to be read first.
-pub type FlagsFuture<F, T, E> =
-    crate::either::Either<F, Pin<Box<dyn Future<Output = Result<T, E>> + Send>>>;
 
 impl<S, St, ReqB, ResB> Service<Request<ReqB>> for FeatureFlagsService<S, St>
 where
@@ -95,9 +87,9 @@ where
     St: KvStore,
     ReqB: Send + 'static,
 {
-    type Response = Response<ResB>;
+    type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = FlagsFuture<S::Future, Response<ResB>, S::Error>;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -107,15 +99,14 @@ where
         match self.layer.flags_now(&req) {
             Ok(flags) => {
                 req.extensions_mut().insert(flags);
-                crate::either::Either::left(self.inner.call(req))
+                ResponseFuture::inner(self.inner.call(req), None)
             }
             Err(loading) => {
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                crate::either::Either::right(Box::pin(async move {
+                let mut inner = take_ready(&mut self.inner);
+                ResponseFuture::waiting(async move {
                     req.extensions_mut().insert(loading.await);
-                    inner.call(req).await
-                }))
+                    Ok(inner.call(req).await?.map(ResponseBody::inner))
+                })
             }
         }
     }

@@ -36,8 +36,9 @@ mod gate;
 mod layer;
 mod source;
 
+pub use crate::future::ResponseFuture;
 pub use document::{Evaluation, Flag, FlagDocument, InvalidFlags, Reason, Rule};
 pub use evaluator::Flags;
-pub use gate::{Fallback, FlagGateLayer, Gate, GateFuture, NotFound, Respond, RespondFuture};
-pub use layer::{FeatureFlagsLayer, FeatureFlagsService, FlagsFuture};
+pub use gate::{Fallback, FlagGateLayer, FlagGateService, Respond};
+pub use layer::{FeatureFlagsLayer, FeatureFlagsService};
 pub use source::{FeatureFlags, FlagWriteError};

@@ -2,11 +2,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::document::{Flag, FlagDocument, InvalidFlags};
+use crate::store::update::CasAttempts;
 use crate::store::{CachedDocument, CasOutcome, KvStore, PutOptions, StoreError};
 use crate::Clock;
-
-/// How many times a write retries after losing a compare-and-swap race.
-const MAX_WRITE_ATTEMPTS: usize = 16;
 
 /// The flag document, read from the store at most once per `cache_ttl` per
 /// process (the seed's `cacheTtl`, default 600 s) and kept parsed in memory.
@@ -68,17 +66,16 @@ impl<St: KvStore> FeatureFlags<St> {
         }
     }
 
+    /// The same flags with other settings: a new document cache (clones
+    /// made before keep theirs).
     fn rebuild(self, key: Option<String>, ttl: Option<Duration>, clock: Option<Clock>) -> Self {
-        let Ok(cache) = Arc::try_unwrap(self.cache) else {
-            panic!("configure FeatureFlags before cloning it");
-        };
-        let (old_key, old_ttl, old_clock) = cache.settings();
+        let (old_key, old_ttl, old_clock) = self.cache.settings();
         let key = key.unwrap_or_else(|| old_key.to_owned());
         let (ttl, clock) = (
             ttl.unwrap_or(old_ttl),
             clock.unwrap_or_else(|| old_clock.clone()),
         );
-        Self::with(cache.into_store(), key, ttl, clock)
+        Self::with(self.cache.store().clone(), key, ttl, clock)
     }
 
     /// Read the document at `key` instead of `features:flags`.
@@ -160,7 +157,9 @@ impl<St: KvStore> FeatureFlags<St> {
 
     async fn update(&self, change: impl Fn(&mut FlagDocument)) -> Result<(), FlagWriteError> {
         let (store, key) = (self.cache.store(), self.cache.key());
-        for _ in 0..MAX_WRITE_ATTEMPTS {
+        let mut attempts = CasAttempts::new(key);
+        loop {
+            attempts.next()?;
             let entry = store.get(key).await?;
             let (mut doc, expected) = match &entry {
                 Some(e) => (
@@ -179,9 +178,5 @@ impl<St: KvStore> FeatureFlags<St> {
                 return Ok(());
             }
         }
-        Err(StoreError::InvalidArgument(format!(
-            "flag document {key:?} changed concurrently {MAX_WRITE_ATTEMPTS} times in a row"
-        ))
-        .into())
     }
 }

@@ -8,6 +8,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use sfv::{integer, key_ref, string_ref, ListSerializer};
 
 use super::Quota;
+use crate::future::AddHeaders;
 use crate::store::RateState;
 
 /// `RateLimit-Policy`.
@@ -17,6 +18,28 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub(crate) const X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 pub(crate) const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 pub(crate) const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// The rate-limit headers a response gets, computed before the inner
+/// service runs.
+#[derive(Debug)]
+pub struct Annotation {
+    pub(crate) policy: HeaderValue,
+    pub(crate) current: HeaderValue,
+    pub(crate) legacy: Option<Box<[HeaderValue; 3]>>,
+}
+
+impl AddHeaders for Annotation {
+    fn add_to(self, h: &mut HeaderMap) {
+        h.insert(RATELIMIT_POLICY, self.policy);
+        h.insert(RATELIMIT, self.current);
+        if let Some(legacy) = self.legacy {
+            let [limit, remaining, reset] = *legacy;
+            h.insert(X_LIMIT, limit);
+            h.insert(X_REMAINING, remaining);
+            h.insert(X_RESET, reset);
+        }
+    }
+}
 
 /// Whole seconds, rounded up.
 pub(crate) fn ceil_secs(d: Duration) -> u64 {

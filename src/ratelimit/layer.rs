@@ -6,27 +6,43 @@ use http::Method;
 use tower_layer::Layer;
 
 use super::limit::{Limit, MissingIdentity, OnStoreError};
-use super::{headers, RateLimit};
-use crate::identity::Identity;
+use super::{headers, RateLimitService};
+use crate::identity::{Identity, UserSourceCheck};
 use crate::routes::RouteTable;
 use crate::store::{KvStore, MemoryStore, RateRequest};
 
 /// Limits requests per identity with quotas kept in a [`KvStore`]; answers
 /// 429 itself when a request is over quota. See the [module docs](super).
+///
+/// Setters may come in any order: the store keys are derived from the
+/// configuration when the layer builds its service.
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer<St> {
-    config: Arc<Config<St>>,
+    store: St,
+    local: MemoryStore,
+    identity: Identity,
+    user_check: Option<UserSourceCheck>,
+    /// `None` values are exempt routes.
+    routes: RouteTable<Option<Limit>>,
+    default: Option<Limit>,
+    key_prefix: String,
+    missing_identity: MissingIdentity,
+    on_store_error: OnStoreError,
+    legacy_headers: bool,
+    rejection: (HeaderValue, Bytes),
 }
 
-#[derive(Clone, Debug)]
+/// What a service of the layer runs on: the configuration with each limit
+/// prepared (its key stem and policy header computed once).
+#[derive(Debug)]
 pub(crate) struct Config<St> {
     pub(crate) store: St,
     pub(crate) local: MemoryStore,
     pub(crate) identity: Identity,
+    pub(crate) user_check: Option<UserSourceCheck>,
     /// `None` values are exempt routes.
     pub(crate) routes: RouteTable<Option<Arc<Prepared>>>,
     pub(crate) default: Option<Arc<Prepared>>,
-    pub(crate) key_prefix: String,
     pub(crate) missing_identity: MissingIdentity,
     pub(crate) on_store_error: OnStoreError,
     pub(crate) legacy_headers: bool,
@@ -42,12 +58,12 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    fn new(key_prefix: &str, route_id: &str, limit: Limit) -> Self {
-        Self {
+    fn new(key_prefix: &str, route_id: &str, limit: Limit) -> Arc<Self> {
+        Arc::new(Self {
             key_stem: format!("{key_prefix}{route_id}"),
             policy: headers::policy(&limit.quotas),
             limit,
-        }
+        })
     }
 
     /// One store request per quota for `identity`.
@@ -74,34 +90,28 @@ impl<St: KvStore> RateLimitLayer<St> {
     /// requests matching neither are not limited.
     pub fn new(store: St, identity: Identity) -> Self {
         Self {
-            config: Arc::new(Config {
-                store,
-                local: MemoryStore::builder().max_entries(100_000).build(),
-                identity,
-                routes: RouteTable::new(),
-                default: None,
-                key_prefix: "ratelimit:".into(),
-                missing_identity: MissingIdentity::default(),
-                on_store_error: OnStoreError::default(),
-                legacy_headers: false,
-                rejection: (
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                    Bytes::from_static(b"Too Many Requests\n"),
-                ),
-            }),
+            store,
+            local: MemoryStore::builder().max_entries(100_000).build(),
+            user_check: UserSourceCheck::new("RateLimitLayer", &identity),
+            identity,
+            routes: RouteTable::new(),
+            default: None,
+            key_prefix: "ratelimit:".into(),
+            missing_identity: MissingIdentity::default(),
+            on_store_error: OnStoreError::default(),
+            legacy_headers: false,
+            rejection: (
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+                Bytes::from_static(b"Too Many Requests\n"),
+            ),
         }
-    }
-
-    fn config(&mut self) -> &mut Config<St> {
-        Arc::make_mut(&mut self.config)
     }
 
     /// The limit for requests that match no route (as a per-route layer
     /// under axum's `route_layer`, the only limit).
     #[must_use]
     pub fn default_limit(mut self, limit: impl Into<Limit>) -> Self {
-        let prepared = Prepared::new(&self.config.key_prefix, "default", limit.into());
-        self.config().default = Some(Arc::new(prepared));
+        self.default = Some(limit.into());
         self
     }
 
@@ -128,37 +138,29 @@ impl<St: KvStore> RateLimitLayer<St> {
     }
 
     fn add_route(mut self, method: Option<Method>, pattern: &str, limit: Option<Limit>) -> Self {
-        let id = match &method {
-            Some(m) => format!("{m} {pattern}"),
-            None => format!("* {pattern}"),
-        };
-        let prepared = limit.map(|l| Arc::new(Prepared::new(&self.config.key_prefix, &id, l)));
-        let config = self.config();
-        config.routes = std::mem::take(&mut config.routes).route(method, pattern, prepared);
+        self.routes = std::mem::take(&mut self.routes).route(method, pattern, limit);
         self
     }
 
     /// Namespace this layer's store keys (default `ratelimit:`); give each
     /// per-route layer its own, so their buckets stay apart.
-    ///
-    /// Set it before adding limits: it is part of their keys.
     #[must_use]
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config().key_prefix = prefix.into();
+        self.key_prefix = prefix.into();
         self
     }
 
     /// What to do when a request has no identity (default: 400).
     #[must_use]
     pub fn on_missing_identity(mut self, policy: MissingIdentity) -> Self {
-        self.config().missing_identity = policy;
+        self.missing_identity = policy;
         self
     }
 
     /// What to do while the store is unavailable (default: a local fallback limiter).
     #[must_use]
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
-        self.config().on_store_error = policy;
+        self.on_store_error = policy;
         self
     }
 
@@ -166,29 +168,53 @@ impl<St: KvStore> RateLimitLayer<St> {
     /// seconds) for the quota closest to running out.
     #[must_use]
     pub fn legacy_headers(mut self, enabled: bool) -> Self {
-        self.config().legacy_headers = enabled;
+        self.legacy_headers = enabled;
         self
     }
 
     /// The body of 429 responses (default `Too Many Requests`, plain text).
     #[must_use]
     pub fn rejection_body(mut self, content_type: HeaderValue, body: impl Into<Bytes>) -> Self {
-        self.config().rejection = (content_type, body.into());
+        self.rejection = (content_type, body.into());
         self
     }
 
     /// Bound the local fallback limiter to this many buckets (default 100,000).
     #[must_use]
     pub fn local_fallback_capacity(mut self, buckets: usize) -> Self {
-        self.config().local = MemoryStore::builder().max_entries(buckets).build();
+        self.local = MemoryStore::builder().max_entries(buckets).build();
         self
     }
 }
 
+impl<St: Clone> RateLimitLayer<St> {
+    /// The configuration a service runs on, with every limit prepared.
+    fn config(&self) -> Config<St> {
+        let prefix = &self.key_prefix;
+        Config {
+            store: self.store.clone(),
+            local: self.local.clone(),
+            identity: self.identity.clone(),
+            user_check: self.user_check.clone(),
+            routes: self
+                .routes
+                .map(|id, limit| limit.clone().map(|l| Prepared::new(prefix, id, l))),
+            default: self
+                .default
+                .clone()
+                .map(|l| Prepared::new(prefix, "default", l)),
+            missing_identity: self.missing_identity,
+            on_store_error: self.on_store_error,
+            legacy_headers: self.legacy_headers,
+            rejection: self.rejection.clone(),
+        }
+    }
+}
+
 impl<S, St: Clone> Layer<S> for RateLimitLayer<St> {
-    type Service = RateLimit<S, St>;
+    type Service = RateLimitService<S, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::from_config(inner, self.config.clone())
+        RateLimitService::from_config(inner, Arc::new(self.config()))
     }
 }

@@ -9,6 +9,7 @@ use super::Quota;
 
 /// What to do when the store cannot be reached (timeout, connection refused).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OnStoreError {
     /// Keep limiting with an in-process limiter until the store answers again
     /// (default). Each instance then enforces the quotas on its own, so a
@@ -33,6 +34,7 @@ pub struct RateLimitBypassed;
 /// What to do with a request whose identity cannot be found (no peer address,
 /// missing API-key header, no signed-in user, …). Never a silent shared bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MissingIdentity {
     /// Answer with this status (default: 400 Bad Request).
     Reject(StatusCode),

@@ -45,16 +45,15 @@
 //! - Client IPs behind proxies come only from [`TrustedProxies`](crate::identity::TrustedProxies):
 //!   a spoofed `X-Forwarded-For` from anyone else changes nothing.
 
-mod future;
 mod headers;
 mod layer;
 mod limit;
 mod quota;
 mod service;
 
-pub use future::{Annotation, ResponseFuture};
+pub use crate::future::ResponseFuture;
 pub use headers::{RATELIMIT, RATELIMIT_POLICY};
 pub use layer::RateLimitLayer;
 pub use limit::{Limit, MissingIdentity, OnStoreError, RateLimitBypassed};
 pub use quota::{Algorithm, Quota};
-pub use service::RateLimit;
+pub use service::RateLimitService;

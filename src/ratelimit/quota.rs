@@ -4,6 +4,7 @@ use crate::store::{GcraRate, Rate};
 
 /// How a [`Quota`] counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Algorithm {
     /// Generic cell rate algorithm (default): requests are spread evenly over
     /// the period, with a burst allowance of `burst` requests at once.

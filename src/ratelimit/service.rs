@@ -7,40 +7,27 @@ use http::header::CONTENT_TYPE;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::future::{Annotation, ResponseFuture};
-use super::headers;
+use super::headers::{self, Annotation};
 use super::layer::{Config, Prepared};
 use super::limit::{MissingIdentity, OnStoreError, RateLimitBypassed};
 use crate::body::ResponseBody;
-use crate::future::AddHeaders;
+use crate::future::{AddHeaders, ResponseFuture};
+use crate::service::{inner_accessors, take_ready};
 use crate::store::{KvStore, RateDecision, RateRequest};
 
 /// The rate-limiting service; see [`RateLimitLayer`](super::RateLimitLayer).
 #[derive(Clone, Debug)]
-pub struct RateLimit<S, St> {
+pub struct RateLimitService<S, St> {
     inner: S,
     config: Arc<Config<St>>,
 }
 
-impl<S, St> RateLimit<S, St> {
+impl<S, St> RateLimitService<S, St> {
     pub(crate) fn from_config(inner: S, config: Arc<Config<St>>) -> Self {
         Self { inner, config }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the limiter, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 }
 
 /// What the store said, after the store-failure policy.
@@ -53,7 +40,7 @@ enum Verdict {
 impl<St: KvStore> Config<St> {
     fn limit_for<B>(&self, req: &Request<B>) -> Option<Arc<Prepared>> {
         match self.routes.at(req.method(), req.uri().path()) {
-            Some(route) => route.value.clone(),
+            Some(route) => route.clone(),
             None => self.default.clone(),
         }
     }
@@ -109,7 +96,7 @@ impl<St: KvStore> Config<St> {
     }
 }
 
-impl<S, St, ReqB, ResB> Service<Request<ReqB>> for RateLimit<S, St>
+impl<S, St, ReqB, ResB> Service<Request<ReqB>> for RateLimitService<S, St>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
@@ -119,7 +106,7 @@ where
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResB, S::Error>;
+    type Future = ResponseFuture<S::Future, ResB, S::Error, Annotation>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -130,6 +117,9 @@ where
         let Some(prepared) = config.limit_for(&req) else {
             return ResponseFuture::inner(self.inner.call(req), None);
         };
+        if let Some(check) = &config.user_check {
+            check.check(&req);
+        }
         let identity = match (config.identity.of(&req), config.missing_identity) {
             (Some(id), _) => id,
             (None, MissingIdentity::SharedBucket) => "anonymous".to_owned(),
@@ -155,17 +145,14 @@ where
                 Some(Err(_)) | None => {}
             }
         }
-        // The store must be awaited first: the ready service goes into the
-        // future and a clone takes its place.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::waiting(Box::pin(wait_then_call(
+        let inner = take_ready(&mut self.inner);
+        ResponseFuture::waiting(wait_then_call(
             inner,
             config.clone(),
             prepared,
             identity,
             req,
-        )))
+        ))
     }
 }
 

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Mutex;
@@ -8,6 +9,8 @@ use tokio::sync::Mutex;
 use super::id::SessionId;
 use super::record::{Change, Record};
 use super::settings::Settings;
+use crate::body::ResponseBody;
+use crate::privacy::mark_private;
 use crate::store::{StoreError, Version};
 
 /// Why a session operation failed.
@@ -81,6 +84,45 @@ impl State {
 }
 
 impl Session {
+    /// Saves what the request did to its session and tells the client:
+    /// the response carries a new id, or the order to forget the old one,
+    /// and is marked private (it depends on the session), or it becomes
+    /// the configured error status when a change could not be saved.
+    pub(crate) async fn finish<B>(
+        &self,
+        mut res: Response<ResponseBody<B>>,
+        on_store_error: StatusCode,
+    ) -> Response<ResponseBody<B>> {
+        let state = self.inner.state.lock().await;
+        if !state.loaded {
+            return res;
+        }
+        let settings = &self.inner.settings;
+        let outcome = match settings.save(&state).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(error = %e, "session could not be saved");
+                let mut res = Response::new(ResponseBody::empty());
+                *res.status_mut() = on_store_error;
+                return res;
+            }
+        };
+        let headers = res.headers_mut();
+        if let Some(id) = &outcome.issue {
+            settings.transport.issue(headers, id);
+        } else if outcome.revoke {
+            settings.transport.revoke(headers);
+        }
+        let no_store = outcome.issue.is_some() || outcome.revoke;
+        mark_private(headers, Some(settings.transport.request_field()), no_store);
+        res
+    }
+
+    /// Whether the layer that made this session puts its user in requests.
+    pub(crate) fn exposes_user(&self) -> bool {
+        self.inner.settings.expose_user
+    }
+
     pub(crate) fn new(settings: Arc<Settings>, presented: Option<SessionId>) -> Self {
         let state = State {
             presented,

@@ -6,6 +6,7 @@ use tower_layer::Layer;
 use super::settings::{SessionManager, Settings};
 use super::transport::{CookieConfig, Transport};
 use super::SessionService;
+use crate::live::Live;
 use crate::store::KvStore;
 use crate::Clock;
 
@@ -13,7 +14,7 @@ use crate::Clock;
 /// saves it when the response leaves. See the [module docs](super).
 #[derive(Clone, Debug)]
 pub struct SessionLayer {
-    settings: Arc<Settings>,
+    settings: Live<Settings>,
     on_store_error: http::StatusCode,
 }
 
@@ -24,7 +25,7 @@ impl SessionLayer {
     /// timeout, keys under `session:`.
     pub fn new<St: KvStore>(store: St) -> Self {
         Self {
-            settings: Arc::new(Settings {
+            settings: Live::new(Settings {
                 store: Arc::new(store),
                 clock: Clock::system(),
                 key_prefix: "session:".into(),
@@ -38,22 +39,21 @@ impl SessionLayer {
         }
     }
 
-    fn settings(&mut self) -> &mut Settings {
-        Arc::get_mut(&mut self.settings).expect("configure the layer before cloning it")
+    fn set(mut self, change: impl FnOnce(&mut Settings)) -> Self {
+        self.settings.update(change);
+        self
     }
 
     /// End a session this long after its last use (default 24 h).
     #[must_use]
-    pub fn idle_timeout(mut self, idle: Duration) -> Self {
-        self.settings().idle = idle;
-        self
+    pub fn idle_timeout(self, idle: Duration) -> Self {
+        self.set(|s| s.idle = idle)
     }
 
     /// End a session this long after its creation, however active (default 7 days).
     #[must_use]
-    pub fn absolute_timeout(mut self, absolute: Duration) -> Self {
-        self.settings().absolute = absolute;
-        self
+    pub fn absolute_timeout(self, absolute: Duration) -> Self {
+        self.set(|s| s.absolute = absolute)
     }
 
     /// Renew an unchanged session (rewrite its last-seen time and TTL) once
@@ -61,9 +61,8 @@ impl SessionLayer {
     /// (default 0.25). Requests in between do no store writes; the idle
     /// timeout is enforced to within this share.
     #[must_use]
-    pub fn renew_after(mut self, share_of_idle: f64) -> Self {
-        self.settings().renew_fraction = share_of_idle.clamp(0.0, 1.0);
-        self
+    pub fn renew_after(self, share_of_idle: f64) -> Self {
+        self.set(|s| s.renew_fraction = share_of_idle.clamp(0.0, 1.0))
     }
 
     /// Carry the id in a cookie configured so.
@@ -72,20 +71,17 @@ impl SessionLayer {
     ///
     /// If the cookie breaks its name prefix's rules (`__Host-`, `__Secure-`).
     #[must_use]
-    pub fn cookie(mut self, cookie: CookieConfig) -> Self {
-        cookie.check_prefix();
-        self.settings().transport = Transport::Cookie(cookie);
-        self
+    pub fn cookie(self, cookie: CookieConfig) -> Self {
+        self.transport(Transport::Cookie(cookie))
     }
 
     /// Carry the id another way (a header, a bearer token).
     #[must_use]
-    pub fn transport(mut self, transport: Transport) -> Self {
+    pub fn transport(self, transport: Transport) -> Self {
         if let Transport::Cookie(c) = &transport {
             c.check_prefix();
         }
-        self.settings().transport = transport;
-        self
+        self.set(|s| s.transport = transport)
     }
 
     /// Load the session of every request that presents an id (one store
@@ -94,23 +90,20 @@ impl SessionLayer {
     /// key on the user: `Identity::User` in rate limiting, flags and A/B
     /// tests. Off by default (sessions stay lazy).
     #[must_use]
-    pub fn expose_user(mut self) -> Self {
-        self.settings().expose_user = true;
-        self
+    pub fn expose_user(self) -> Self {
+        self.set(|s| s.expose_user = true)
     }
 
     /// Namespace the store keys (default `session:`).
     #[must_use]
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.settings().key_prefix = prefix.into();
-        self
+    pub fn key_prefix(self, prefix: impl Into<String>) -> Self {
+        self.set(|s| s.key_prefix = prefix.into())
     }
 
     /// Read time from this clock (tests).
     #[must_use]
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.settings().clock = clock;
-        self
+    pub fn clock(self, clock: Clock) -> Self {
+        self.set(|s| s.clock = clock)
     }
 
     /// The status answered when a changed session cannot be saved because
@@ -123,9 +116,10 @@ impl SessionLayer {
     }
 
     /// A handle for work outside requests ("log this user out everywhere").
+    /// Settings changed on this layer afterwards reach it too.
     pub fn manager(&self) -> SessionManager {
         SessionManager {
-            settings: self.settings.clone(),
+            settings: self.settings.handle(),
         }
     }
 }
@@ -134,6 +128,6 @@ impl<S> Layer<S> for SessionLayer {
     type Service = SessionService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService::from_parts(inner, self.settings.clone(), self.on_store_error)
+        SessionService::from_parts(inner, self.settings.get(), self.on_store_error)
     }
 }

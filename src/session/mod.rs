@@ -62,10 +62,11 @@ mod service;
 mod settings;
 mod transport;
 
+pub use crate::future::ResponseFuture;
 pub use cookie::{Key, SameSite};
 pub use handle::{Session, SessionError};
 pub use id::SessionId;
 pub use layer::SessionLayer;
-pub use service::{ResponseFuture, SessionService};
+pub use service::SessionService;
 pub use settings::SessionManager;
 pub use transport::{CookieConfig, Transport};

@@ -1,5 +1,3 @@
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -7,9 +5,11 @@ use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::handle::Session;
-use super::settings::{Outcome, Settings};
+use super::settings::Settings;
 use crate::body::ResponseBody;
+use crate::future::ResponseFuture;
 use crate::identity::UserId;
+use crate::service::{inner_accessors, take_ready};
 
 /// The session service; see [`SessionLayer`](super::SessionLayer).
 #[derive(Clone, Debug)]
@@ -18,10 +18,6 @@ pub struct SessionService<S> {
     settings: Arc<Settings>,
     on_store_error: StatusCode,
 }
-
-/// The response future of [`SessionService`].
-pub type ResponseFuture<B, E> =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 
 impl<S> SessionService<S> {
     pub(crate) fn from_parts(
@@ -36,20 +32,7 @@ impl<S> SessionService<S> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the layer's service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for SessionService<S>
@@ -61,7 +44,7 @@ where
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResB, S::Error>;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -69,62 +52,29 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let presented = self.settings.transport.read(req.headers());
-        let load_user = self.settings.expose_user && presented.is_some();
+        let expose_user = self.settings.expose_user && presented.is_some();
         let session = Session::new(self.settings.clone(), presented);
         req.extensions_mut().insert(session.clone());
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let settings = self.settings.clone();
+        let mut inner = take_ready(&mut self.inner);
         let on_store_error = self.on_store_error;
-        Box::pin(async move {
-            if load_user {
-                // Layers and handlers inside see the user as a `UserId`
-                // (rate limiting, flags and A/B tests by user).
-                match session.user_id().await {
-                    Ok(Some(user)) => {
-                        req.extensions_mut().insert(UserId(user));
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "session user unavailable"),
-                }
+        ResponseFuture::waiting(async move {
+            if expose_user {
+                insert_user(&session, &mut req).await;
             }
-            let mut res = inner.call(req).await?.map(ResponseBody::inner);
-            let state = session.inner.state.lock().await;
-            if !state.loaded {
-                return Ok(res);
-            }
-            let saved = settings
-                .save(
-                    state.presented.as_ref(),
-                    state.stored.as_ref(),
-                    &state.changes,
-                    state.cycle,
-                    state.destroy,
-                    state.renew,
-                )
-                .await;
-            match saved {
-                Ok(outcome) => tell_client(&settings, &mut res, outcome),
-                Err(e) => {
-                    tracing::error!(error = %e, "session could not be saved");
-                    res = Response::new(ResponseBody::empty());
-                    *res.status_mut() = on_store_error;
-                }
-            }
-            Ok(res)
+            let res = inner.call(req).await?.map(ResponseBody::inner);
+            Ok(session.finish(res, on_store_error).await)
         })
     }
 }
 
-fn tell_client<B>(settings: &Settings, res: &mut Response<B>, outcome: Outcome) {
-    let headers = res.headers_mut();
-    if let Some(id) = &outcome.issue {
-        settings.transport.issue(headers, id);
-    } else if outcome.revoke {
-        settings.transport.revoke(headers);
-    } else {
-        return;
+/// Puts the session's user in the request as a [`UserId`], for the layers
+/// and handlers inside (rate limiting, flags and A/B tests by user).
+async fn insert_user<B>(session: &Session, req: &mut Request<B>) {
+    match session.user_id().await {
+        Ok(Some(user)) => {
+            req.extensions_mut().insert(UserId(user));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "session user unavailable"),
     }
-    // A response that sets a session must never be stored by a shared cache.
-    crate::body::mark_private(headers);
 }

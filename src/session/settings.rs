@@ -4,19 +4,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::handle::State;
 use super::id::SessionId;
 use super::record::{Change, Record};
 use super::transport::Transport;
 use crate::clock::duration_ms_ceil;
 use crate::identity::digest;
-use crate::store::{CasOutcome, DynStore, ListOptions, PutOptions, StoreError, Version};
+use crate::live::Live;
+use crate::store::update::{CasAttempts, KeyPages};
+use crate::store::{CasOutcome, DynStore, PutOptions, StoreError, Version};
 use crate::Clock;
-
-/// How many times a save retries after losing a compare-and-swap race.
-const MAX_SAVE_ATTEMPTS: usize = 16;
 
 /// Everything a session needs at run time, shared by the layer and every
 /// `Session` handle (the store behind a trait object, so handles are not generic).
+#[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) store: Arc<dyn DynStore>,
     pub(crate) clock: Clock,
@@ -50,6 +51,22 @@ pub(crate) struct Outcome {
     pub(crate) issue: Option<SessionId>,
     /// The client should forget its id.
     pub(crate) revoke: bool,
+}
+
+impl Outcome {
+    fn issue(id: SessionId) -> Self {
+        Self {
+            issue: Some(id),
+            revoke: false,
+        }
+    }
+
+    fn revoke() -> Self {
+        Self {
+            issue: None,
+            revoke: true,
+        }
+    }
 }
 
 impl Settings {
@@ -119,7 +136,7 @@ impl Settings {
     /// Writes a brand-new session under a fresh id (retrying on the
     /// vanishingly unlikely collision).
     async fn create(&self, record: &Record, ttl_ms: u64) -> Result<SessionId, StoreError> {
-        let value = Bytes::from(serde_json::to_vec(record).expect("records serialize"));
+        let value = encode(record);
         loop {
             let id = SessionId::generate();
             let options = PutOptions::new().ttl(Duration::from_millis(ttl_ms));
@@ -137,117 +154,114 @@ impl Settings {
     }
 
     /// Persists what a request did to its session.
-    pub(crate) async fn save(
-        &self,
-        presented: Option<&SessionId>,
-        stored: Option<&(Record, Version)>,
-        changes: &[Change],
-        cycle: bool,
-        destroy: bool,
-        renew: bool,
-    ) -> Result<Outcome, StoreError> {
-        let revoke = Outcome {
-            issue: None,
-            revoke: true,
-        };
-        if destroy {
-            if let (Some(id), Some((record, _))) = (presented, stored) {
-                self.forget(id, record).await;
-            }
-            return Ok(if presented.is_some() {
-                revoke
-            } else {
-                Outcome::default()
-            });
+    pub(crate) async fn save(&self, state: &State) -> Result<Outcome, StoreError> {
+        if state.destroy {
+            return Ok(self.end(state).await);
         }
+        match (&state.presented, &state.stored) {
+            (Some(id), Some(stored)) => self.update(id, stored, state).await,
+            _ if state.changes.is_empty() => Ok(Outcome::default()),
+            _ => self.start(&state.changes).await,
+        }
+    }
+
+    /// Deletes the presented session (logout) and tells the client to forget it.
+    async fn end(&self, state: &State) -> Outcome {
+        if let (Some(id), Some((record, _))) = (&state.presented, &state.stored) {
+            self.forget(id, record).await;
+        }
+        match state.presented {
+            Some(_) => Outcome::revoke(),
+            None => Outcome::default(),
+        }
+    }
+
+    /// A request without a live session made changes: a new session.
+    async fn start(&self, changes: &[Change]) -> Result<Outcome, StoreError> {
         let now = self.clock.now_ms();
-        let Some((id, (base, version))) = presented.zip(stored) else {
-            if changes.is_empty() {
-                return Ok(Outcome::default());
-            }
-            let mut record = Record::new(now);
-            changes.iter().for_each(|c| record.apply(c));
-            let ttl = self.remaining_ms(&record, now).unwrap_or(1);
-            let id = self.create(&record, ttl).await?;
-            return Ok(Outcome {
-                issue: Some(id),
-                revoke: false,
-            });
-        };
-        if changes.is_empty() && !cycle && !renew {
+        let mut record = Record::new(now);
+        changes.iter().for_each(|c| record.apply(c));
+        let ttl = self.remaining_ms(&record, now).unwrap_or(1);
+        let id = self.create(&record, ttl).await?;
+        Ok(Outcome::issue(id))
+    }
+
+    /// Replays the request's changes onto the latest stored record with a
+    /// compare-and-swap (retried on conflict), moves it to a new id when
+    /// asked to, or renews it.
+    async fn update(
+        &self,
+        id: &SessionId,
+        stored: &(Record, Version),
+        state: &State,
+    ) -> Result<Outcome, StoreError> {
+        if state.changes.is_empty() && !state.cycle && !state.renew {
             return Ok(Outcome::default());
         }
-        let (mut base, mut version) = (base.clone(), *version);
-        for _ in 0..MAX_SAVE_ATTEMPTS {
+        let now = self.clock.now_ms();
+        let key = self.record_key(id);
+        let (mut base, mut version) = stored.clone();
+        let mut attempts = CasAttempts::new(&key);
+        loop {
+            attempts.next()?;
             let mut record = base.clone();
-            changes.iter().for_each(|c| record.apply(c));
+            state.changes.iter().for_each(|c| record.apply(c));
             record.seen = now;
             let Some(ttl) = self.remaining_ms(&record, now) else {
                 self.forget(id, &base).await;
-                return Ok(revoke);
+                return Ok(Outcome::revoke());
             };
-            if cycle {
+            if state.cycle {
                 let new_id = self.create(&record, ttl).await?;
                 self.forget(id, &base).await;
-                return Ok(Outcome {
-                    issue: Some(new_id),
-                    revoke: false,
-                });
+                return Ok(Outcome::issue(new_id));
             }
-            let value = Bytes::from(serde_json::to_vec(&record).expect("records serialize"));
             let options = PutOptions::new().ttl(Duration::from_millis(ttl));
-            let key = self.record_key(id);
-            match self
+            let swapped = self
                 .store
-                .compare_and_swap(&key, Some(version), value, options)
-                .await?
-            {
-                CasOutcome::Swapped(_) => {
-                    if base.user != record.user {
-                        if let Some(old) = &base.user {
-                            let _ = self
-                                .store
-                                .delete(&format!("{}{}", self.user_prefix(old), id.expose()))
-                                .await;
-                        }
-                    }
-                    self.index(id, &record, ttl).await?;
-                    return Ok(Outcome::default());
-                }
-                CasOutcome::Conflict => match self.load(id).await? {
-                    Some((fresh, fresh_version)) => (base, version) = (fresh, fresh_version),
-                    None => {
-                        tracing::info!(session = %id, "session ended meanwhile: changes dropped, not resurrected");
-                        return Ok(revoke);
-                    }
-                },
+                .compare_and_swap(&key, Some(version), encode(&record), options)
+                .await?;
+            if let CasOutcome::Swapped(_) = swapped {
+                self.reindex(id, &base, &record, ttl).await?;
+                return Ok(Outcome::default());
             }
+            let Some(fresh) = self.load(id).await? else {
+                tracing::info!(session = %id, "session ended meanwhile: changes dropped, not resurrected");
+                return Ok(Outcome::revoke());
+            };
+            (base, version) = fresh;
         }
-        Err(StoreError::InvalidArgument(format!(
-            "session {id} changed concurrently {MAX_SAVE_ATTEMPTS} times in a row"
-        )))
+    }
+
+    /// Keeps the user index in step with a saved record.
+    async fn reindex(
+        &self,
+        id: &SessionId,
+        before: &Record,
+        after: &Record,
+        ttl: u64,
+    ) -> Result<(), StoreError> {
+        if let (Some(old), true) = (&before.user, before.user != after.user) {
+            let _ = self
+                .store
+                .delete(&format!("{}{}", self.user_prefix(old), id.expose()))
+                .await;
+        }
+        self.index(id, after, ttl).await
     }
 
     /// Every live session id of `user`.
     pub(crate) async fn sessions_of(&self, user: &str) -> Result<Vec<SessionId>, StoreError> {
         let prefix = self.user_prefix(user);
         let mut ids = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self
-                .store
-                .list(ListOptions::prefix(prefix.clone()).cursor(cursor))
-                .await?;
+        let mut pages = KeyPages::new(&*self.store, &prefix);
+        while let Some(keys) = pages.next().await? {
             ids.extend(
-                page.keys
-                    .iter()
+                keys.iter()
                     .filter_map(|k| SessionId::parse(&k.name[prefix.len()..])),
             );
-            cursor = page.cursor;
-            if cursor.is_none() {
-                return Ok(ids);
-            }
         }
+        Ok(ids)
     }
 
     /// Ends every session of `user`; returns how many there were.
@@ -264,20 +278,26 @@ impl Settings {
     }
 }
 
+fn encode(record: &Record) -> Bytes {
+    Bytes::from(serde_json::to_vec(record).expect("records serialize"))
+}
+
 /// Session helpers that need no request: "log this user out everywhere".
+/// It follows the layer it came from: settings changed on that layer after
+/// [`manager()`](super::SessionLayer::manager) reach it too.
 #[derive(Clone, Debug)]
 pub struct SessionManager {
-    pub(crate) settings: Arc<Settings>,
+    pub(crate) settings: Live<Settings>,
 }
 
 impl SessionManager {
     /// Ends every session of `user` (on every device); returns how many ended.
     pub async fn revoke_user(&self, user: &str) -> Result<usize, StoreError> {
-        self.settings.revoke_user(user).await
+        self.settings.get().revoke_user(user).await
     }
 
     /// How many live sessions `user` has.
     pub async fn count_user_sessions(&self, user: &str) -> Result<usize, StoreError> {
-        Ok(self.settings.sessions_of(user).await?.len())
+        Ok(self.settings.get().sessions_of(user).await?.len())
     }
 }

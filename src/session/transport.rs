@@ -9,6 +9,7 @@ const MAX_COOKIE_HEADER: usize = 8 * 1024;
 
 /// How the session id travels between client and server.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Transport {
     /// A cookie (default): see [`CookieConfig`].
     Cookie(CookieConfig),
@@ -238,6 +239,16 @@ impl Transport {
             return None;
         }
         SessionId::parse(text.trim())
+    }
+
+    /// The request field the id arrives in: what a response that depends on
+    /// the session varies on.
+    pub(crate) fn request_field(&self) -> &HeaderName {
+        match self {
+            Transport::Cookie(_) => &COOKIE,
+            Transport::Header(name) => name,
+            Transport::Bearer => &AUTHORIZATION,
+        }
     }
 
     /// Tells the client its (new) id.

@@ -17,12 +17,12 @@ use crate::Clock;
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
 /// Parses the stored bytes (`None`: no entry) into a document.
-pub type Parse<T> = fn(Option<&[u8]>) -> Result<T, String>;
+pub(crate) type Parse<T> = fn(Option<&[u8]>) -> Result<T, String>;
 
 /// A parsed document cached for a TTL. A store failure or an unparsable
 /// value keeps the last good document (logged) and retries within a second;
 /// before any document was read, [`current`](Self::current) gives `None`.
-pub struct CachedDocument<St, T> {
+pub(crate) struct CachedDocument<St, T> {
     store: St,
     key: String,
     ttl: Duration,
@@ -49,7 +49,13 @@ impl<St, T> fmt::Debug for CachedDocument<St, T> {
 
 impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
     /// The document at `key`, cached for `ttl`.
-    pub fn new(store: St, key: String, ttl: Duration, clock: Clock, parse: Parse<T>) -> Self {
+    pub(crate) fn new(
+        store: St,
+        key: String,
+        ttl: Duration,
+        clock: Clock,
+        parse: Parse<T>,
+    ) -> Self {
         Self {
             store,
             key,
@@ -66,28 +72,23 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
     }
 
     /// The key, TTL and clock this cache was built with.
-    pub fn settings(&self) -> (&str, Duration, &Clock) {
+    pub(crate) fn settings(&self) -> (&str, Duration, &Clock) {
         (&self.key, self.ttl, &self.clock)
     }
 
-    /// Gives the store back.
-    pub fn into_store(self) -> St {
-        self.store
-    }
-
     /// The store the document lives in.
-    pub fn store(&self) -> &St {
+    pub(crate) fn store(&self) -> &St {
         &self.store
     }
 
     /// The document's key.
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.key
     }
 
     /// The document if usable without I/O: `Some(Some(doc))` fresh,
     /// `Some(None)` known unusable and not due for a retry, `None` due for a read.
-    pub fn cached(&self) -> Option<Option<Arc<T>>> {
+    pub(crate) fn cached(&self) -> Option<Option<Arc<T>>> {
         let snapshot = self.snapshot.read();
         let fresh = self.clock.now_ms() < snapshot.fresh_until;
         // While another request reads, a stale document is good enough.
@@ -111,7 +112,7 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
     }
 
     /// Forgets freshness: the next request reads the store.
-    pub fn invalidate(&self) {
+    pub(crate) fn invalidate(&self) {
         self.snapshot.write().fresh_until = 0;
     }
 

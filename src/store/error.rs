@@ -53,6 +53,15 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A read-change-write kept losing compare-and-swap races to concurrent
+    /// writers and gave up (the change was not applied; retry later).
+    #[error("key {key:?} changed concurrently {attempts} times in a row: change not applied")]
+    Contention {
+        /// The key updated.
+        key: String,
+        /// How many times the update was tried.
+        attempts: usize,
+    },
     /// The backend did not answer within the configured timeout.
     #[error("store operation timed out after {0:?}")]
     Timeout(std::time::Duration),

@@ -55,9 +55,10 @@ mod rate;
 #[cfg(feature = "redis")]
 mod redis;
 mod types;
+pub(crate) mod update;
 
-pub use cached::{CachedDocument, Parse};
-pub use dyn_store::{BoxFuture, DynStore};
+pub(crate) use cached::CachedDocument;
+pub(crate) use dyn_store::DynStore;
 pub use error::StoreError;
 pub use json::{decode_json, encode_json, KvStoreExt};
 pub use limits::{DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, MAX_LIST_LIMIT};

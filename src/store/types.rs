@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 /// When an entry written by [`KvStore::put`](super::KvStore::put) expires.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Expiration {
     /// The entry stays until deleted or evicted.
     #[default]
@@ -215,6 +216,7 @@ impl GcraRate {
 
 /// How a rate bucket counts. Every algorithm is decided atomically by the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rate {
     /// Generic cell rate algorithm: smooth, with a burst allowance.
     Gcra(GcraRate),

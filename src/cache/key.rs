@@ -1,0 +1,164 @@
+//! Cache keys: which stored responses a request may be answered with.
+//!
+//! A request's key is `{prefix}{scheme}://{host}{path}?{query}` (its
+//! *primary* key, what purges and invalidation address), extended with the
+//! values of the cookies the layer was told to key on and the A/B variants
+//! the request was assigned, then with the request headers a stored
+//! response varies on.
+
+use http::header::{HeaderMap, AUTHORIZATION, COOKIE, HOST, VARY};
+use http::{Request, Uri};
+
+use super::layer::CacheConfig;
+use crate::abtest::Variants;
+use crate::identity::digest;
+
+/// Where a request's responses are stored.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestKey {
+    /// `scheme://host` of the request.
+    pub(crate) origin: String,
+    /// The URL's key: what unsafe methods and purges invalidate.
+    pub(crate) primary: String,
+    /// The primary key with this request's keyed cookies and variants.
+    pub(crate) base: String,
+}
+
+impl RequestKey {
+    /// The key of `req`, or `None` when the request carries credentials the
+    /// cache must leave alone: `Authorization`, or cookies when the layer
+    /// was not told which cookies responses depend on.
+    pub(crate) fn of<St, B>(config: &CacheConfig<St>, req: &Request<B>) -> Option<Self> {
+        let headers = req.headers();
+        if headers.contains_key(AUTHORIZATION) {
+            return None;
+        }
+        let mut material = String::new();
+        if headers.contains_key(COOKIE) {
+            let names = config.key_cookies.as_ref()?;
+            for name in names {
+                let value = crate::identity::cookie_value(req, name).unwrap_or_default();
+                material.push_str(&format!("c:{name}={value}\u{1e}"));
+            }
+        }
+        if let Some(Variants(variants)) = req.extensions().get::<Variants>() {
+            for (test, variant) in variants {
+                material.push_str(&format!("ab:{test}={variant}\u{1e}"));
+            }
+        }
+        let origin = origin(req.uri(), headers);
+        let primary = match &config.key_fn {
+            Some(key) => format!("{}{}", config.key_prefix, (key.0)(req.uri(), headers)),
+            None if config.normalize_query => {
+                key_for(&config.key_prefix, &origin, &normalized_target(req.uri()))
+            }
+            None => key_for(&config.key_prefix, &origin, target(req.uri())),
+        };
+        let base = match material.is_empty() {
+            true => primary.clone(),
+            false => format!("{primary}|k|{}", digest(material.as_bytes())),
+        };
+        Some(Self {
+            origin,
+            primary,
+            base,
+        })
+    }
+
+    /// The key of the response stored for `request` among those varying on `names`.
+    pub(crate) fn variant(&self, names: &[String], request: &HeaderMap) -> String {
+        format!("{}{}", self.base, variant_suffix(names, request))
+    }
+
+    /// The key listing the header names responses at this key vary on.
+    pub(crate) fn vary_index(&self) -> String {
+        format!("{}|vary", self.base)
+    }
+
+    /// The prefix of every key stored for this URL.
+    pub(crate) fn url_prefix(&self) -> String {
+        format!("{}|", self.primary)
+    }
+
+    /// The primary key of a same-origin `Location`-like URI, if it is one.
+    pub(crate) fn same_origin(&self, prefix: &str, uri: &Uri) -> Option<String> {
+        let same = uri.authority().is_none() || self.origin == origin(uri, &HeaderMap::new());
+        (same && uri.path().starts_with('/')).then(|| key_for(prefix, &self.origin, target(uri)))
+    }
+}
+
+/// `scheme://host` of a request: the host always goes into the key.
+fn origin(uri: &Uri, headers: &HeaderMap) -> String {
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase())
+        .or_else(|| {
+            headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_ascii_lowercase)
+        })
+        .unwrap_or_default();
+    format!("{}://{host}", uri.scheme_str().unwrap_or("http"))
+}
+
+/// `{prefix}{scheme}://{host}{path}?{query}`; long URIs become a digest so
+/// keys stay within the store's limit.
+fn key_for(prefix: &str, origin: &str, target: &str) -> String {
+    let full = format!("{origin}{target}");
+    if full.len() <= 400 {
+        format!("{prefix}{full}")
+    } else {
+        format!("{prefix}#{}", digest(full.as_bytes()))
+    }
+}
+
+fn target(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// The path and the query with its parameters sorted.
+fn normalized_target(uri: &Uri) -> String {
+    match uri.query() {
+        Some(query) => {
+            let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+            pairs.sort_unstable();
+            format!("{}?{}", uri.path(), pairs.join("&"))
+        }
+        None => uri.path().to_owned(),
+    }
+}
+
+/// The key of an absolute URL (for purges).
+pub(crate) fn primary_key(prefix: &str, uri: &Uri) -> String {
+    key_for(prefix, &origin(uri, &HeaderMap::new()), target(uri))
+}
+
+/// The request headers a stored response varies on, as one key suffix.
+fn variant_suffix(names: &[String], request: &HeaderMap) -> String {
+    let mut material = String::new();
+    for name in names {
+        material.push_str(name);
+        material.push('\u{1f}');
+        for value in request.get_all(name.as_str()) {
+            material.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            material.push('\u{1e}');
+        }
+    }
+    format!("|v|{}", digest(material.as_bytes()))
+}
+
+/// The field names a response varies on, lowercased, sorted, once each.
+pub(crate) fn vary_names(response: &HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = response
+        .get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}

@@ -1,0 +1,71 @@
+//! Answering a request from a stored response.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderValue, AGE, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+};
+use http::{HeaderMap, Method, Response, StatusCode};
+
+use super::entry::Entry;
+use super::CACHE_STATUS;
+use crate::body::ResponseBody;
+
+/// Answers a request from a stored response: `Age`, `Cache-Status`, a 304
+/// for a matching conditional request, no body for `HEAD`.
+pub(crate) fn from_entry<B>(
+    entry: &Entry,
+    method: &Method,
+    request: &HeaderMap,
+    age: Duration,
+    status: HeaderValue,
+) -> Response<ResponseBody<B>> {
+    let not_modified = match (request.get(IF_NONE_MATCH), entry.headers.get(ETAG)) {
+        (Some(inm), Some(etag)) => etag_matches(inm, etag),
+        (Some(_), None) => false,
+        (None, _) => match (
+            request.get(IF_MODIFIED_SINCE),
+            entry.headers.get(LAST_MODIFIED),
+        ) {
+            (Some(ims), Some(lm)) => {
+                let parse = |v: &HeaderValue| {
+                    v.to_str()
+                        .ok()
+                        .and_then(|s| httpdate::parse_http_date(s).ok())
+                };
+                matches!((parse(ims), parse(lm)), (Some(ims), Some(lm)) if lm <= ims)
+            }
+            _ => false,
+        },
+    };
+    let (code, body) = if not_modified && entry.status == StatusCode::OK {
+        (StatusCode::NOT_MODIFIED, Bytes::new())
+    } else if method == Method::HEAD {
+        (entry.status, Bytes::new())
+    } else {
+        (entry.status, entry.body.clone())
+    };
+    let mut res = Response::new(ResponseBody::full(body));
+    *res.status_mut() = code;
+    *res.headers_mut() = entry.headers.clone();
+    res.headers_mut()
+        .insert(AGE, HeaderValue::from(age.as_secs()));
+    res.headers_mut().insert(CACHE_STATUS, status);
+    if code == StatusCode::NOT_MODIFIED {
+        res.headers_mut().remove(CONTENT_LENGTH);
+    }
+    res
+}
+
+/// Weak comparison of `If-None-Match` against an `ETag` (RFC 9110 §13.1.2).
+fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let Ok(etag) = etag.to_str() else {
+        return false;
+    };
+    let Ok(list) = if_none_match.to_str() else {
+        return false;
+    };
+    list.trim() == "*" || list.split(',').any(|t| strip(t) == strip(etag))
+}

@@ -1,0 +1,151 @@
+//! Reading, writing and deleting stored responses.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use super::entry::Entry;
+use super::key::{vary_names, RequestKey};
+use super::layer::CacheConfig;
+use crate::identity::digest;
+use crate::store::update::KeyPages;
+use crate::store::{KvStore, PutOptions, StoreError};
+
+/// What the store holds for a request.
+pub(crate) enum Lookup {
+    /// A stored response for this request.
+    Found(Box<Entry>),
+    /// Responses are stored for the URL, but none for this request's `Vary` headers.
+    VaryMiss,
+    /// Nothing is stored for the URL.
+    UriMiss,
+}
+
+/// How long a response stays in the store past its freshness: long enough
+/// for the stale uses it allows, plus a minute for revalidation.
+fn retention(entry: &Entry) -> Duration {
+    let storable = &entry.storable;
+    let stale_use = storable
+        .stale_while_revalidate
+        .unwrap_or_default()
+        .max(storable.stale_if_error.unwrap_or_default());
+    storable.lifetime + stale_use + Duration::from_secs(60)
+}
+
+/// The response tags of `headers` (`Surrogate-Key`), usable in keys.
+fn tags(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(super::SURROGATE_KEY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_whitespace)
+        .filter(|t| t.len() <= 128 && !t.contains(':'))
+        .map(str::to_owned)
+        .collect()
+}
+
+impl<St: KvStore> CacheConfig<St> {
+    /// The stored response for `request` at `key`.
+    pub(crate) async fn lookup(
+        &self,
+        key: &RequestKey,
+        request: &HeaderMap,
+    ) -> Result<Lookup, StoreError> {
+        // Most responses do not vary: their one variant is looked up first,
+        // so a hit costs one store read (one Redis round trip).
+        if let Some(found) = self.store.get(&key.variant(&[], request)).await? {
+            if let Some(entry) = Entry::decode(&found.value) {
+                return Ok(Lookup::Found(Box::new(entry)));
+            }
+        }
+        let Some(index) = self.store.get(&key.vary_index()).await? else {
+            return Ok(Lookup::UriMiss);
+        };
+        let names: Vec<String> = serde_json::from_slice(&index.value).unwrap_or_default();
+        if names.is_empty() {
+            return Ok(Lookup::VaryMiss);
+        }
+        let entry = self.store.get(&key.variant(&names, request)).await?;
+        Ok(match entry.and_then(|e| Entry::decode(&e.value)) {
+            Some(entry) => Lookup::Found(Box::new(entry)),
+            None => Lookup::VaryMiss,
+        })
+    }
+
+    /// Stores `entry` as the response to `request` (best effort: a store
+    /// failure is logged, the client still gets its response).
+    pub(crate) async fn save(&self, key: &RequestKey, request: &HeaderMap, entry: &Entry) {
+        if let Err(e) = self.try_save(key, request, entry).await {
+            tracing::warn!(error = %e, "response not cached: store unavailable");
+        }
+    }
+
+    async fn try_save(
+        &self,
+        key: &RequestKey,
+        request: &HeaderMap,
+        entry: &Entry,
+    ) -> Result<(), StoreError> {
+        let names = vary_names(&entry.headers);
+        let options = PutOptions::new().ttl(retention(entry));
+        let index = serde_json::to_vec(&names).expect("names serialize");
+        let variant = key.variant(&names, request);
+        self.store
+            .put(&key.vary_index(), index.into(), options.clone())
+            .await?;
+        if !names.is_empty() {
+            // A varying response supersedes a non-varying one.
+            self.store.delete(&key.variant(&[], request)).await?;
+        }
+        for tag in tags(&entry.headers) {
+            let tag_key = format!(
+                "{}tag:{tag}:{}",
+                self.key_prefix,
+                digest(variant.as_bytes())
+            );
+            self.store
+                .put(&tag_key, variant.clone().into(), options.clone())
+                .await?;
+        }
+        self.store.put(&variant, entry.encode(), options).await?;
+        Ok(())
+    }
+
+    /// Deletes every key under `prefix`; returns how many.
+    pub(crate) async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        let mut pages = KeyPages::new(&self.store, prefix);
+        while let Some(keys) = pages.next().await? {
+            for key in keys {
+                deleted += usize::from(self.store.delete(&key.name).await?);
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes every response tagged `tag`, and the tag's index; returns
+    /// how many responses went.
+    pub(crate) async fn delete_tag(&self, tag: &str) -> Result<usize, StoreError> {
+        let prefix = format!("{}tag:{tag}:", self.key_prefix);
+        let mut deleted = 0;
+        let mut pages = KeyPages::new(&self.store, &prefix);
+        while let Some(keys) = pages.next().await? {
+            for tag_key in keys {
+                if let Some(entry) = self.store.get(&tag_key.name).await? {
+                    let key = String::from_utf8_lossy(&entry.value).into_owned();
+                    deleted += usize::from(self.store.delete(&key).await?);
+                }
+                self.store.delete(&tag_key.name).await?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes every stored variant of a URL after an unsafe request
+    /// (best effort: logged on failure).
+    pub(crate) async fn invalidate(&self, primary_prefix: &str) {
+        if let Err(e) = self.delete_prefix(primary_prefix).await {
+            tracing::warn!(error = %e, "stored responses not invalidated: store unavailable");
+        }
+    }
+}
