@@ -107,6 +107,25 @@ where
 mod cases {
     use super::*;
 
+    pub async fn setters_after_tests_apply<S: KvStore>(h: Harness<S>) {
+        let clock = Clock::manual();
+        configure(&h.store, r#"{"variants": ["a"], "weights": [1]}"#).await;
+        let layer = AbTestLayer::new(h.store.clone(), Identity::header("x-user"))
+            .test("checkout")
+            .config_ttl(Duration::from_secs(60))
+            .clock(clock.clone());
+        let svc = app(layer);
+        assert_eq!(variant_of(&svc, "u1").await, "a");
+        configure(&h.store, r#"{"variants": ["b"], "weights": [1]}"#).await;
+        assert_eq!(variant_of(&svc, "u2").await, "a", "config cached");
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(
+            variant_of(&svc, "u3").await,
+            "b",
+            "the TTL and clock set after .test()"
+        );
+    }
+
     pub async fn weights_split_ten_thousand_users<S: KvStore>(h: Harness<S>) {
         configure(
             &h.store,
@@ -301,6 +320,7 @@ mod cases {
 }
 
 both_backends!(
+    setters_after_tests_apply,
     weights_split_ten_thousand_users,
     assignments_are_sticky_and_survive_weight_changes,
     concurrent_first_requests_agree,

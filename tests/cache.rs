@@ -180,6 +180,64 @@ fn status_of(h: &http::HeaderMap) -> String {
 mod cases {
     use super::*;
 
+    pub async fn credentialed_requests_bypass_unless_keyed_cookies<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        send(&svc, Method::GET, "/max-age", &[]).await;
+        for credential in [("cookie", "id=abc"), ("authorization", "Bearer t")] {
+            let (_, headers, body) = send(&svc, Method::GET, "/max-age", &[credential]).await;
+            assert_eq!(status_of(&headers), "tower-kv;fwd=bypass", "{credential:?}");
+            assert_ne!(body, "call=1", "{credential:?}: not served from storage");
+        }
+        let before = calls.load(Ordering::SeqCst);
+        send(&svc, Method::GET, "/max-age", &[("cookie", "id=abc")]).await;
+        assert_eq!(calls.load(Ordering::SeqCst), before + 1, "nothing stored");
+
+        // Keyed on `lang`: cached per language, other cookies ignored.
+        let layer = CacheLayer::new(h.store.clone())
+            .clock(clock.clone())
+            .key_prefix("keyed:")
+            .key_cookies(["lang"]);
+        let svc = stack_with(layer, &calls);
+        let fr = [("cookie", "lang=fr; id=alice")];
+        let (_, _, first) = send(&svc, Method::GET, "/max-age", &fr).await;
+        let (_, headers, again) = send(
+            &svc,
+            Method::GET,
+            "/max-age",
+            &[("cookie", "id=bob; lang=fr")],
+        )
+        .await;
+        assert!(status_of(&headers).contains("hit"), "{headers:?}");
+        assert_eq!(first, again);
+        let (_, headers, _) = send(&svc, Method::GET, "/max-age", &[("cookie", "lang=de")]).await;
+        assert!(status_of(&headers).contains("fwd=uri-miss"), "{headers:?}");
+        let (_, headers, _) = send(
+            &svc,
+            Method::GET,
+            "/max-age",
+            &[("authorization", "Bearer t")],
+        )
+        .await;
+        assert_eq!(status_of(&headers), "tower-kv;fwd=bypass");
+    }
+
+    pub async fn purger_follows_a_prefix_set_after_it<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let layer = CacheLayer::new(h.store.clone()).clock(clock.clone());
+        let purger = layer.purger();
+        let layer = layer.key_prefix("late:");
+        let svc = stack_with(layer, &calls);
+        send(&svc, Method::GET, "/max-age", &[]).await;
+        let purged = purger.purge_url("http://example.test/max-age").await;
+        assert!(
+            purged.unwrap() > 0,
+            "the purger uses the prefix set after it"
+        );
+        let (_, headers, _) = send(&svc, Method::GET, "/max-age", &[]).await;
+        assert!(status_of(&headers).contains("fwd=uri-miss"), "{headers:?}");
+    }
+
     pub async fn concurrent_misses_make_one_origin_call<S: KvStore>(h: Harness<S>) {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
         let svc = stack(h.store.clone(), &clock, &calls);
@@ -550,6 +608,8 @@ mod cases {
 }
 
 both_backends!(
+    credentialed_requests_bypass_unless_keyed_cookies,
+    purger_follows_a_prefix_set_after_it,
     miss_store_then_hit_with_age,
     a_hit_is_one_store_read,
     concurrent_misses_make_one_origin_call,

@@ -94,6 +94,35 @@ mod cases {
         assert!((100..=100 + replenished).contains(&ok), "{ok} passed");
     }
 
+    pub async fn key_prefix_after_the_limits_applies(h: Harness<impl KvStore>) {
+        let layer = RateLimitLayer::new(h.store.clone(), Identity::PeerIp)
+            .default_limit(Quota::per_minute(1).fixed_window())
+            .route_any("/api/{*rest}", Quota::per_minute(1).fixed_window())
+            .key_prefix("late-rl:");
+        let svc = app(layer);
+        for path in ["/", "/api/x"] {
+            assert_eq!(
+                send(&svc, get(path, "203.0.113.9:1")).await.status(),
+                StatusCode::OK
+            );
+            assert_eq!(
+                send(&svc, get(path, "203.0.113.9:1")).await.status(),
+                StatusCode::TOO_MANY_REQUESTS
+            );
+        }
+        let keys = h
+            .store
+            .list(tower_kv::store::ListOptions::prefix("late-rl:"))
+            .await
+            .unwrap()
+            .keys;
+        assert_eq!(
+            keys.len(),
+            2,
+            "both limits keyed under the late prefix: {keys:?}"
+        );
+    }
+
     pub async fn windows_are_exact_under_contention<S: KvStore>(h: Harness<S>) {
         for quota in [
             Quota::per_day(100).fixed_window(),
@@ -357,6 +386,7 @@ mod cases {
 }
 
 both_backends!(
+    key_prefix_after_the_limits_applies,
     exactly_the_quota_passes_under_contention,
     windows_are_exact_under_contention,
     tighter_quota_wins_and_denials_consume_nothing,

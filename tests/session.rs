@@ -300,6 +300,25 @@ mod cases {
         assert_eq!(client.get("start").await, "1");
     }
 
+    pub async fn setters_after_manager_reach_it<S: KvStore>(h: Harness<S>) {
+        let layer = layer(&h, h.store.clone());
+        let manager = layer.manager();
+        // Any setter after taking the handle: no panic, and the handle follows.
+        let layer = layer
+            .key_prefix("late-session:")
+            .idle_timeout(std::time::Duration::from_secs(600));
+        let svc = app(layer);
+        let mut client = Client::new(&svc);
+        client.post("/login/erin").await;
+        assert_eq!(manager.count_user_sessions("erin").await.unwrap(), 1);
+        let stored = h
+            .store
+            .list(tower_kv::store::ListOptions::prefix("late-session:"))
+            .await
+            .unwrap();
+        assert!(!stored.keys.is_empty(), "records under the late prefix");
+    }
+
     pub async fn logout_everywhere_ends_every_device<S: KvStore>(h: Harness<S>) {
         let layer = layer(&h, h.store.clone());
         let manager: SessionManager = layer.manager();
@@ -580,6 +599,7 @@ mod cases {
 }
 
 both_backends!(
+    setters_after_manager_reach_it,
     lifecycle_is_lazy_and_secure,
     idle_and_absolute_timeouts,
     renewal_writes_only_after_its_interval,

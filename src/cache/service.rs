@@ -25,6 +25,7 @@ use super::{reuse, storable, CacheControl, CacheStatus, Forward, Reuse};
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
 use crate::service::{inner_accessors, take_ready};
+use crate::session::Session;
 use crate::store::KvStore;
 
 /// A response extension with which a handler sets how long its response is
@@ -96,6 +97,7 @@ where
                 config,
                 key,
                 method: req.method().clone(),
+                session: req.extensions().get::<Session>().cloned(),
             },
             _types: PhantomData,
         };
@@ -119,6 +121,9 @@ struct Ctx<St> {
     config: Arc<CacheConfig<St>>,
     key: RequestKey,
     method: Method,
+    /// The session of a request that passed a session layer outside the
+    /// cache: a response made after the handler used it is that user's alone.
+    session: Option<Session>,
 }
 
 /// Why the origin is asked, and the stale entry the answer may refresh.
@@ -334,6 +339,12 @@ where
 }
 
 impl<St: KvStore> Ctx<St> {
+    /// Whether the handler read or changed the session: its response is
+    /// then that user's alone, whatever its headers say.
+    fn depends_on_session(&self) -> bool {
+        self.session.as_ref().is_some_and(Session::was_used)
+    }
+
     fn status(&self, status: CacheStatus) -> HeaderValue {
         let key = self.config.expose_key.then_some(self.key.base.as_str());
         status.header_value(&self.config.name, key)
@@ -403,13 +414,16 @@ impl<St: KvStore> Ctx<St> {
         refreshed.request_time = request_time;
         refreshed.response_time = response_time;
         let policy = &self.config.policy;
-        let still = storable(
-            &self.method,
-            request_headers,
-            refreshed.status,
-            &refreshed.headers,
-            policy,
-        );
+        let still = match self.depends_on_session() {
+            true => Err(super::NotStorable::Private),
+            false => storable(
+                &self.method,
+                request_headers,
+                refreshed.status,
+                &refreshed.headers,
+                policy,
+            ),
+        };
         if let Ok(storable) = &still {
             refreshed.storable = *storable;
             self.config
@@ -450,6 +464,9 @@ impl<St: KvStore> Ctx<St> {
         reason: Forward,
     ) -> Option<super::Storable> {
         if self.method != Method::GET || request_cc.no_store || reason == Forward::Bypass {
+            return None;
+        }
+        if self.depends_on_session() {
             return None;
         }
         // Per route, then per response (`CacheTtl`), a default TTL replaces the layer's.

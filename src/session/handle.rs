@@ -118,6 +118,16 @@ impl Session {
         res
     }
 
+    /// Whether the request read or changed its session so far (a response
+    /// made since then may depend on it). A session busy elsewhere counts
+    /// as used.
+    pub(crate) fn was_used(&self) -> bool {
+        self.inner
+            .state
+            .try_lock()
+            .map_or(true, |state| state.loaded)
+    }
+
     /// Whether the layer that made this session puts its user in requests.
     pub(crate) fn exposes_user(&self) -> bool {
         self.inner.settings.expose_user

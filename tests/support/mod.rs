@@ -392,3 +392,66 @@ mod counting_impl {
         }
     }
 }
+
+/// Captures the `tracing` warnings emitted on this thread while the guard
+/// lives (the layers' order warnings), as `field=value` text.
+pub mod warnings {
+    use std::fmt::Write as _;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    #[derive(Clone, Default)]
+    pub struct Captured(Arc<Mutex<Vec<String>>>);
+
+    impl Captured {
+        /// Starts capturing on this thread.
+        pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+            let captured = Self::default();
+            let guard = tracing::subscriber::set_default(captured.clone());
+            (captured, guard)
+        }
+
+        pub fn all(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+
+        /// The captured warnings that mention `text`.
+        pub fn mentioning(&self, text: &str) -> Vec<String> {
+            self.all()
+                .into_iter()
+                .filter(|w| w.contains(text))
+                .collect()
+        }
+    }
+
+    struct Text(String);
+
+    impl Visit for Text {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, "{}={:?} ", field.name(), value);
+        }
+    }
+
+    impl Subscriber for Captured {
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            *metadata.level() <= Level::WARN
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            if *event.metadata().level() == Level::WARN {
+                let mut text = Text(String::new());
+                event.record(&mut text);
+                self.0.lock().unwrap().push(text.0);
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+}
