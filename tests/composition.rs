@@ -187,6 +187,42 @@ async fn users_never_see_each_other(app: &Router) {
 mod cases {
     use super::*;
 
+    /// `Session` extracts in handlers (500 naming the layer when it is
+    /// missing); `Option<Session>` is `None` without the layer.
+    pub async fn axum_extractors<S: KvStore>(h: Harness<S>) {
+        let handler = |session: Session| async move {
+            let n: u32 = session.get("n").await?.unwrap_or(0);
+            session.insert("n", n + 1).await?;
+            Ok::<_, tower_kv::session::SessionError>((n + 1).to_string())
+        };
+        let with_layer = axum::Router::new()
+            .route("/", get(handler))
+            .layer(SessionLayer::new(h.store.clone()));
+        let res = with_layer
+            .clone()
+            .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let optional = axum::Router::new().route(
+            "/",
+            get(|session: Option<Session>| async move { session.is_some().to_string() }),
+        );
+        let res = optional
+            .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "false");
+        let missing = axum::Router::new().route("/", get(handler));
+        let res = missing
+            .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("SessionLayer"));
+    }
+
     /// The default cache leaves requests with cookies alone.
     pub async fn no_cross_user_data_in_any_order<S: KvStore>(h: Harness<S>) {
         for order in ORDERS {
@@ -256,6 +292,7 @@ mod cases {
 }
 
 both_backends!(
+    axum_extractors,
     no_cross_user_data_in_any_order,
     no_cross_user_data_with_cookie_keyed_cache,
     user_identity_without_a_session_warns_once,

@@ -561,41 +561,6 @@ mod cases {
             "no session, no user: the limiter's policy"
         );
     }
-
-    pub async fn axum_extractors<S: KvStore>(h: Harness<S>) {
-        use axum::routing::get;
-        let handler = |session: Session| async move {
-            let n: u32 = session.get("n").await?.unwrap_or(0);
-            session.insert("n", n + 1).await?;
-            Ok::<_, tower_kv::session::SessionError>((n + 1).to_string())
-        };
-        let with_layer = axum::Router::new()
-            .route("/", get(handler))
-            .layer(layer(&h, h.store.clone()));
-        let res = with_layer
-            .clone()
-            .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let optional = axum::Router::new().route(
-            "/",
-            get(|session: Option<Session>| async move { session.is_some().to_string() }),
-        );
-        let res = optional
-            .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "false");
-        let missing = axum::Router::new().route("/", get(handler));
-        let res = missing
-            .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        assert!(String::from_utf8_lossy(&body).contains("SessionLayer"));
-    }
 }
 
 both_backends!(
@@ -610,5 +575,4 @@ both_backends!(
     an_update_never_resurrects_a_deleted_session,
     header_signed_and_prefixed_transports,
     exposes_the_user_to_inner_layers,
-    axum_extractors,
 );
