@@ -83,7 +83,7 @@ pub async fn app<St: KvStore>(store: St, admin_token: String) -> Router {
         )
 }
 
-/// The seed's switch: the beta flow when `beta_feature` is on.
+/// The beta flow when `beta_feature` is on.
 async fn home(Extension(flags): Extension<Flags>) -> &'static str {
     if flags.is_enabled("beta_feature") {
         "beta"

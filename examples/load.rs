@@ -135,6 +135,6 @@ async fn run<St: KvStore>(
         total / duration.as_secs_f64(),
         at(0.50),
         at(0.99),
-    );
+   );
     Ok(())
 }

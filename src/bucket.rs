@@ -8,22 +8,14 @@
 //! inputs means `("ab", "c")` and `("a", "bc")` never collide. Raising a
 //! rollout from 10 % to 20 % keeps the first 10 % in (`bucket < 1_000` implies
 //! `bucket < 2_000`).
-//!
-//! ```
-//! use tower_kv::bucket::{bucket, BUCKETS};
-//!
-//! let b = bucket("beta_feature", "rollout", "user-42");
-//! assert!(b < BUCKETS);
-//! assert_eq!(b, bucket("beta_feature", "rollout", "user-42"));
-//! ```
 
 use sha2::{Digest, Sha256};
 
 /// How many buckets there are: 10,000 (0.01 % granularity).
-pub const BUCKETS: u32 = 10_000;
+pub(crate) const BUCKETS: u32 = 10_000;
 
 /// The bucket of `key` within `namespace` (a flag or test name) and `salt`.
-pub fn bucket(namespace: &str, salt: &str, key: &str) -> u32 {
+pub(crate) fn bucket(namespace: &str, salt: &str, key: &str) -> u32 {
     let mut hasher = Sha256::new();
     hasher.update(namespace.as_bytes());
     hasher.update([0x1f]);

@@ -36,7 +36,7 @@ impl Clock {
         Self { manual: None }
     }
 
-    /// A clock that only moves when [`Clock::advance`] or [`Clock::set_ms`] is called.
+    /// A clock that only moves when [`Clock::advance`] is called.
     pub fn manual() -> Self {
         Self {
             manual: Some(Arc::new(AtomicU64::new(MANUAL_EPOCH_MS))),
@@ -65,13 +65,6 @@ impl Clock {
     pub fn advance(&self, by: Duration) {
         if let Some(ms) = &self.manual {
             ms.fetch_add(duration_ms_ceil(by), Ordering::AcqRel);
-        }
-    }
-
-    /// Sets a manual clock to `ms` since the epoch. Has no effect on the system clock.
-    pub fn set_ms(&self, ms: u64) {
-        if let Some(now) = &self.manual {
-            now.store(ms, Ordering::Release);
         }
     }
 }

@@ -206,7 +206,7 @@ impl UserSourceCheck {
             tracing::warn!(
                 layer = self.layer,
                 "Identity::User found no signed-in user source: {fix}; until then requests fall back to the next identity"
-            );
+           );
         }
     }
 }

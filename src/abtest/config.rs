@@ -2,12 +2,12 @@ use serde::Deserialize;
 
 use crate::bucket::BUCKETS;
 
-/// One test's configuration at `test:{name}:config` (the seed's format):
+/// One test's configuration at `test:{name}:config` (`{"variants": ["control", "treatment"], "weights": [0.5, 0.5]}`):
 /// `{"variants": ["control", "treatment"], "weights": [0.5, 0.5]}`, with an
 /// optional `salt` to reshuffle who gets what in a new run of the test.
 ///
 /// Weights must be non-negative with a positive sum; they are normalised, so
-/// `[1, 1]` means 50/50 (the seed's sum-to-1 weights are accepted as they are).
+/// `[1, 1]` means 50/50 (weights that sum to 1 are used as they are).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestConfig {

@@ -7,7 +7,7 @@ use http::header::{HeaderMap, CACHE_CONTROL};
 
 /// The `Cache-Control` directives of a request or a response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CacheControl {
+pub(crate) struct CacheControl {
     /// `no-store`.
     pub no_store: bool,
     /// `no-cache` (unqualified, or with field names: a shared cache treats both alike).
@@ -60,7 +60,7 @@ fn min_of(current: Option<u64>, new: Option<u64>) -> Option<u64> {
 
 impl CacheControl {
     /// Parses every `Cache-Control` field in `headers`.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let mut cc = Self::default();
         for value in headers.get_all(CACHE_CONTROL) {
             // A field that is not visible ASCII is ignored as a whole.

@@ -10,7 +10,7 @@ use super::CacheControl;
 
 /// Statuses a cache may store without explicit freshness (RFC 9110 §15.1):
 /// only these get heuristic freshness or the configured default TTL.
-pub const HEURISTICALLY_CACHEABLE: [u16; 12] =
+pub(crate) const HEURISTICALLY_CACHEABLE: [u16; 12] =
     [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
 
 /// Heuristic freshness: this share of the time since `Last-Modified`…
@@ -21,7 +21,7 @@ const HEURISTIC_MAX: Duration = Duration::from_secs(86_400);
 /// Why a response is not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum NotStorable {
+pub(crate) enum NotStorable {
     /// Only `GET` responses are stored (a `HEAD` is answered from a stored `GET`).
     Method,
     /// `no-store` in the request or the response.
@@ -43,7 +43,7 @@ pub enum NotStorable {
 
 /// How a storable response may be reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Storable {
+pub(crate) struct Storable {
     /// How long it is fresh, from its (corrected) age 0.
     pub lifetime: Duration,
     /// `no-cache`: it must be revalidated before every reuse.
@@ -58,9 +58,9 @@ pub struct Storable {
 
 /// Settings of the storage decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoragePolicy {
+pub(crate) struct StoragePolicy {
     /// Lifetime for heuristically cacheable responses that say nothing about
-    /// freshness (the seed's 300 s); `None`: heuristic freshness only.
+    /// freshness (300 s by default); `None`: heuristic freshness only.
     pub default_ttl: Option<Duration>,
     /// Store responses that set cookies (default `false`).
     pub store_set_cookie: bool,
@@ -84,7 +84,7 @@ fn http_date(headers: &HeaderMap, name: http::header::HeaderName) -> Option<Syst
 
 /// Whether a shared cache may store this response to this request, and if
 /// so how it may be reused.
-pub fn storable(
+pub(crate) fn storable(
     method: &Method,
     request: &HeaderMap,
     status: StatusCode,
@@ -179,7 +179,7 @@ fn heuristic_lifetime(
 /// A stored response's current age (RFC 9111 §4.2.3): what it was worth
 /// when received (its `Age`, or the age its `Date` implies, plus the
 /// request's transit) plus the time it has spent in this cache.
-pub fn current_age(
+pub(crate) fn current_age(
     stored: &HeaderMap,
     request_time: SystemTime,
     response_time: SystemTime,
@@ -204,7 +204,7 @@ pub fn current_age(
 /// Whether a stored response may answer a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Reuse {
+pub(crate) enum Reuse {
     /// Fresh enough for this request: serve it.
     Fresh,
     /// Stale, but the request's `max-stale` accepts it: serve it.
@@ -217,7 +217,7 @@ pub enum Reuse {
 
 /// Decides reuse from the stored response's freshness, its age and the
 /// request's directives (RFC 9111 §4.2, §5.2.1).
-pub fn reuse(stored: &Storable, age: Duration, request: &CacheControl) -> Reuse {
+pub(crate) fn reuse(stored: &Storable, age: Duration, request: &CacheControl) -> Reuse {
     if request.no_cache || stored.no_cache {
         return Reuse::Revalidate;
     }
@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(
             with_default.unwrap().lifetime.as_secs(),
             300,
-            "the seed's default TTL"
+            "the default TTL"
         );
         assert!(
             store(&[], 200, &[("cache-control", "s-maxage=5")])

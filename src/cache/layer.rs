@@ -104,15 +104,15 @@ impl<St: KvStore> CacheLayer<St> {
     }
 
     /// The lifetime of heuristically cacheable responses that say nothing
-    /// about freshness (default 300 s, the seed's); `None`: RFC 9111
+    /// about freshness (default 300 s); `None`: RFC 9111
     /// heuristics only.
     #[must_use]
     pub fn default_ttl(self, ttl: Option<Duration>) -> Self {
         self.set(|c| c.policy.default_ttl = ttl)
     }
 
-    /// The default TTL for `GET` requests matching `pattern` (`/api/{*rest}`,
-    /// as in [`RouteTable`]), instead of the layer's.
+    /// The default TTL for `GET` requests matching `pattern` (axum route
+    /// syntax: `/users/{id}`, `/api/{*rest}`), instead of the layer's.
     ///
     /// # Panics
     ///

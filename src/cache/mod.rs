@@ -4,22 +4,45 @@
 //! [`CacheLayer`] stores responses in a [`KvStore`](crate::store::KvStore),
 //! so every instance of a fleet shares one cache. It follows the rules of a
 //! *shared* cache, so one user's response never reaches another:
-//! `no-store`, `private`, `Authorization`, `Set-Cookie`, `Vary: *` and 5xx
-//! are never stored; `s-maxage` > `max-age` > `Expires`; heuristic freshness
-//! and the default TTL (the seed's 300 s, per route with
+//! `no-store`, `private`, `Set-Cookie`, `Vary: *` and 5xx are never stored; `s-maxage` > `max-age` > `Expires`; heuristic freshness
+//! and the default TTL (300 s, per route with
 //! [`CacheLayer::route_ttl`], per response with [`CacheTtl`]) only for
 //! heuristically cacheable statuses.
 //!
 //! ```
+//! use std::convert::Infallible;
 //! use std::time::Duration;
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //! use tower_kv::cache::CacheLayer;
 //! use tower_kv::store::MemoryStore;
 //!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Infallible> {
 //! let cache = CacheLayer::new(MemoryStore::new())
-//!     .route_ttl("/api/users", Duration::from_secs(300))
+//!     .route_ttl("/api/users", Duration::from_secs(60))
 //!     .strip_request_header(http::HeaderName::from_static("x-forwarded-host"));
 //! let purger = cache.purger(); // purge_url, purge_prefix, purge_tag (Surrogate-Key)
-//! # let _ = (cache, purger);
+//! let app = ServiceBuilder::new()
+//!     .layer(cache)
+//!     .service(service_fn(|_: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("[\"ada\"]")))
+//!     }));
+//!
+//! let get = || Request::get("http://example.com/api/users").body(String::new()).unwrap();
+//! let first = app.clone().oneshot(get()).await?;
+//! assert_eq!(first.headers()["cache-status"], "tower-kv;fwd=uri-miss;fwd-status=200;stored");
+//! let second = app.clone().oneshot(get()).await?;
+//! assert_eq!(second.headers()["cache-status"], "tower-kv;hit;ttl=60");
+//!
+//! // A request with credentials is neither served from nor stored in the cache.
+//! let mut with_cookie = get();
+//! with_cookie.headers_mut().insert("cookie", "id=42".parse().unwrap());
+//! let res = app.oneshot(with_cookie).await?;
+//! assert_eq!(res.headers()["cache-status"], "tower-kv;fwd=bypass");
+//! # let _ = purger;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Served responses carry `Age` and `Cache-Status` (RFC 9211: `tower-kv;
@@ -33,9 +56,17 @@
 //! target and same-origin `Location`/`Content-Location`. Bodies over the
 //! size limit stream through unbuffered. A store outage bypasses the cache.
 //!
-//! [`ReadThrough`] is the seed's `getCachedData(key, fetcher, ttl)` for
-//! handlers, fetching a cold key once. The RFC 9111 rules are public too:
-//! [`storable`], [`reuse`], [`current_age`], [`CacheControl`], [`CacheStatus`].
+//! [`ReadThrough`] caches a handler's own values (`get_or_fetch(key, ttl,
+//! fetcher)`), fetching a cold key once.
+//!
+//! # Credentials
+//!
+//! By default a request that carries `Cookie` or `Authorization` bypasses
+//! the cache: nothing is served from storage for it and nothing it gets is
+//! stored. [`CacheLayer::key_cookies`] lets requests with cookies in, keyed
+//! on the cookies you name. Wherever the cache sits, a response whose
+//! handler used the request's [`Session`](crate::session::Session) is never
+//! stored.
 
 mod directives;
 mod entry;
@@ -50,12 +81,9 @@ mod status;
 mod storage;
 
 pub use crate::future::ResponseFuture;
-pub use directives::CacheControl;
-pub use freshness::{
-    current_age, reuse, storable, NotStorable, Reuse, Storable, StoragePolicy,
-    HEURISTICALLY_CACHEABLE,
-};
+use directives::CacheControl;
+use freshness::{current_age, reuse, storable, NotStorable, Reuse, Storable, StoragePolicy};
 pub use layer::{CacheLayer, CachePurger};
 pub use read_through::ReadThrough;
 pub use service::{CacheService, CacheTtl, CACHE_STATUS, SURROGATE_KEY};
-pub use status::{CacheStatus, Forward};
+use status::{CacheStatus, Forward};

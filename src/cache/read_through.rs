@@ -1,4 +1,4 @@
-//! The seed's `getCachedData(key, fetcher, ttl)` for handlers: read a JSON
+//! A read-through cache for handlers (`get_or_fetch(key, ttl, fetcher)`): read a JSON
 //! value from the store, or fetch, store and return it — once per cold key,
 //! however many requests ask at the same time.
 

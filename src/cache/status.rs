@@ -7,7 +7,7 @@ use sfv::{integer, key_ref, token_ref, ItemSerializer};
 /// Why a request went to the origin (RFC 9211 §2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Forward {
+pub(crate) enum Forward {
     /// Nothing stored for the URI.
     UriMiss,
     /// Something stored for the URI, but not for this request's `Vary` headers.
@@ -38,7 +38,7 @@ impl Forward {
 /// One cache's entry in `Cache-Status`: a hit or a forward, never both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum CacheStatus {
+pub(crate) enum CacheStatus {
     /// Served from storage; `ttl` is its remaining freshness in seconds
     /// (negative when served stale).
     Hit {
@@ -60,7 +60,7 @@ pub enum CacheStatus {
 
 impl CacheStatus {
     /// Went to the origin for `reason`, which answered `status`.
-    pub fn forwarded(reason: Forward, status: u16, stored: bool) -> Self {
+    pub(crate) fn forwarded(reason: Forward, status: u16, stored: bool) -> Self {
         CacheStatus::Forward {
             reason,
             status: Some(status),
@@ -71,7 +71,7 @@ impl CacheStatus {
 
     /// The field value, naming this cache `cache` and disclosing `key` only
     /// when given.
-    pub fn header_value(&self, cache: &str, key: Option<&str>) -> HeaderValue {
+    pub(crate) fn header_value(&self, cache: &str, key: Option<&str>) -> HeaderValue {
         let mut out = String::with_capacity(64);
         let item = ItemSerializer::with_buffer(&mut out);
         let token = sfv::TokenRef::from_str(cache).unwrap_or(token_ref("tower-kv"));

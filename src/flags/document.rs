@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::{bucket, BUCKETS};
 
-/// One flag: a plain boolean (the seed's format) or a rule.
+/// One flag: a plain boolean or a rule.
 ///
 /// ```json
 /// {"beta_feature": true,
@@ -29,7 +29,7 @@ pub struct Rule {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Percentage (0–100, up to two decimals) of targeting keys that get the
-    /// flag, chosen by the shared [`bucket`](crate::bucket::bucket) function
+    /// flag, chosen by a stable SHA-256 bucketing of the targeting key
     /// so a key stays in as the percentage grows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<f64>,
@@ -61,7 +61,7 @@ impl Default for Rule {
     }
 }
 
-/// The whole flag document stored at one key (the seed's `features:flags`).
+/// The whole flag document stored at one key (`features:flags` by default).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct FlagDocument {

@@ -20,7 +20,7 @@ use crate::store::KvStore;
 
 /// Lets a request through only when a flag is on for it. Off: a response of
 /// the layer's own (an empty 404 like axum's router by default, any status
-/// and body, or a redirect) or a fallback service — the seed's "beta handler
+/// and body, or a redirect) or a fallback service — "beta handler
 /// or standard handler" is `flags.gate("beta_feature").fallback(standard)`.
 ///
 /// The flag is evaluated for the request's targeting key; the request also

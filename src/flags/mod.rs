@@ -1,8 +1,8 @@
 //! Feature flags and route gates on the shared store.
 //!
-//! All flags live in one JSON document (the seed's `features:flags` →
+//! All flags live in one JSON document (at `features:flags`:
 //! `{"beta_feature": true, …}`), read through a process-local cache at most
-//! once per `cache_ttl` (the seed's 600 s). A flag is a boolean or a rule with
+//! once per `cache_ttl` (600 s by default). A flag is a boolean or a rule with
 //! `enabled`, a deterministic percentage `rollout`, `allow`/`deny` lists of
 //! targeting keys and an optional `variant` value.
 //!
@@ -11,15 +11,36 @@
 //! layer that lets a request through only when a flag is on for it.
 //!
 //! ```
-//! use tower_kv::flags::{FeatureFlags, FeatureFlagsLayer};
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_kv::flags::{FeatureFlags, FeatureFlagsLayer, Flag, Flags};
 //! use tower_kv::identity::Identity;
 //! use tower_kv::store::MemoryStore;
 //!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let flags = FeatureFlags::new(MemoryStore::new());
+//! flags.set_flag("new_home", Flag::Bool(true)).await?;
 //! let layer = FeatureFlagsLayer::new(flags, Identity::User.or(Identity::Cookie("visitor")));
-//! // The seed's switch: the beta handler when `beta_feature` is on, else the standard one.
-//! let beta_gate = layer.gate("beta_feature"); // .fallback(standard_service)
-//! # let _ = beta_gate;
+//!
+//! // Handlers read the request's flags (an axum extractor with feature `axum`).
+//! let home = ServiceBuilder::new().layer(layer.clone()).service(service_fn(|req: Request<()>| async move {
+//!     let flags = req.extensions().get::<Flags>().expect("the layer is outside");
+//!     let page = if flags.is_enabled("new_home") { "new home" } else { "home" };
+//!     Ok::<_, Infallible>(Response::builder().header("x-page", page).body(()).unwrap())
+//! }));
+//! let res = home.oneshot(Request::get("/").body(())?).await?;
+//! assert_eq!(res.headers()["x-page"], "new home");
+//!
+//! // A gate: the route exists only while `beta` is on (else a 404, or a fallback service).
+//! let beta = ServiceBuilder::new()
+//!     .layer(layer.gate("beta"))
+//!     .service(service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) }));
+//! let res = beta.oneshot(Request::get("/beta").body(())?).await?;
+//! assert_eq!(res.status(), StatusCode::NOT_FOUND);
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Evaluation never fails a request: a missing flag is off (reason
@@ -28,7 +49,9 @@
 //! `Error`). Writers use [`FeatureFlags::set_flag`] and friends, which
 //! compare-and-swap the stored document so concurrent writers of different
 //! flags both persist, and validate (unknown fields, rollout range).
-//! Rollouts use the shared [`bucket`](crate::bucket::bucket) function.
+//! Rollouts bucket targeting keys with a stable SHA-256 hash (1/10,000
+//! granularity), the same on every instance: raising a rollout keeps the
+//! users already in.
 
 mod document;
 mod evaluator;

@@ -9,19 +9,43 @@
 //! clock, so instances with skewed clocks agree.
 //!
 //! ```
-//! use http::Method;
+//! use std::convert::Infallible;
+//! use std::net::SocketAddr;
+//! use http::{Method, Request, Response, StatusCode};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //! use tower_kv::identity::Identity;
 //! use tower_kv::ratelimit::{Limit, Quota, RateLimitLayer};
 //! use tower_kv::store::MemoryStore;
 //!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Infallible> {
 //! let layer = RateLimitLayer::new(MemoryStore::new(), Identity::PeerIp)
 //!     // Every route not listed below: 1,000 per minute.
 //!     .default_limit(Quota::per_minute(1000))
 //!     // 10/s and 1,000/h together; a search costs 5.
 //!     .route(Method::GET, "/search", Limit::new(Quota::per_second(10)).and(Quota::per_hour(1000)).cost(5))
-//!     .route_any("/api/{*rest}", Quota::per_minute(100))
+//!     .route(Method::POST, "/login", Quota::per_minute(2))
 //!     .exempt("/health");
-//! # let _ = layer;
+//! let app = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) }));
+//!
+//! let login = || {
+//!     let mut req = Request::post("/login").body(()).unwrap();
+//!     // axum's `ConnectInfo<SocketAddr>` works too; with plain hyper, insert the peer.
+//!     req.extensions_mut().insert(SocketAddr::from(([203, 0, 113, 7], 5000)));
+//!     req
+//! };
+//! for _ in 0..2 {
+//!     let res = app.clone().oneshot(login()).await?;
+//!     assert_eq!(res.status(), StatusCode::OK);
+//!     assert!(res.headers().contains_key("ratelimit"));
+//! }
+//! let res = app.oneshot(login()).await?;
+//! assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert!(res.headers().contains_key("retry-after"));
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Wrap a service with `tower::ServiceBuilder::new().layer(layer)`, or put it

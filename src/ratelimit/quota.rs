@@ -97,7 +97,7 @@ impl Quota {
         self
     }
 
-    /// Count in fixed windows (the seed's limiter).
+    /// Count in fixed windows (simple, and cheapest on Redis).
     #[must_use]
     pub fn fixed_window(self) -> Self {
         self.algorithm(Algorithm::FixedWindow)

@@ -20,8 +20,7 @@ pub struct SessionLayer {
 
 impl SessionLayer {
     /// Sessions stored in `store`, with the defaults: cookie `id`
-    /// (`HttpOnly; Secure; SameSite=Lax; Path=/`), idle timeout 24 h (the
-    /// seed's), absolute timeout 7 days, renewal after a quarter of the idle
+    /// (`HttpOnly; Secure; SameSite=Lax; Path=/`), idle timeout 24 h, absolute timeout 7 days, renewal after a quarter of the idle
     /// timeout, keys under `session:`.
     pub fn new<St: KvStore>(store: St) -> Self {
         Self {

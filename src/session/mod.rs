@@ -7,18 +7,31 @@
 //! without a cookie that creates nothing gets no cookie.
 //!
 //! ```
+//! use std::convert::Infallible;
 //! use std::time::Duration;
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //! use tower_kv::session::{Session, SessionLayer};
 //! use tower_kv::store::MemoryStore;
 //!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Infallible> {
 //! let layer = SessionLayer::new(MemoryStore::new())
 //!     .idle_timeout(Duration::from_secs(30 * 60))
 //!     .absolute_timeout(Duration::from_secs(8 * 3600));
+//! // With axum, take `session: Session` as a handler argument instead.
+//! let app = ServiceBuilder::new().layer(layer).service(service_fn(|req: Request<()>| async move {
+//!     let session = req.extensions().get::<Session>().expect("the layer is outside").clone();
+//!     session.login("user-42").await.expect("store up"); // new id (anti-fixation) + user
+//!     Ok::<_, Infallible>(Response::new(()))
+//! }));
 //!
-//! async fn login(session: Session) -> Result<(), tower_kv::session::SessionError> {
-//!     session.login("user-42").await // new id (anti-fixation) + user
-//! }
-//! # let _ = layer;
+//! let res = app.oneshot(Request::post("/login").body(()).unwrap()).await?;
+//! let cookie = res.headers()["set-cookie"].to_str().unwrap();
+//! assert!(cookie.starts_with("id=") && cookie.contains("HttpOnly") && cookie.contains("Secure"));
+//! assert_eq!(res.headers()["cache-control"], "private, no-store");
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Security
@@ -27,8 +40,12 @@
 //!   server did not issue, or one that expired, is never adopted: the client
 //!   gets a fresh session. Ids are never logged (a digest is).
 //! - Cookie `id`: `HttpOnly; Secure; SameSite=Lax; Path=/`; `__Host-` names
-//!   enforced; optional signing. Responses that set or clear it are
-//!   `Cache-Control: private, no-store`.
+//!   enforced; optional signing.
+//! - Every response to a request whose session was read or changed is
+//!   marked `Cache-Control: private` (merged with the handler's directives,
+//!   replacing `public` and `s-maxage`) and `Vary: Cookie` (or the
+//!   transport's header), so no shared cache serves it to someone else;
+//!   responses that set or clear the id are also `no-store`.
 //! - Idle **and** absolute timeouts, both checked on load and enforced by
 //!   the store's TTL.
 //! - [`Session::login`] and [`Session::cycle_id`] give a new id and end the

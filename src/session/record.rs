@@ -2,8 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The one coalesced record a session is stored as (the seed's
-/// `session:{id}` → `{userId, expiresAt}`, grown up).
+/// The one coalesced record a session is stored as, at `session:{id}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Record {

@@ -1,5 +1,5 @@
 //! A document read from the store at most once per TTL per process and kept
-//! parsed in memory — the seed's `cacheTtl`, for configuration that every
+//! parsed in memory — for configuration that every
 //! request reads (the flag document, A/B test configs).
 
 use std::fmt;

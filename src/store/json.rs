@@ -48,7 +48,7 @@ pub trait KvStoreExt: KvStore {
 impl<S: KvStore> KvStoreExt for S {}
 
 /// Decodes JSON bytes read at `key`.
-pub fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
         key: key.to_owned(),
         source: Box::new(e),
@@ -56,7 +56,7 @@ pub fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, St
 }
 
 /// Encodes a value as JSON for writing at `key`.
-pub fn encode_json<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_json<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Encode {
         key: key.to_owned(),
         source: Box::new(e),

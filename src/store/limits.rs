@@ -2,9 +2,9 @@ use std::time::Duration;
 
 use super::{Expiration, ListOptions, Rate, RateRequest, StoreError};
 
-/// Longest key accepted, in bytes (the edge KV the seed comes from allows 512).
+/// Longest key accepted, in bytes (as edge key-value stores allow).
 pub const MAX_KEY_LEN: usize = 512;
-/// Default largest value accepted, in bytes (25 MiB, as the seed's edge KV).
+/// Default largest value accepted, in bytes (25 MiB, as edge key-value stores allow).
 pub const DEFAULT_MAX_VALUE_LEN: usize = 25 * 1024 * 1024;
 /// Largest page size of [`KvStore::list`](super::KvStore::list).
 pub const MAX_LIST_LIMIT: usize = 1000;

@@ -60,7 +60,8 @@ pub(crate) mod update;
 pub(crate) use cached::CachedDocument;
 pub(crate) use dyn_store::DynStore;
 pub use error::StoreError;
-pub use json::{decode_json, encode_json, KvStoreExt};
+pub use json::KvStoreExt;
+pub(crate) use json::{decode_json, encode_json};
 pub use limits::{DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, MAX_LIST_LIMIT};
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 pub use near_cache::{NearCache, NearCacheBuilder};
@@ -79,8 +80,8 @@ pub trait KvStore: Clone + Send + Sync + 'static {
     /// The entry at `key`, or `None` when absent or expired.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send;
 
-    /// Like [`get`](Self::get), with hints for a near cache (the seed's
-    /// `cacheTtl`). Stores without a near cache ignore them.
+    /// Like [`get`](Self::get), with hints for a near cache (how long
+    /// the value may be kept in process). Stores without a near cache ignore them.
     fn get_with(
         &self,
         key: &str,

@@ -1,4 +1,4 @@
-//! A bounded process-local read cache in front of any store (the seed's `cacheTtl`).
+//! A bounded process-local read cache in front of any store (a per-read `cache_ttl`).
 
 use std::time::Duration;
 

@@ -10,10 +10,10 @@ pub enum Expiration {
     /// The entry stays until deleted or evicted.
     #[default]
     Never,
-    /// The entry expires this long after the write (the seed's `expirationTtl`).
+    /// The entry expires this long after the write .
     /// Rounded up to whole milliseconds; zero is rejected.
     Ttl(Duration),
-    /// The entry expires at this instant (the seed's `expiration`). An instant
+    /// The entry expires at this instant . An instant
     /// in the past makes the write a delete.
     At(SystemTime),
 }
@@ -98,7 +98,7 @@ impl PutOptions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadOptions {
     /// How long a near cache may serve this read without asking the store
-    /// (the seed's `cacheTtl`). Ignored by stores without a near cache.
+    /// (a per-read `cache_ttl`). Ignored by stores without a near cache.
     pub cache_ttl: Option<Duration>,
     /// On a store failure, a near cache may answer with the last value it saw,
     /// even past `cache_ttl`.
@@ -134,7 +134,7 @@ pub struct ListOptions {
 }
 
 impl ListOptions {
-    /// The first page of keys under `prefix`, 1,000 at most (the seed's default).
+    /// The first page of keys under `prefix`, 1,000 at most .
     pub fn prefix(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
@@ -220,7 +220,7 @@ impl GcraRate {
 pub enum Rate {
     /// Generic cell rate algorithm: smooth, with a burst allowance.
     Gcra(GcraRate),
-    /// At most `limit` units per aligned window (the seed's limiter, made atomic).
+    /// At most `limit` units per aligned window (atomic).
     FixedWindow {
         /// Units per window.
         limit: u32,
