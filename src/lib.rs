@@ -125,6 +125,8 @@ mod body;
 mod bucket;
 pub mod cache;
 mod clock;
+#[cfg(feature = "axum")]
+mod extract;
 pub mod flags;
 mod future;
 pub mod identity;

@@ -31,3 +31,55 @@ pub(crate) fn take_ready<S: Clone>(service: &mut S) -> S {
     let clone = service.clone();
     std::mem::replace(service, clone)
 }
+
+/// The `Service` implementation of a layer's service, written once: every
+/// layer takes `Request<ReqB>` to an inner service `S` answering
+/// `Response<ResB>`, answers `Response<ResponseBody<ResB>>` with the inner
+/// error type, and returns the shared [`ResponseFuture`](crate::future::ResponseFuture).
+/// Only `call` (and, for a service with two inner services, `poll_ready`)
+/// differs between layers.
+macro_rules! layer_service {
+    (
+        impl<$($param:ident $(: $bound:path)?),*> $service:ty
+        $(where [$($extra:tt)*])?
+        { future: $future:ty, headers: $headers:ty }
+        $(fn poll_ready(&mut $ready_self:ident, $cx:ident) $poll_ready:block)?
+        fn call(&mut $self:ident, $req:pat) $call:block
+    ) => {
+        impl<$($param $(: $bound)?,)* ReqB, ResB> tower_service::Service<http::Request<ReqB>>
+            for $service
+        where
+            S: tower_service::Service<http::Request<ReqB>, Response = http::Response<ResB>>
+                + Clone
+                + Send
+                + 'static,
+            S::Future: Send,
+            ReqB: Send + 'static,
+            ResB: Send + 'static,
+            $($($extra)*)?
+        {
+            type Response = http::Response<crate::body::ResponseBody<ResB>>;
+            type Error = S::Error;
+            type Future = crate::future::ResponseFuture<$future, ResB, S::Error, $headers>;
+
+            $crate::service::layer_service!(@poll_ready $(&mut $ready_self, $cx, $poll_ready)?);
+
+            fn call(&mut $self, $req: http::Request<ReqB>) -> Self::Future $call
+        }
+    };
+    (@poll_ready) => {
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+    };
+    (@poll_ready &mut $ready_self:ident, $cx:ident, $poll_ready:block) => {
+        fn poll_ready(
+            &mut $ready_self,
+            $cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> $poll_ready
+    };
+}
+pub(crate) use layer_service;

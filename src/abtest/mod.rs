@@ -54,18 +54,3 @@ pub use crate::future::ResponseFuture;
 pub use config::{InvalidTestConfig, TestConfig};
 pub use layer::{AbTestLayer, Exposure, SetConfigError, Variants, OVERRIDE_HEADER};
 pub use service::AbTestService;
-
-#[cfg(feature = "axum")]
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Variants {
-    type Rejection = (http::StatusCode, &'static str);
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Variants>().cloned().ok_or((
-            http::StatusCode::INTERNAL_SERVER_ERROR,
-            "Variants extractor used without tower_kv::abtest::AbTestLayer",
-        ))
-    }
-}

@@ -1,18 +1,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use cookie::{Cookie, SameSite};
 use http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
-use http::{Request, Response};
-use tower_service::Service;
+use http::Request;
 
 use super::layer::{Config, Variants, OVERRIDE_HEADER};
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
 use crate::identity::{cookie_value, random_hex};
 use crate::privacy::{add_vary, mark_private};
-use crate::service::{inner_accessors, take_ready};
+use crate::service::{inner_accessors, layer_service, take_ready};
 use crate::store::KvStore;
 
 /// The A/B service; see [`AbTestLayer`](super::AbTestLayer).
@@ -112,23 +110,10 @@ impl<St: KvStore> Config<St> {
     }
 }
 
-impl<S, St, ReqB, ResB> Service<Request<ReqB>> for AbTestService<S, St>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send,
-    St: KvStore,
-    ReqB: Send + 'static,
-    ResB: Send + 'static,
-{
-    type Response = Response<ResponseBody<ResB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResB, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+layer_service! {
+    impl<S, St: KvStore> AbTestService<S, St>
+    { future: S::Future, headers: () }
+    fn call(&mut self, mut req) {
         let config = self.config.clone();
         // A client never chooses its variant: drop any copies it sent.
         let forced = config.strip_client_headers(req.headers_mut());

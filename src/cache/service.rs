@@ -1,7 +1,6 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -24,7 +23,7 @@ use super::storage::Lookup;
 use super::{reuse, storable, CacheControl, CacheStatus, Forward, Reuse};
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
-use crate::service::{inner_accessors, take_ready};
+use crate::service::{inner_accessors, layer_service, take_ready};
 use crate::session::Session;
 use crate::store::KvStore;
 
@@ -58,24 +57,11 @@ impl<S, St> CacheService<S, St> {
 
 type Reply<B> = Response<ResponseBody<B>>;
 
-impl<S, St, ReqB, ResB> Service<Request<ReqB>> for CacheService<S, St>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send,
-    St: KvStore,
-    ReqB: Send + 'static,
-    ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: std::fmt::Display,
-{
-    type Response = Reply<ResB>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResB, S::Error, (HeaderName, HeaderValue)>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+layer_service! {
+    impl<S, St: KvStore> CacheService<S, St>
+    where [ResB: Body<Data = Bytes>, ResB::Error: std::fmt::Display]
+    { future: S::Future, headers: (HeaderName, HeaderValue) }
+    fn call(&mut self, mut req) {
         let config = self.config.clone();
         for name in &config.strip {
             req.headers_mut().remove(name);
@@ -276,19 +262,10 @@ where
         request_cc: &CacheControl,
         miss: Miss,
     ) -> Result<Reply<ResB>, S::Error> {
-        let coalesce = matches!(miss.reason, Forward::UriMiss | Forward::VaryMiss)
-            && self.ctx.method == Method::GET;
-        let _leader =
-            match coalesce.then(|| self.ctx.config.inflight.join_or_lead(&self.ctx.key.base)) {
-                Some(Role::Follower(done)) => {
-                    if let Some(res) = self.ctx.follow(done, req.headers(), miss.reason).await {
-                        return Ok(res);
-                    }
-                    None
-                }
-                Some(Role::Leader(guard)) => Some(guard),
-                None => None,
-            };
+        let _leader = match self.ctx.coalesce(req.headers(), &miss).await {
+            Coalesced::Answered(res) => return Ok(*res),
+            Coalesced::Fetch(leader) => leader,
+        };
         let request_headers = req.headers().clone();
         let path = req.uri().path().to_owned();
         let revalidating = miss
@@ -317,24 +294,18 @@ where
         let stored = self
             .ctx
             .storable(&path, &request_headers, request_cc, &res, miss.reason);
-        match stored {
-            Some(storable) => {
-                let fetched = Fetched {
-                    request_headers,
-                    times,
-                    storable,
-                    reason: miss.reason,
-                };
-                Ok(self.ctx.store_and_respond(res, fetched).await)
-            }
-            None => {
-                let code = res.status().as_u16();
-                let res = res.map(ResponseBody::inner);
-                Ok(self
-                    .ctx
-                    .with_status(res, CacheStatus::forwarded(miss.reason, code, false)))
-            }
-        }
+        let Some(storable) = stored else {
+            let code = res.status().as_u16();
+            let status = CacheStatus::forwarded(miss.reason, code, false);
+            return Ok(self.ctx.with_status(res.map(ResponseBody::inner), status));
+        };
+        let fetched = Fetched {
+            request_headers,
+            times,
+            storable,
+            reason: miss.reason,
+        };
+        Ok(self.ctx.store_and_respond(res, fetched).await)
     }
 }
 
@@ -363,6 +334,23 @@ impl<St: KvStore> Ctx<St> {
             age,
             self.status(entry.hit(age)),
         )
+    }
+
+    /// Concurrent misses of one URL: the first leads the fetch, the others
+    /// wait for it (bounded) and answer from what it stored.
+    async fn coalesce<B>(&self, request: &HeaderMap, miss: &Miss) -> Coalesced<B> {
+        let coalesce = matches!(miss.reason, Forward::UriMiss | Forward::VaryMiss)
+            && self.method == Method::GET;
+        if !coalesce {
+            return Coalesced::Fetch(None);
+        }
+        match self.config.inflight.join_or_lead(&self.key.base) {
+            Role::Leader(guard) => Coalesced::Fetch(Some(guard)),
+            Role::Follower(done) => match self.follow(done, request, miss.reason).await {
+                Some(res) => Coalesced::Answered(Box::new(res)),
+                None => Coalesced::Fetch(None),
+            },
+        }
     }
 
     /// Waits for the concurrent fetch of the same URL and answers from what
@@ -555,6 +543,14 @@ impl<St: KvStore> Ctx<St> {
         }
         Buffered::Complete(buffer.freeze())
     }
+}
+
+/// What request coalescing decided.
+enum Coalesced<B> {
+    /// Another request's fetch answered this one.
+    Answered(Box<Reply<B>>),
+    /// Fetch from the origin, leading the concurrent misses when `Some`.
+    Fetch(Option<inflight::InFlight>),
 }
 
 /// A body read for storing.

@@ -54,18 +54,3 @@ impl Flags {
         self.key.as_deref()
     }
 }
-
-#[cfg(feature = "axum")]
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Flags {
-    type Rejection = (http::StatusCode, &'static str);
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Flags>().cloned().ok_or((
-            http::StatusCode::INTERNAL_SERVER_ERROR,
-            "Flags extractor used without tower_kv::flags::FeatureFlagsLayer",
-        ))
-    }
-}

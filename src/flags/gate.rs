@@ -1,6 +1,6 @@
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, LOCATION};
@@ -15,7 +15,7 @@ use tower::util::Either;
 use super::evaluator::Flags;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
-use crate::service::{inner_accessors, take_ready};
+use crate::service::{inner_accessors, layer_service, take_ready};
 use crate::store::KvStore;
 
 /// Lets a request through only when a flag is on for it. Off: a response of
@@ -140,23 +140,10 @@ impl<S, St: KvStore, F> FlagGateService<S, St, F> {
     }
 }
 
-impl<S, St, ReqB, ResB> Service<Request<ReqB>> for FlagGateService<S, St, Respond>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send,
-    St: KvStore,
-    ReqB: Send + 'static,
-    ResB: Send + 'static,
-{
-    type Response = Response<ResponseBody<ResB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResB, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+layer_service! {
+    impl<S, St: KvStore> FlagGateService<S, St, Respond>
+    { future: S::Future, headers: () }
+    fn call(&mut self, req) {
         match self.decide(req) {
             Ok((true, req)) => ResponseFuture::inner(self.inner.call(req), None),
             Ok((false, _)) => ResponseFuture::ready(self.otherwise.response()),
@@ -174,29 +161,21 @@ where
     }
 }
 
-impl<S, St, T, ReqB, ResB> Service<Request<ReqB>> for FlagGateService<S, St, Fallback<T>>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send,
-    T: Service<Request<ReqB>, Response = Response<ResB>, Error = S::Error> + Clone + Send + 'static,
-    T::Future: Send,
-    St: KvStore,
-    ReqB: Send + 'static,
-    ResB: Send + 'static,
-{
-    type Response = Response<ResponseBody<ResB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<EitherResponseFuture<S::Future, T::Future>, ResB, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+layer_service! {
+    impl<S, St: KvStore, T> FlagGateService<S, St, Fallback<T>>
+    where [
+        T: Service<Request<ReqB>, Response = Response<ResB>, Error = S::Error> + Clone + Send + 'static,
+        T::Future: Send,
+    ]
+    { future: EitherResponseFuture<S::Future, T::Future>, headers: () }
+    fn poll_ready(&mut self, cx) {
         // Both must be ready: which one is called is only known per request.
         match self.inner.poll_ready(cx)? {
             Poll::Ready(()) => self.otherwise.0.poll_ready(cx),
             Poll::Pending => Poll::Pending,
         }
     }
-
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, req) {
         match self.decide(req) {
             Ok((on, req)) => {
                 let mut either = match on {

@@ -1,9 +1,7 @@
 use std::future::Future;
-use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::Request;
 use tower_layer::Layer;
-use tower_service::Service;
 
 use super::evaluator::Flags;
 use super::gate::{FlagGateLayer, Respond};
@@ -11,7 +9,7 @@ use super::FeatureFlags;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
 use crate::identity::{Identity, UserSourceCheck};
-use crate::service::{inner_accessors, take_ready};
+use crate::service::{inner_accessors, layer_service, take_ready};
 use crate::store::KvStore;
 
 /// Puts the request's [`Flags`] in its extensions. See the [module docs](super).
@@ -80,22 +78,10 @@ impl<S, St> FeatureFlagsService<S, St> {
     inner_accessors!();
 }
 
-impl<S, St, ReqB, ResB> Service<Request<ReqB>> for FeatureFlagsService<S, St>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send,
-    St: KvStore,
-    ReqB: Send + 'static,
-{
-    type Response = Response<ResponseBody<ResB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResB, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+layer_service! {
+    impl<S, St: KvStore> FeatureFlagsService<S, St>
+    { future: S::Future, headers: () }
+    fn call(&mut self, mut req) {
         match self.layer.flags_now(&req) {
             Ok(flags) => {
                 req.extensions_mut().insert(flags);

@@ -1,5 +1,4 @@
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +11,7 @@ use super::layer::{Config, Prepared};
 use super::limit::{MissingIdentity, OnStoreError, RateLimitBypassed};
 use crate::body::ResponseBody;
 use crate::future::{AddHeaders, ResponseFuture};
-use crate::service::{inner_accessors, take_ready};
+use crate::service::{inner_accessors, layer_service, take_ready};
 use crate::store::{KvStore, RateDecision, RateRequest};
 
 /// The rate-limiting service; see [`RateLimitLayer`](super::RateLimitLayer).
@@ -96,23 +95,10 @@ impl<St: KvStore> Config<St> {
     }
 }
 
-impl<S, St, ReqB, ResB> Service<Request<ReqB>> for RateLimitService<S, St>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send,
-    St: KvStore,
-    ReqB: Send + 'static,
-    ResB: Send + 'static,
-{
-    type Response = Response<ResponseBody<ResB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResB, S::Error, Annotation>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+layer_service! {
+    impl<S, St: KvStore> RateLimitService<S, St>
+    { future: S::Future, headers: Annotation }
+    fn call(&mut self, req) {
         let config = &self.config;
         let Some(prepared) = config.limit_for(&req) else {
             return ResponseFuture::inner(self.inner.call(req), None);

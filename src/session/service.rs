@@ -1,15 +1,13 @@
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{Request, Response, StatusCode};
-use tower_service::Service;
+use http::{Request, StatusCode};
 
 use super::handle::Session;
 use super::settings::Settings;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
 use crate::identity::UserId;
-use crate::service::{inner_accessors, take_ready};
+use crate::service::{inner_accessors, layer_service, take_ready};
 
 /// The session service; see [`SessionLayer`](super::SessionLayer).
 #[derive(Clone, Debug)]
@@ -35,22 +33,11 @@ impl<S> SessionService<S> {
     inner_accessors!();
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for SessionService<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqB: Send + 'static,
-    ResB: Send + 'static,
-{
-    type Response = Response<ResponseBody<ResB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResB, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+layer_service! {
+    impl<S> SessionService<S>
+    where [S::Future: 'static]
+    { future: S::Future, headers: () }
+    fn call(&mut self, mut req) {
         let presented = self.settings.transport.read(req.headers());
         let expose_user = self.settings.expose_user && presented.is_some();
         let session = Session::new(self.settings.clone(), presented);
