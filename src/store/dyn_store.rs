@@ -1,18 +1,16 @@
 //! An object-safe view of a [`KvStore`], for handles that must not be
 //! generic over the store (a `Session` in request extensions, extractors).
 
-use std::future::Future;
-use std::pin::Pin;
-
 use bytes::Bytes;
+use futures_util::future;
 
 use super::{CasOutcome, Entry, KvStore, ListOptions, ListPage, PutOptions, StoreError, Version};
 
 /// A boxed store future.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+type BoxFuture<'a, T> = future::BoxFuture<'a, Result<T, StoreError>>;
 
 /// The [`KvStore`] operations behind a trait object. Every `KvStore` is one.
-pub trait DynStore: Send + Sync + 'static {
+pub(crate) trait DynStore: Send + Sync + 'static {
     /// [`KvStore::get`].
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Entry>>;
     /// [`KvStore::put`].

@@ -61,7 +61,6 @@ pub(crate) use cached::CachedDocument;
 pub(crate) use dyn_store::DynStore;
 pub use error::StoreError;
 pub use json::KvStoreExt;
-pub(crate) use json::{decode_json, encode_json};
 pub use limits::{DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN, MAX_LIST_LIMIT};
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 pub use near_cache::{NearCache, NearCacheBuilder};

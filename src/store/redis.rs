@@ -9,12 +9,12 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
+use super::json::decode_json;
 use super::limits::{check_expiration, check_key, check_list, check_rate, check_value};
 use super::rate;
 use super::{
-    decode_json, CasOutcome, Entry, Expiration, KeyInfo, KvStore, ListOptions, ListPage,
-    PutOptions, Rate, RateDecision, RateRequest, RateState, StoreError, Version,
-    DEFAULT_MAX_VALUE_LEN,
+    CasOutcome, Entry, Expiration, KeyInfo, KvStore, ListOptions, ListPage, PutOptions, Rate,
+    RateDecision, RateRequest, RateState, StoreError, Version, DEFAULT_MAX_VALUE_LEN,
 };
 use crate::clock::{duration_ms_ceil, system_time_ms};
 
@@ -208,7 +208,7 @@ impl RedisStore {
         let metadata = options
             .metadata
             .as_ref()
-            .map(|m| super::encode_json(key, m))
+            .map(|m| super::json::encode_json(key, m))
             .transpose()?;
         let version = Version::random();
         let (mode, ms) = expiry_args(options.expiration);
