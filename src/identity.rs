@@ -24,7 +24,6 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderName, FORWARDED};
@@ -32,6 +31,8 @@ use http::request::Parts;
 use http::Request;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
+
+use crate::once::Once;
 
 /// The signed-in user of a request, placed in request extensions by the
 /// session layer or by your own authentication middleware.
@@ -179,7 +180,7 @@ impl Identity {
 #[derive(Clone, Debug)]
 pub(crate) struct UserSourceCheck {
     layer: &'static str,
-    warned: Arc<AtomicBool>,
+    warned: Once,
 }
 
 impl UserSourceCheck {
@@ -187,14 +188,14 @@ impl UserSourceCheck {
     pub(crate) fn new(layer: &'static str, identity: &Identity) -> Option<Self> {
         identity.uses_user().then(|| Self {
             layer,
-            warned: Arc::default(),
+            warned: Once::default(),
         })
     }
 
     /// Warns (once) when `req` has no [`UserId`] and no session layer that
     /// provides one ran before this layer.
     pub(crate) fn check<B>(&self, req: &Request<B>) {
-        if self.warned.load(Ordering::Relaxed) || req.extensions().get::<UserId>().is_some() {
+        if self.warned.done() || req.extensions().get::<UserId>().is_some() {
             return;
         }
         let fix = match req.extensions().get::<crate::session::Session>() {
@@ -202,7 +203,7 @@ impl UserSourceCheck {
             Some(_) => "call `.expose_user()` on the SessionLayer",
             None => "add `SessionLayer::new(store).expose_user()` outside this layer (or insert a `UserId` in your own authentication middleware)",
         };
-        if !self.warned.swap(true, Ordering::Relaxed) {
+        if self.warned.first() {
             tracing::warn!(
                 layer = self.layer,
                 "Identity::User found no signed-in user source: {fix}; until then requests fall back to the next identity"

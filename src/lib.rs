@@ -131,6 +131,7 @@ pub mod flags;
 mod future;
 pub mod identity;
 mod live;
+mod once;
 mod privacy;
 pub mod ratelimit;
 mod routes;

@@ -276,6 +276,27 @@ mod cases {
         assert!(warnings[0].contains("expose_user()"));
     }
 
+    /// A gate on a flag the document does not have: off, said once.
+    pub async fn gate_on_a_missing_flag_warns_once<S: KvStore>(h: Harness<S>) {
+        let (captured, _guard) = Captured::start();
+        let flags = FeatureFlags::new(h.store.clone());
+        flags
+            .set_flag("other", tower_kv::flags::Flag::Bool(true))
+            .await
+            .unwrap();
+        let gate = FeatureFlagsLayer::new(flags, Identity::Global).gate("typo");
+        let app = Router::new()
+            .route("/gated", get(|| async { "on" }))
+            .layer(gate);
+        for _ in 0..3 {
+            let (status, _) = Client::default().send(&app, "GET", "/gated").await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+        }
+        let warnings = captured.mentioning("typo");
+        assert_eq!(warnings.len(), 1, "{:?}", captured.all());
+        assert!(warnings[0].contains("set_flag"));
+    }
+
     /// The documented order says nothing.
     pub async fn documented_order_is_silent<S: KvStore>(h: Harness<S>) {
         let (captured, _guard) = Captured::start();
@@ -298,4 +319,5 @@ both_backends!(
     user_identity_without_a_session_warns_once,
     session_without_expose_user_warns,
     documented_order_is_silent,
+    gate_on_a_missing_flag_warns_once,
 );

@@ -511,12 +511,22 @@ mod cases {
             "none",
             "bad signature ignored"
         );
-        let insecure = std::panic::catch_unwind(|| {
+        // A prefix's rules win over conflicting setters, in any order.
+        let svc = app(layer(&h, h.store.clone()).cookie(
             CookieConfig::default()
-                .name("__Host-x")
                 .domain("example.com")
-        });
-        assert!(insecure.is_err(), "__Host- with Domain is refused");
+                .insecure()
+                .name("__Host-x")
+                .path("/app"),
+        ));
+        let req = Request::post("/set/k/v").body(()).unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        let set = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            set.starts_with("__Host-x=") && set.contains("Secure") && set.ends_with("Path=/"),
+            "{set}"
+        );
+        assert!(!set.contains("Domain") && !set.contains("/app"), "{set}");
     }
 
     pub async fn exposes_the_user_to_inner_layers<S: KvStore>(h: Harness<S>) {

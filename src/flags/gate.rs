@@ -13,8 +13,10 @@ use tower::util::future::EitherResponseFuture;
 use tower::util::Either;
 
 use super::evaluator::Flags;
+use super::Reason;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
+use crate::once::Once;
 use crate::service::{inner_accessors, layer_service, take_ready};
 use crate::store::KvStore;
 
@@ -28,8 +30,30 @@ use crate::store::KvStore;
 #[derive(Clone, Debug)]
 pub struct FlagGateLayer<St, F> {
     flags: FeatureFlagsLayer<St>,
-    name: Arc<str>,
+    flag: GatedFlag,
     otherwise: F,
+}
+
+/// The flag a gate checks, and whether it said the flag is missing.
+#[derive(Clone, Debug)]
+struct GatedFlag {
+    name: Arc<str>,
+    missing: Once,
+}
+
+impl GatedFlag {
+    /// Whether the flag is on for `flags`; a flag missing from the document
+    /// is off, and said once per gate.
+    fn is_on(&self, flags: &Flags) -> bool {
+        let evaluation = flags.evaluate(&self.name);
+        if evaluation.reason == Reason::Missing && !self.missing.done() && self.missing.first() {
+            tracing::warn!(
+                flag = %self.name,
+                "FlagGateLayer: the flag is not in the flag document, so every request gets the gate's off response: add it with `FeatureFlags::set_flag`"
+            );
+        }
+        evaluation.enabled
+    }
 }
 
 /// Off: answer with this response (default: an empty 404).
@@ -48,7 +72,10 @@ impl<St: KvStore> FlagGateLayer<St, Respond> {
     pub(crate) fn new(flags: FeatureFlagsLayer<St>, name: &str) -> Self {
         Self {
             flags,
-            name: Arc::from(name),
+            flag: GatedFlag {
+                name: Arc::from(name),
+                missing: Once::default(),
+            },
             otherwise: Respond {
                 status: StatusCode::NOT_FOUND,
                 headers: HeaderMap::new(),
@@ -78,7 +105,7 @@ impl<St: KvStore> FlagGateLayer<St, Respond> {
     pub fn fallback<T>(self, service: T) -> FlagGateLayer<St, Fallback<T>> {
         FlagGateLayer {
             flags: self.flags,
-            name: self.name,
+            flag: self.flag,
             otherwise: Fallback(service),
         }
     }
@@ -91,7 +118,7 @@ impl<S, St: Clone, F: Clone> Layer<S> for FlagGateLayer<St, F> {
         FlagGateService {
             inner,
             flags: self.flags.clone(),
-            name: self.name.clone(),
+            flag: self.flag.clone(),
             otherwise: self.otherwise.clone(),
         }
     }
@@ -102,7 +129,7 @@ impl<S, St: Clone, F: Clone> Layer<S> for FlagGateLayer<St, F> {
 pub struct FlagGateService<S, St, F> {
     inner: S,
     flags: FeatureFlagsLayer<St>,
-    name: Arc<str>,
+    flag: GatedFlag,
     otherwise: F,
 }
 
@@ -127,9 +154,9 @@ impl<S, St: KvStore, F> FlagGateService<S, St, F> {
         &self,
         req: Request<B>,
     ) -> Result<(bool, Request<B>), impl Future<Output = (bool, Request<B>)> + Send + 'static> {
-        let name = self.name.clone();
+        let flag = self.flag.clone();
         let decided = move |flags: Flags, mut req: Request<B>| {
-            let on = flags.is_enabled(&name);
+            let on = flag.is_on(&flags);
             req.extensions_mut().insert(flags);
             (on, req)
         };

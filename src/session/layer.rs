@@ -64,11 +64,8 @@ impl SessionLayer {
         self.set(|s| s.renew_fraction = share_of_idle.clamp(0.0, 1.0))
     }
 
-    /// Carry the id in a cookie configured so.
-    ///
-    /// # Panics
-    ///
-    /// If the cookie breaks its name prefix's rules (`__Host-`, `__Secure-`).
+    /// Carry the id in a cookie configured so. A `__Host-` or `__Secure-`
+    /// name's rules win over conflicting settings (logged).
     #[must_use]
     pub fn cookie(self, cookie: CookieConfig) -> Self {
         self.transport(Transport::Cookie(cookie))
@@ -77,9 +74,10 @@ impl SessionLayer {
     /// Carry the id another way (a header, a bearer token).
     #[must_use]
     pub fn transport(self, transport: Transport) -> Self {
-        if let Transport::Cookie(c) = &transport {
-            c.check_prefix();
-        }
+        let transport = match transport {
+            Transport::Cookie(c) => Transport::Cookie(c.with_prefix_rules()),
+            other => other,
+        };
         self.set(|s| s.transport = transport)
     }
 

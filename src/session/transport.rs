@@ -75,15 +75,11 @@ impl CookieConfig {
         self
     }
 
-    /// Drop `Secure` (for plain-HTTP development only).
-    ///
-    /// # Panics
-    ///
-    /// With a `__Host-` or `__Secure-` name, which require `Secure`.
+    /// Drop `Secure` (for plain-HTTP development only). Ignored with a
+    /// `__Host-` or `__Secure-` name, which require `Secure`.
     #[must_use]
     pub fn insecure(mut self) -> Self {
         self.secure = false;
-        self.check_prefix();
         self
     }
 
@@ -94,27 +90,19 @@ impl CookieConfig {
         self
     }
 
-    /// The `Path` attribute (default `/`).
-    ///
-    /// # Panics
-    ///
-    /// With a `__Host-` name and a path other than `/`.
+    /// The `Path` attribute (default `/`). Ignored with a `__Host-` name,
+    /// which requires `/`.
     #[must_use]
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
-        self.check_prefix();
         self
     }
 
-    /// The `Domain` attribute (default: none, the cookie stays on this host).
-    ///
-    /// # Panics
-    ///
-    /// With a `__Host-` name, which forbids `Domain`.
+    /// The `Domain` attribute (default: none, the cookie stays on this
+    /// host). Ignored with a `__Host-` name, which forbids it.
     #[must_use]
     pub fn domain(mut self, domain: impl Into<String>) -> Self {
         self.domain = Some(domain.into());
-        self.check_prefix();
         self
     }
 
@@ -126,16 +114,26 @@ impl CookieConfig {
         self
     }
 
-    pub(crate) fn check_prefix(&self) {
-        if self.name.starts_with("__Host-") {
-            assert!(
-                self.secure && self.path == "/" && self.domain.is_none(),
-                "a __Host- cookie must be Secure, with Path=/ and no Domain"
-            );
+    /// The configuration as sent: a name prefix's rules win over the
+    /// setters (`__Host-`: `Secure`, `Path=/`, no `Domain`; `__Secure-`:
+    /// `Secure`), whatever order they were called in. Logs a warning when
+    /// a setter is overridden.
+    pub(crate) fn with_prefix_rules(mut self) -> Self {
+        let host = self.name.starts_with("__Host-");
+        let secure_only = host || self.name.starts_with("__Secure-");
+        let breaks =
+            (secure_only && !self.secure) || (host && (self.path != "/" || self.domain.is_some()));
+        if breaks {
+            tracing::warn!(cookie = %self.name, "the cookie's name prefix requires Secure (and for __Host-: Path=/, no Domain): settings overridden");
         }
-        if self.name.starts_with("__Secure-") {
-            assert!(self.secure, "a __Secure- cookie must be Secure");
+        if secure_only {
+            self.secure = true;
         }
+        if host {
+            self.path = "/".into();
+            self.domain = None;
+        }
+        self
     }
 
     /// The id in the request's cookies. Duplicated, oversized, malformed or
