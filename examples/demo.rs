@@ -106,10 +106,21 @@ fn unavailable<E>(_: E) -> StatusCode {
     StatusCode::SERVICE_UNAVAILABLE
 }
 
+/// `POST /login` takes JSON only: a cross-site form or `text/plain` post
+/// (login CSRF) cannot send `application/json` without a CORS preflight.
 async fn login(
     Extension(session): Extension<Session>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, StatusCode> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
     let login: Login = serde_json::from_slice(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
     if login.user_id.is_empty() || login.user_id.len() > 128 {
         return Err(StatusCode::BAD_REQUEST);
@@ -169,9 +180,11 @@ async fn admin_flags<St: KvStore>(
 ) -> Result<StatusCode, (StatusCode, String)> {
     authorized(&app, &headers).map_err(|s| (s, String::new()))?;
     app.flags.replace_json(&body).await.map_err(|e| {
+        // A store failure is not a bad request: 503, and the write may
+        // have landed (`OutcomeUnknown`).
         let status = match e {
-            FlagWriteError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_REQUEST,
+            FlagWriteError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, e.to_string())
     })?;
@@ -187,8 +200,8 @@ async fn admin_tests<St: KvStore>(
     authorized(&app, &headers).map_err(|s| (s, String::new()))?;
     app.abtest.set_config(&name, &body).await.map_err(|e| {
         let status = match e {
-            SetConfigError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_REQUEST,
+            SetConfigError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, e.to_string())
     })?;

@@ -300,6 +300,79 @@ mod cases {
         }
     }
 
+    pub async fn visitors_are_bucketed_without_storing<S: KvStore>(h: Harness<S>) {
+        configure(&h.store, r#"{"variants": ["a", "b"], "weights": [1, 1]}"#).await;
+        let store = support::Counting::new(h.store.clone());
+        let svc = app(AbTestLayer::new(store.clone(), Identity::User).test("checkout"));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..50 {
+            let cookie = format!("ab_visitor=visitor-{i}");
+            let mut first = None;
+            for _ in 0..3 {
+                let req = Request::get("/")
+                    .header("cookie", &cookie)
+                    .body(())
+                    .unwrap();
+                let variant = text(svc.clone().oneshot(req).await.unwrap()).await;
+                assert_eq!(
+                    *first.get_or_insert(variant.clone()),
+                    variant,
+                    "stable per visitor"
+                );
+            }
+            seen.insert(first.unwrap());
+        }
+        // 50 cookieless requests: a cookie each, nothing stored.
+        for _ in 0..50 {
+            svc.clone()
+                .oneshot(Request::get("/").body(()).unwrap())
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.writes(), 0, "no per-visitor state");
+        assert_eq!(seen.len(), 2, "both variants in use");
+
+        let sticky = AbTestLayer::new(store.clone(), Identity::User)
+            .test("checkout")
+            .store_visitor_assignments(true);
+        let req = Request::get("/")
+            .header("cookie", "ab_visitor=v")
+            .body(())
+            .unwrap();
+        app(sticky).oneshot(req).await.unwrap();
+        assert_eq!(store.writes(), 1, "stored when asked");
+    }
+
+    pub async fn corrupt_or_retired_assignments_are_replaced<S: KvStore>(h: Harness<S>) {
+        configure(&h.store, r#"{"variants": ["a", "b"], "weights": [0, 1]}"#).await;
+        let clock = Clock::manual();
+        let svc = app(layer(h.store.clone(), &clock));
+        assert_eq!(variant_of(&svc, "u1").await, "b");
+        let keys = h
+            .store
+            .list(tower_kv::store::ListOptions::prefix("test:checkout:user:"))
+            .await
+            .unwrap()
+            .keys;
+        assert_eq!(keys.len(), 1);
+        let key = keys[0].name.clone();
+        let stored =
+            |store: S, key: String| async move { store.get(&key).await.unwrap().unwrap().value };
+        for corrupt in [&b"bad\x01variant"[..], b"", b"\xff\xfe", b"zzz"] {
+            h.store
+                .put(&key, Bytes::copy_from_slice(corrupt), PutOptions::new())
+                .await
+                .unwrap();
+            assert_eq!(variant_of(&svc, "u1").await, "b", "{corrupt:?}");
+            assert_eq!(stored(h.store.clone(), key.clone()).await, "b", "replaced");
+        }
+        // `b` retired: its users move to a current variant, stored.
+        configure(&h.store, r#"{"variants": ["a"], "weights": [1]}"#).await;
+        clock.advance(Duration::from_secs(3601));
+        assert_eq!(variant_of(&svc, "u1").await, "a");
+        assert_eq!(stored(h.store.clone(), key.clone()).await, "a");
+    }
+
     pub async fn exposure_is_reported_once_per_assignment<S: KvStore>(h: Harness<S>) {
         configure(&h.store, r#"{"variants": ["a", "b"], "weights": [1, 1]}"#).await;
         let exposures = Arc::new(AtomicUsize::new(0));
@@ -328,4 +401,6 @@ both_backends!(
     no_or_bad_config_means_control,
     anonymous_visitors_get_one_secure_cookie,
     exposure_is_reported_once_per_assignment,
+    visitors_are_bucketed_without_storing,
+    corrupt_or_retired_assignments_are_replaced,
 );

@@ -106,6 +106,22 @@ async fn the_demo_serves_its_contract(demo: Demo) {
         demo.send(Method::POST, "/login", &json, "{oops").await.0,
         StatusCode::BAD_REQUEST
     );
+    // Login CSRF: a cross-site form or text/plain post is refused.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let headers = [
+            ("content-type", content_type),
+            ("origin", "https://evil.example"),
+        ];
+        let (status, headers, _) = demo
+            .send(Method::POST, "/login", &headers, r#"{"user_id":"mallory"}"#)
+            .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type}");
+        assert!(headers.get("set-cookie").is_none());
+    }
     let (status, headers, body) = demo
         .send(Method::POST, "/login", &json, r#"{"user_id":"ada"}"#)
         .await;

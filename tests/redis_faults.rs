@@ -403,7 +403,7 @@ mod session_outage {
 
 mod flags_outage {
     use super::*;
-    use tower_kv::flags::{FeatureFlags, Flag};
+    use tower_kv::flags::{FeatureFlags, Flag, FlagWriteError};
 
     #[tokio::test]
     async fn flags_keep_the_last_good_document_while_redis_is_down() {
@@ -440,6 +440,34 @@ mod flags_outage {
         wait_until_recovered(&store).await;
         flags.set_flag("after", Flag::Bool(true)).await.unwrap();
         assert!(flags.document().await.flags.contains_key("after"));
+    }
+
+    /// A write that times out on a frozen Redis is "outcome unknown" (it
+    /// lands when Redis resumes), and this process does not keep serving
+    /// its stale copy until the cache TTL runs out.
+    #[tokio::test]
+    async fn a_timed_out_write_is_outcome_unknown_and_read_again() {
+        let Some(server) = support::RedisServer::start() else {
+            return;
+        };
+        let store = connect(&server).await;
+        let flags = FeatureFlags::new(store.clone()).clock(Clock::manual());
+        flags.set_flag("kill", Flag::Bool(false)).await.unwrap();
+        assert_eq!(flags.document().await.flags["kill"], Flag::Bool(false));
+
+        server.pause();
+        let written = tokio::time::timeout(HANG, flags.replace_json(br#"{"kill": true}"#))
+            .await
+            .expect("hung");
+        assert!(
+            matches!(written, Err(FlagWriteError::OutcomeUnknown(_))),
+            "{written:?}"
+        );
+        server.resume();
+        wait_until_recovered(&store).await;
+        // The manual clock never moved: only the dropped local copy makes
+        // this read go to the store, where the write landed.
+        assert_eq!(flags.document().await.flags["kill"], Flag::Bool(true));
     }
 }
 

@@ -1,6 +1,7 @@
 use serde::Deserialize;
 
 use crate::bucket::BUCKETS;
+use crate::store::Entry;
 
 /// One test's configuration at `test:{name}:config` (`{"variants": ["control", "treatment"], "weights": [0.5, 0.5]}`):
 /// `{"variants": ["control", "treatment"], "weights": [0.5, 0.5]}`, with an
@@ -60,6 +61,12 @@ impl TestConfig {
             return Err(InvalidTestConfig::Weights);
         }
         Ok(())
+    }
+
+    /// A stored assignment, when it is one of this config's variants.
+    pub(crate) fn assigned(&self, entry: &Entry) -> Option<String> {
+        let stored = std::str::from_utf8(&entry.value).ok()?;
+        self.variants.iter().find(|v| *v == stored).cloned()
     }
 
     /// The variant for a bucket (`0..BUCKETS`): cumulative normalised weights.

@@ -16,7 +16,7 @@ use super::config::{is_variant_name, InvalidTestConfig, TestConfig};
 use super::AbTestService;
 use crate::bucket::bucket;
 use crate::identity::{digest, Identity, UserSourceCheck};
-use crate::store::{CachedDocument, Entry, KvStore, PutOptions, StoreError};
+use crate::store::{CachedDocument, CasOutcome, KvStore, PutOptions, StoreError};
 use crate::Clock;
 
 /// A new assignment, reported once to the exposure hook (for analytics).
@@ -65,6 +65,7 @@ pub(crate) struct Settings<St> {
     pub(crate) identity: Identity,
     pub(crate) user_check: Option<UserSourceCheck>,
     pub(crate) visitor_cookie: Option<String>,
+    pub(crate) store_visitor_assignments: bool,
     pub(crate) assignment_ttl: Duration,
     pub(crate) config_ttl: Duration,
     pub(crate) clock: Clock,
@@ -115,9 +116,14 @@ pub enum SetConfigError {
     /// The config is invalid; nothing was written.
     #[error(transparent)]
     Invalid(#[from] InvalidTestConfig),
-    /// The store failed; the config may or may not have been written.
+    /// The store refused the write (too large, …): nothing was written.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// The store became unavailable during the write: the config may or may
+    /// not have been written. This process reads the test's config again
+    /// on its next request; check, then retry.
+    #[error("test config write outcome unknown: {0}")]
+    OutcomeUnknown(StoreError),
 }
 
 impl<St: KvStore> AbTestLayer<St> {
@@ -132,6 +138,7 @@ impl<St: KvStore> AbTestLayer<St> {
                 user_check: UserSourceCheck::new("AbTestLayer", &identity),
                 identity,
                 visitor_cookie: Some("ab_visitor".into()),
+                store_visitor_assignments: false,
                 assignment_ttl: Duration::from_secs(30 * 86_400),
                 config_ttl: Duration::from_secs(3600),
                 clock: Clock::system(),
@@ -218,6 +225,17 @@ impl<St: KvStore> AbTestLayer<St> {
         self.set(|s| s.visitor_cookie = name.map(str::to_owned))
     }
 
+    /// Store anonymous visitors' assignments too (off by default). Without
+    /// it a visitor's variant is the bucket of its cookie's id — the same on
+    /// every request and instance, with no store I/O and no per-visitor
+    /// storage — but a weight change may move visitors between variants;
+    /// with it they stay put (one stored key per visitor and test, kept
+    /// `assignment_ttl`). Identified users are always stored.
+    #[must_use]
+    pub fn store_visitor_assignments(self, store: bool) -> Self {
+        self.set(|s| s.store_visitor_assignments = store)
+    }
+
     /// Also send each variant on the response, with `Vary` on its header so
     /// caches keep variants apart.
     #[must_use]
@@ -250,18 +268,20 @@ impl<St: KvStore> AbTestLayer<St> {
     /// config TTL).
     pub async fn set_config(&self, test: &str, json: &[u8]) -> Result<(), SetConfigError> {
         TestConfig::from_json(json)?;
-        self.settings
+        let value = Bytes::copy_from_slice(json);
+        let written = self
+            .settings
             .store
-            .put(
-                &config_key(test),
-                Bytes::copy_from_slice(json),
-                PutOptions::new(),
-            )
-            .await?;
+            .put(&config_key(test), value, PutOptions::new())
+            .await;
+        // Written, or maybe written: the next request reads the store.
         if let Some(t) = self.runtime().tests.iter().find(|t| t.name == test) {
             t.config.invalidate();
         }
-        Ok(())
+        written.map(drop).map_err(|e| match e.is_unavailable() {
+            true => SetConfigError::OutcomeUnknown(e),
+            false => SetConfigError::Store(e),
+        })
     }
 
     /// The QA token forcing `variant` of `test`, for this layer's secret.
@@ -303,53 +323,62 @@ impl<St: KvStore> Config<St> {
         forced
     }
 
-    /// The sticky variant of `test` for `identity`: the stored assignment, or
-    /// a new one (bucketed, written with insert-if-absent so concurrent first
-    /// requests agree). No config, a bad config or a store failure: `control`.
-    pub(crate) async fn assign(&self, test: &Test<St>, identity: &str) -> String {
+    /// The variant of `test` for `identity`. No config, a bad config or a
+    /// store failure: `control`.
+    ///
+    /// With `sticky`, the stored assignment when it is one of the current
+    /// variants; else a new one, bucketed and written with a
+    /// compare-and-swap against what was read (so concurrent first requests
+    /// agree, and a corrupt or retired assignment is replaced). Without, the
+    /// bucket alone decides: no store I/O.
+    pub(crate) async fn assign(&self, test: &Test<St>, identity: &str, sticky: bool) -> String {
         let Some(doc) = test.config.current().await else {
             return control();
         };
         let Some(config) = doc.as_ref() else {
             return control();
         };
-        let settings = &self.settings;
-        let key = format!("test:{}:user:{}", test.name, digest(identity.as_bytes()));
-        match settings.store.get(&key).await {
-            Ok(Some(entry)) => match stored_variant(&entry) {
-                Some(variant) => return variant,
-                None => tracing::warn!(test = %test.name, "corrupt assignment: reassigning"),
-            },
-            Ok(None) => {}
-            Err(e) => return unavailable(&test.name, &e),
+        let chosen = config.choose(bucket(&test.name, &config.salt, identity));
+        if !sticky {
+            return chosen.to_owned();
         }
-        let variant = config
-            .choose(bucket(&test.name, &config.salt, identity))
-            .to_owned();
-        let ttl = PutOptions::new().ttl(settings.assignment_ttl);
-        match settings
-            .store
-            .insert_if_absent(&key, Bytes::from(variant.clone()), ttl)
-            .await
-        {
-            Ok(Some(_)) => {
-                if let Some(hook) = &settings.exposure {
-                    hook(Exposure {
-                        test: test.name.clone(),
-                        variant: variant.clone(),
-                        identity: identity.to_owned(),
-                    })
-                    .await;
-                }
-                variant
+        let store = &self.settings.store;
+        let key = format!("test:{}:user:{}", test.name, digest(identity.as_bytes()));
+        let current = match store.get(&key).await {
+            Ok(entry) => entry,
+            Err(e) => return unavailable(&test.name, &e),
+        };
+        if let Some(variant) = current.as_ref().and_then(|e| config.assigned(e)) {
+            return variant;
+        }
+        if current.is_some() {
+            tracing::warn!(test = %test.name, "stored assignment is corrupt or no longer a variant: reassigning");
+        }
+        let ttl = PutOptions::new().ttl(self.settings.assignment_ttl);
+        let expected = current.map(|e| e.version);
+        let value = Bytes::copy_from_slice(chosen.as_bytes());
+        match store.compare_and_swap(&key, expected, value, ttl).await {
+            Ok(CasOutcome::Swapped(_)) => {
+                self.report_exposure(test, chosen, identity).await;
+                chosen.to_owned()
             }
-            // Another request assigned first (or a corrupt value is in the
-            // way): use what is stored when it is a variant name.
-            Ok(None) => match settings.store.get(&key).await {
-                Ok(Some(entry)) => stored_variant(&entry).unwrap_or(variant),
-                _ => variant,
+            // Another request assigned first: use what it stored.
+            Ok(CasOutcome::Conflict) => match store.get(&key).await {
+                Ok(Some(entry)) => config.assigned(&entry).unwrap_or_else(|| chosen.to_owned()),
+                _ => chosen.to_owned(),
             },
             Err(e) => unavailable(&test.name, &e),
+        }
+    }
+
+    async fn report_exposure(&self, test: &Test<St>, variant: &str, identity: &str) {
+        if let Some(hook) = &self.settings.exposure {
+            hook(Exposure {
+                test: test.name.clone(),
+                variant: variant.to_owned(),
+                identity: identity.to_owned(),
+            })
+            .await;
         }
     }
 }
@@ -361,14 +390,6 @@ fn control() -> String {
 fn unavailable(test: &str, error: &StoreError) -> String {
     tracing::warn!(test, error = %error, "assignment store unavailable: control");
     control()
-}
-
-/// A stored assignment, when it is a valid variant name.
-fn stored_variant(entry: &Entry) -> Option<String> {
-    std::str::from_utf8(&entry.value)
-        .ok()
-        .filter(|v| is_variant_name(v))
-        .map(str::to_owned)
 }
 
 impl<S, St: KvStore> Layer<S> for AbTestLayer<St> {

@@ -48,6 +48,8 @@ impl<S, St> AbTestService<S, St> {
 /// ones get a cookie on the response).
 struct Visitor {
     identity: Option<String>,
+    /// Whether assignments for it are stored (sticky across weight changes).
+    sticky: bool,
     new_cookie: Option<(String, String)>,
 }
 
@@ -67,25 +69,34 @@ impl<St: KvStore> Config<St> {
         if let Some(check) = &settings.user_check {
             check.check(req);
         }
+        if let Some(id) = settings.identity.value_of(req) {
+            return Visitor {
+                identity: Some(id),
+                sticky: true,
+                new_cookie: None,
+            };
+        }
+        // Anonymous visitors: the bucket of their cookie's id decides, and
+        // is stored only when the layer asks for it.
+        let sticky = settings.store_visitor_assignments;
         let cookie = settings.visitor_cookie.as_deref();
-        let known = settings
-            .identity
-            .value_of(req)
-            .or_else(|| cookie.and_then(|name| cookie_value(req, name)));
-        match (known, cookie) {
+        match (cookie.and_then(|name| cookie_value(req, name)), cookie) {
             (Some(id), _) => Visitor {
                 identity: Some(id),
+                sticky,
                 new_cookie: None,
             },
             (None, Some(name)) => {
                 let id = random_hex(16);
                 Visitor {
                     identity: Some(id.clone()),
+                    sticky,
                     new_cookie: Some((name.to_owned(), id)),
                 }
             }
             (None, None) => Visitor {
                 identity: None,
+                sticky: false,
                 new_cookie: None,
             },
         }
@@ -95,13 +106,13 @@ impl<St: KvStore> Config<St> {
     async fn variants(
         &self,
         forced: &BTreeMap<String, String>,
-        identity: Option<&str>,
+        visitor: &Visitor,
     ) -> Vec<(HeaderName, String, String)> {
         let mut variants = Vec::with_capacity(self.tests.len());
         for test in &self.tests {
-            let variant = match (forced.get(&test.name), identity) {
+            let variant = match (forced.get(&test.name), &visitor.identity) {
                 (Some(v), _) => v.clone(),
-                (None, Some(id)) => self.assign(test, id).await,
+                (None, Some(id)) => self.assign(test, id, visitor.sticky).await,
                 (None, None) => "control".to_owned(),
             };
             variants.push((test.header.clone(), test.name.clone(), variant));
@@ -120,7 +131,7 @@ layer_service! {
         let visitor = config.visitor(&req);
         let mut inner = take_ready(&mut self.inner);
         ResponseFuture::waiting(async move {
-            let variants = config.variants(&forced, visitor.identity.as_deref()).await;
+            let variants = config.variants(&forced, &visitor).await;
             let mut echo = Vec::new();
             let mut by_test = BTreeMap::new();
             for (header, test, variant) in variants {

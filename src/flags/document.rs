@@ -76,6 +76,15 @@ pub enum InvalidFlags {
     /// Not a JSON object of flags (unknown fields included).
     #[error("invalid flag document: {0}")]
     Json(#[from] serde_json::Error),
+    /// Past one of the documented limits ([`MAX_DOCUMENT_BYTES`] and the
+    /// others in this module).
+    #[error("flag document over a limit: {what} (at most {limit})")]
+    Limit {
+        /// What is too large or malformed, naming the flag when there is one.
+        what: String,
+        /// The limit.
+        limit: usize,
+    },
     /// A rollout outside 0–100.
     #[error("flag {flag:?}: rollout {rollout} is outside 0–100")]
     Rollout {
@@ -86,18 +95,111 @@ pub enum InvalidFlags {
     },
 }
 
+/// Largest flag document, in bytes of JSON.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Most flags in a document.
+pub const MAX_FLAGS: usize = 1_000;
+/// Longest flag name, in bytes (ASCII letters, digits, `_`, `-`, `.`, `:`).
+pub const MAX_NAME_BYTES: usize = 128;
+/// Most targeting keys in one rule's allow and deny lists together.
+pub const MAX_LIST_KEYS: usize = 10_000;
+/// Longest targeting key in a list, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+/// Largest variant value, in bytes of JSON.
+pub const MAX_VARIANT_BYTES: usize = 4 * 1024;
+/// Deepest nesting of arrays and objects in a variant value.
+pub const MAX_VARIANT_DEPTH: usize = 8;
+
+fn over(what: String, limit: usize) -> InvalidFlags {
+    InvalidFlags::Limit { what, limit }
+}
+
 impl FlagDocument {
     /// Parses and validates a document.
     pub fn from_json(bytes: &[u8]) -> Result<Self, InvalidFlags> {
+        if bytes.len() > MAX_DOCUMENT_BYTES {
+            return Err(over("document size".into(), MAX_DOCUMENT_BYTES));
+        }
         let doc: Self = serde_json::from_slice(bytes)?;
         doc.validate()?;
         Ok(doc)
     }
 
-    /// Checks every rule.
+    /// Checks every rule and the limits.
     pub fn validate(&self) -> Result<(), InvalidFlags> {
+        if self.flags.len() > MAX_FLAGS {
+            return Err(over("number of flags".into(), MAX_FLAGS));
+        }
         for (name, flag) in &self.flags {
             flag.validate(name)?;
+        }
+        Ok(())
+    }
+
+    /// The document as stored: JSON within [`MAX_DOCUMENT_BYTES`].
+    pub(crate) fn to_json(&self) -> Result<Vec<u8>, InvalidFlags> {
+        self.validate()?;
+        let bytes = serde_json::to_vec(self)?;
+        if bytes.len() > MAX_DOCUMENT_BYTES {
+            return Err(over("document size".into(), MAX_DOCUMENT_BYTES));
+        }
+        Ok(bytes)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_BYTES).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+}
+
+/// How deeply a JSON value nests arrays and objects.
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl Rule {
+    fn validate(&self, name: &str) -> Result<(), InvalidFlags> {
+        if let Some(r) = self.rollout {
+            if !(0.0..=100.0).contains(&r) || r.is_nan() {
+                return Err(InvalidFlags::Rollout {
+                    flag: name.to_owned(),
+                    rollout: r,
+                });
+            }
+        }
+        if self.allow.len() + self.deny.len() > MAX_LIST_KEYS {
+            return Err(over(format!("flag {name:?}: list keys"), MAX_LIST_KEYS));
+        }
+        if self
+            .allow
+            .iter()
+            .chain(&self.deny)
+            .any(|k| k.len() > MAX_KEY_BYTES)
+        {
+            return Err(over(
+                format!("flag {name:?}: list key length"),
+                MAX_KEY_BYTES,
+            ));
+        }
+        if let Some(variant) = &self.variant {
+            if depth(variant) > MAX_VARIANT_DEPTH {
+                return Err(over(
+                    format!("flag {name:?}: variant depth"),
+                    MAX_VARIANT_DEPTH,
+                ));
+            }
+            if serde_json::to_vec(variant)?.len() > MAX_VARIANT_BYTES {
+                return Err(over(
+                    format!("flag {name:?}: variant size"),
+                    MAX_VARIANT_BYTES,
+                ));
+            }
         }
         Ok(())
     }
@@ -105,18 +207,14 @@ impl FlagDocument {
 
 impl Flag {
     pub(crate) fn validate(&self, name: &str) -> Result<(), InvalidFlags> {
-        if let Flag::Rule(Rule {
-            rollout: Some(r), ..
-        }) = self
-        {
-            if !(0.0..=100.0).contains(r) || r.is_nan() {
-                return Err(InvalidFlags::Rollout {
-                    flag: name.to_owned(),
-                    rollout: *r,
-                });
-            }
+        if !valid_name(name) {
+            let shown: String = name.chars().take(32).collect();
+            return Err(over(format!("flag name {shown:?}"), MAX_NAME_BYTES));
         }
-        Ok(())
+        match self {
+            Flag::Bool(_) => Ok(()),
+            Flag::Rule(rule) => rule.validate(name),
+        }
     }
 }
 
@@ -197,6 +295,51 @@ impl Flag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_past_a_limit_are_refused() {
+        let limited = |json: String| {
+            matches!(
+                FlagDocument::from_json(json.as_bytes()),
+                Err(InvalidFlags::Limit { .. })
+            )
+        };
+        assert!(limited(format!(
+            r#"{{"{}": true}}"#,
+            "n".repeat(MAX_NAME_BYTES + 1)
+        )));
+        assert!(limited(r#"{"bad name": true}"#.to_owned()));
+        assert!(limited(r#"{"": true}"#.to_owned()));
+        assert!(limited(format!(
+            r#"{{"f": {{"variant": "{}"}}}}"#,
+            "v".repeat(MAX_VARIANT_BYTES)
+        )));
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_VARIANT_DEPTH + 1),
+            "]".repeat(MAX_VARIANT_DEPTH + 1)
+        );
+        assert!(limited(format!(r#"{{"f": {{"variant": {deep}}}}}"#)));
+        let keys: Vec<String> = (0..=MAX_LIST_KEYS).map(|i| format!("\"k{i}\"")).collect();
+        assert!(limited(format!(
+            r#"{{"f": {{"allow": [{}]}}}}"#,
+            keys.join(",")
+        )));
+        assert!(limited(format!(
+            r#"{{"f": {{"deny": ["{}"]}}}}"#,
+            "k".repeat(MAX_KEY_BYTES + 1)
+        )));
+        let many: Vec<String> = (0..=MAX_FLAGS)
+            .map(|i| format!(r#""f{i}": true"#))
+            .collect();
+        assert!(limited(format!("{{{}}}", many.join(","))));
+        assert!(limited(format!(
+            r#"{{"f": "{}"}}"#,
+            "x".repeat(MAX_DOCUMENT_BYTES)
+        )));
+        let fine = r#"{"beta.v2:eu-west_1": {"variant": {"a": [1, {"b": 2}]}, "allow": ["u1"]}}"#;
+        assert!(FlagDocument::from_json(fine.as_bytes()).is_ok());
+    }
 
     fn doc(json: &str) -> FlagDocument {
         FlagDocument::from_json(json.as_bytes()).unwrap()

@@ -49,9 +49,21 @@
 //! `Error`). Writers use [`FeatureFlags::set_flag`] and friends, which
 //! compare-and-swap the stored document so concurrent writers of different
 //! flags both persist, and validate (unknown fields, rollout range).
+//!
 //! Rollouts bucket targeting keys with a stable SHA-256 hash (1/10,000
 //! granularity), the same on every instance: raising a rollout keeps the
 //! users already in.
+//!
+//! # Limits
+//!
+//! A document is at most [`MAX_DOCUMENT_BYTES`] of JSON with at most
+//! [`MAX_FLAGS`] flags; names are 1 to [`MAX_NAME_BYTES`] bytes of ASCII
+//! letters, digits, `_`, `-`, `.` and `:`; a rule's allow and deny lists
+//! hold at most [`MAX_LIST_KEYS`] keys of at most [`MAX_KEY_BYTES`] bytes; a
+//! variant is at most [`MAX_VARIANT_BYTES`] of JSON nested at most
+//! [`MAX_VARIANT_DEPTH`] deep. Writes past a limit fail with
+//! [`InvalidFlags::Limit`]; a stored document past one is treated as
+//! malformed (the last good document stays in use).
 
 mod document;
 mod evaluator;
@@ -60,7 +72,10 @@ mod layer;
 mod source;
 
 pub use crate::future::ResponseFuture;
-pub use document::{Evaluation, Flag, FlagDocument, InvalidFlags, Reason, Rule};
+pub use document::{
+    Evaluation, Flag, FlagDocument, InvalidFlags, Reason, Rule, MAX_DOCUMENT_BYTES, MAX_FLAGS,
+    MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_NAME_BYTES, MAX_VARIANT_BYTES, MAX_VARIANT_DEPTH,
+};
 pub use evaluator::Flags;
 pub use gate::{Fallback, FlagGateLayer, FlagGateService, Respond};
 pub use layer::{FeatureFlagsLayer, FeatureFlagsService};

@@ -38,9 +38,28 @@ pub enum FlagWriteError {
     /// (replace the whole document instead).
     #[error("the stored flag document is invalid ({0}); replace it whole")]
     StoredInvalid(InvalidFlags),
-    /// The store failed, or other writers kept winning.
+    /// The store failed before writing, or other writers kept winning:
+    /// nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store became unavailable during the write: it may or may not
+    /// have been applied. This process reads the document again on its
+    /// next request; check, then retry.
+    #[error("flag write outcome unknown: {0}")]
+    OutcomeUnknown(StoreError),
+}
+
+impl<St: KvStore> FeatureFlags<St> {
+    /// A write failed: when the store may have applied it, the outcome is
+    /// unknown and the local copy is dropped, so the next request reads
+    /// what the store holds.
+    fn write_failed(&self, error: StoreError) -> FlagWriteError {
+        if !error.is_unavailable() {
+            return FlagWriteError::Store(error);
+        }
+        self.invalidate();
+        FlagWriteError::OutcomeUnknown(error)
+    }
 }
 
 fn parse(bytes: Option<&[u8]>) -> Result<FlagDocument, String> {
@@ -140,12 +159,12 @@ impl<St: KvStore> FeatureFlags<St> {
 
     /// Replaces the whole document.
     pub async fn replace(&self, doc: &FlagDocument) -> Result<(), FlagWriteError> {
-        doc.validate()?;
-        let bytes = serde_json::to_vec(doc).map_err(InvalidFlags::from)?;
+        let bytes = doc.to_json()?;
         let store = self.cache.store();
         store
             .put(self.cache.key(), bytes.into(), PutOptions::new())
-            .await?;
+            .await
+            .map_err(|e| self.write_failed(e))?;
         self.invalidate();
         Ok(())
     }
@@ -169,10 +188,11 @@ impl<St: KvStore> FeatureFlags<St> {
                 None => (FlagDocument::default(), None),
             };
             change(&mut doc);
-            let bytes = serde_json::to_vec(&doc).map_err(InvalidFlags::from)?;
+            let bytes = doc.to_json()?;
             let outcome = store
                 .compare_and_swap(key, expected, bytes.into(), PutOptions::new())
-                .await?;
+                .await
+                .map_err(|e| self.write_failed(e))?;
             if let CasOutcome::Swapped(_) = outcome {
                 self.invalidate();
                 return Ok(());
