@@ -4,6 +4,11 @@
 //! `cargo run --release --example load [-- --clients 64 --seconds 5]`
 //! `cargo run --release --example load --features redis -- --redis redis://127.0.0.1:6379/`
 //!
+//! A soak: `--redis-only --seconds 600 --rate 50 --report 10` runs only the
+//! Redis backend for up to 15 minutes, each client at most `--rate`
+//! requests/s, and prints every `--report` seconds the requests answered in
+//! that interval by class and this process's resident memory.
+//!
 //! The demo is started in this process on a free loopback port. Each client
 //! connects from its own loopback address (127.0.0.2, 127.0.0.3, …), so the
 //! demo's per-IP rate limits apply per client, as they would to real users;
@@ -14,6 +19,8 @@
 mod demo;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,40 +40,97 @@ fn arg(name: &str) -> Option<String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clients: u32 = arg("--clients").map_or(Ok(64), |v| v.parse())?;
     let seconds: u64 = arg("--seconds").map_or(Ok(5), |v| v.parse())?;
-    let duration = Duration::from_secs(seconds.clamp(1, 60));
-    println!("{clients} clients for {duration:?}, paths {PATHS:?}");
-    run("MemoryStore", MemoryStore::new(), clients, duration).await?;
+    let plan = Plan {
+        clients,
+        duration: Duration::from_secs(seconds.clamp(1, 900)),
+        rate: arg("--rate").map(|v| v.parse()).transpose()?,
+        report: arg("--report")
+            .map(|v| v.parse().map(Duration::from_secs))
+            .transpose()?,
+    };
+    println!("{clients} clients for {:?}, paths {PATHS:?}", plan.duration);
+    if !std::env::args().any(|a| a == "--redis-only") {
+        run("MemoryStore", MemoryStore::new(), &plan).await?;
+    }
     if let Some(url) = arg("--redis") {
-        redis(&url, clients, duration).await?;
+        redis(&url, &plan).await?;
     }
     Ok(())
 }
 
-#[cfg(feature = "redis")]
-async fn redis(
-    url: &str,
+/// How hard and how long to load the demo.
+struct Plan {
     clients: u32,
     duration: Duration,
-) -> Result<(), Box<dyn std::error::Error>> {
+    /// At most this many requests per second per client.
+    rate: Option<u32>,
+    /// Print per-interval counts and memory this often.
+    report: Option<Duration>,
+}
+
+/// Requests answered so far, by class.
+#[derive(Default)]
+struct Counts {
+    ok: AtomicU64,
+    limited: AtomicU64,
+    other: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// This process's resident memory in KiB (Linux), or 0.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Prints the counts of each interval until the deadline.
+async fn report(counts: Arc<Counts>, every: Duration, deadline: Instant) {
+    let started = Instant::now();
+    let mut last = [0u64; 4];
+    while Instant::now() < deadline {
+        tokio::time::sleep(every).await;
+        let now = [&counts.ok, &counts.limited, &counts.other, &counts.failed]
+            .map(|c| c.load(Ordering::Relaxed));
+        let delta: Vec<u64> = now.iter().zip(last).map(|(n, l)| n - l).collect();
+        println!(
+            "t={:>4}s ok={} rate-limited={} other-status={} no-response={} rss={} KiB",
+            started.elapsed().as_secs(),
+            delta[0],
+            delta[1],
+            delta[2],
+            delta[3],
+            rss_kib()
+        );
+        last = now;
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis(url: &str, plan: &Plan) -> Result<(), Box<dyn std::error::Error>> {
     let prefix = format!("tower-kv-load-{}:", rand::random::<u32>());
     let store = tower_kv::store::RedisStore::builder(url)
         .prefix(prefix)
         .connect()
         .await?;
-    run("RedisStore", store, clients, duration).await
+    run("RedisStore", store, plan).await
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis(_: &str, _: u32, _: Duration) -> Result<(), Box<dyn std::error::Error>> {
+async fn redis(_: &str, _: &Plan) -> Result<(), Box<dyn std::error::Error>> {
     Err("--redis needs `--features redis`".into())
 }
 
 async fn run<St: KvStore>(
     backend: &str,
     store: St,
-    clients: u32,
-    duration: Duration,
+    plan: &Plan,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let (clients, duration) = (plan.clients, plan.duration);
     let router = demo::app(store, "load-test".into()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -78,6 +142,11 @@ async fn run<St: KvStore>(
         .await
     });
     let deadline = Instant::now() + duration;
+    let counts = Arc::new(Counts::default());
+    if let Some(every) = plan.report {
+        tokio::spawn(report(counts.clone(), every, deadline));
+    }
+    let pause = plan.rate.map(|r| Duration::from_secs(1) / r.max(1));
     let workers: Vec<_> = (0..clients)
         .map(|i| {
             let mut connector = HttpConnector::new();
@@ -85,11 +154,15 @@ async fn run<St: KvStore>(
             connector.set_local_address(Some(IpAddr::V4(source)));
             let client: Client<_, Empty<Bytes>> =
                 Client::builder(TokioExecutor::new()).build(connector);
+            let counts = counts.clone();
             tokio::spawn(async move {
                 let (mut latencies, mut ok, mut limited, mut other) =
                     (Vec::new(), 0u64, 0u64, 0u64);
                 let mut n = i as usize;
                 while Instant::now() < deadline {
+                    if let Some(pause) = pause {
+                        tokio::time::sleep(pause).await;
+                    }
                     let uri = format!("http://{addr}{}", PATHS[n % PATHS.len()]);
                     n += 1;
                     let started = Instant::now();
@@ -98,16 +171,24 @@ async fn run<St: KvStore>(
                         .await
                     else {
                         other += 1;
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
                     let status = res.status();
                     let _ = res.into_body().collect().await;
                     latencies.push(started.elapsed());
+                    let class = match status {
+                        StatusCode::TOO_MANY_REQUESTS => &mut limited,
+                        s if s.is_success() => &mut ok,
+                        _ => &mut other,
+                    };
+                    *class += 1;
                     match status {
-                        StatusCode::TOO_MANY_REQUESTS => limited += 1,
-                        s if s.is_success() => ok += 1,
-                        _ => other += 1,
+                        StatusCode::TOO_MANY_REQUESTS => &counts.limited,
+                        s if s.is_success() => &counts.ok,
+                        _ => &counts.other,
                     }
+                    .fetch_add(1, Ordering::Relaxed);
                 }
                 (latencies, ok, limited, other)
             })

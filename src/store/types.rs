@@ -10,10 +10,10 @@ pub enum Expiration {
     /// The entry stays until deleted or evicted.
     #[default]
     Never,
-    /// The entry expires this long after the write .
+    /// The entry expires this long after the write.
     /// Rounded up to whole milliseconds; zero is rejected.
     Ttl(Duration),
-    /// The entry expires at this instant . An instant
+    /// The entry expires at this instant. An instant
     /// in the past makes the write a delete.
     At(SystemTime),
 }
