@@ -9,6 +9,9 @@
 //! `Age` and `Cache-Status` on responses.
 
 use std::convert::Infallible;
+#[path = "common/serve.rs"]
+mod serve;
+
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -17,10 +20,8 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioExecutor;
 use tower::ServiceBuilder;
 use tower_kv::cache::CacheLayer;
 use tower_kv::store::{KvStore, MemoryStore};
@@ -108,18 +109,8 @@ async fn serve<St: KvStore>(
         "caching proxy on http://{listen} -> {}",
         listener.local_addr()?
     );
-    loop {
-        let (tcp, _) = listener.accept().await?;
-        let service = TowerToHyperService::new(proxy.clone());
-        tokio::spawn(async move {
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await
-            {
-                eprintln!("connection error: {e}");
-            }
-        });
-    }
+    serve::serve(listener, serve::Limits::default(), |_| proxy.clone()).await?;
+    Ok(())
 }
 
 /// Sends the request on to the upstream as received (minus hop-by-hop

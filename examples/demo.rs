@@ -7,6 +7,9 @@
 //! `DEMO_ADMIN_TOKEN`, else a random one printed at start. The client IP is
 //! the peer address (no proxy trust here).
 
+#[path = "common/serve.rs"]
+mod serve;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use sha2::Digest;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_kv::abtest::{AbTestLayer, SetConfigError};
 use tower_kv::cache::{CacheLayer, CachePurger};
 use tower_kv::flags::{FeatureFlags, FeatureFlagsLayer, FlagWriteError, Flags};
@@ -270,10 +273,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -i -c jar -b jar http://{addr}/checkout");
     println!("  curl -i -X PUT -H 'authorization: Bearer {token}' -d '{{\"beta_feature\":true}}' http://{addr}/admin/flags");
     println!("  curl -i http://{addr}/beta");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
+    // Production limits: a 10 s header-read (and keep-alive idle) timeout,
+    // 30 s per request, at most 1,024 connections at once.
+    serve::serve(listener, serve::Limits::default(), |peer: SocketAddr| {
+        router
+            .clone()
+            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            })
+    })
     .await?;
     Ok(())
 }

@@ -5,15 +5,15 @@
 //! `cargo run --example hyper_server` then `curl -i http://127.0.0.1:3001/`
 
 use std::convert::Infallible;
+#[path = "common/serve.rs"]
+mod serve;
+
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_kv::abtest::{AbTestLayer, Variants};
 use tower_kv::cache::CacheLayer;
@@ -92,23 +92,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
     println!("hyper + tower-kv on http://{}", listener.local_addr()?);
-    loop {
-        let (tcp, peer) = listener.accept().await?;
-        // Plain hyper has no ConnectInfo: give every request its peer address.
-        let per_connection = service
+    // Plain hyper has no ConnectInfo: give every request its peer address.
+    serve::serve(listener, serve::Limits::default(), |peer: SocketAddr| {
+        service
             .clone()
             .map_request(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert::<SocketAddr>(peer);
+                req.extensions_mut().insert(peer);
                 req
-            });
-        tokio::spawn(async move {
-            let hyper_service = TowerToHyperService::new(per_connection);
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), hyper_service)
-                .await
-            {
-                eprintln!("connection error: {e}");
-            }
-        });
-    }
+            })
+    })
+    .await?;
+    Ok(())
 }

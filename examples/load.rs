@@ -147,6 +147,7 @@ async fn run<St: KvStore>(
         tokio::spawn(report(counts.clone(), every, deadline));
     }
     let pause = plan.rate.map(|r| Duration::from_secs(1) / r.max(1));
+    let soak = plan.report.is_some();
     let workers: Vec<_> = (0..clients)
         .map(|i| {
             let mut connector = HttpConnector::new();
@@ -176,7 +177,11 @@ async fn run<St: KvStore>(
                     };
                     let status = res.status();
                     let _ = res.into_body().collect().await;
-                    latencies.push(started.elapsed());
+                    // A soak keeps no per-request state, so its memory
+                    // readings are the server's, not this client's.
+                    if !soak {
+                        latencies.push(started.elapsed());
+                    }
                     let class = match status {
                         StatusCode::TOO_MANY_REQUESTS => &mut limited,
                         s if s.is_success() => &mut ok,
@@ -210,7 +215,7 @@ async fn run<St: KvStore>(
             .copied()
             .unwrap_or_default()
     };
-    let total = latencies.len() as f64;
+    let total = (ok + limited + other) as f64;
     println!(
         "{backend}: {:.0} requests/s, p50 {:?}, p99 {:?} ({ok} ok, {limited} rate-limited, {other} other)",
         total / duration.as_secs_f64(),

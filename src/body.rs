@@ -62,6 +62,13 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body (what a timeout or a bare status answers with).
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,

@@ -129,6 +129,9 @@ mod clock;
 mod extract;
 pub mod flags;
 mod future;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 mod live;
 mod once;

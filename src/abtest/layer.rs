@@ -291,6 +291,29 @@ impl<St: KvStore> AbTestLayer<St> {
     }
 }
 
+/// The `test=variant` claims of an `x-ab-override` value whose HMAC
+/// signature under `key` verifies; others are ignored (logged).
+pub(crate) fn verified_overrides(key: &[u8], value: &[u8]) -> BTreeMap<String, String> {
+    let mut forced = BTreeMap::new();
+    for token in std::str::from_utf8(value).unwrap_or("").split(',') {
+        let Some((claim, signature)) = token.trim().rsplit_once('.') else {
+            continue;
+        };
+        let Some((test, variant)) = claim.split_once('=') else {
+            continue;
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(claim.as_bytes());
+        let valid = hex::decode(signature).is_ok_and(|sig| mac.verify_slice(&sig).is_ok());
+        if valid && is_variant_name(variant) {
+            forced.insert(test.to_owned(), variant.to_owned());
+        } else {
+            tracing::warn!("invalid A/B override token ignored");
+        }
+    }
+    forced
+}
+
 fn sign(key: &[u8], test: &str, variant: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(format!("{test}={variant}").as_bytes());
@@ -300,27 +323,10 @@ fn sign(key: &[u8], test: &str, variant: &str) -> String {
 impl<St: KvStore> Config<St> {
     /// Variants forced by valid QA tokens in `headers`.
     pub(crate) fn overrides(&self, headers: &HeaderMap) -> BTreeMap<String, String> {
-        let mut forced = BTreeMap::new();
-        let (Some(key), Some(value)) = (&self.settings.qa_key, headers.get(OVERRIDE_HEADER)) else {
-            return forced;
-        };
-        for token in value.to_str().unwrap_or("").split(',') {
-            let Some((claim, signature)) = token.trim().rsplit_once('.') else {
-                continue;
-            };
-            let Some((test, variant)) = claim.split_once('=') else {
-                continue;
-            };
-            let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-            mac.update(claim.as_bytes());
-            let valid = hex::decode(signature).is_ok_and(|sig| mac.verify_slice(&sig).is_ok());
-            if valid && is_variant_name(variant) {
-                forced.insert(test.to_owned(), variant.to_owned());
-            } else {
-                tracing::warn!("invalid A/B override token ignored");
-            }
+        match (&self.settings.qa_key, headers.get(OVERRIDE_HEADER)) {
+            (Some(key), Some(value)) => verified_overrides(key, value.as_bytes()),
+            _ => BTreeMap::new(),
         }
-        forced
     }
 
     /// The variant of `test` for `identity`. No config, a bad config or a

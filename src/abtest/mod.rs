@@ -47,6 +47,10 @@
 //! the request is served.
 
 mod config;
+#[cfg(fuzzing)]
+pub(crate) mod fuzz {
+    pub(crate) use super::layer::verified_overrides;
+}
 mod layer;
 mod service;
 

@@ -52,7 +52,8 @@ impl Entry {
     /// The `Cache-Status` of serving it at `age`: a hit with its remaining
     /// freshness (negative when stale).
     pub(crate) fn hit(&self, age: Duration) -> super::CacheStatus {
-        let ttl = self.storable.lifetime.as_secs() as i64 - age.as_secs() as i64;
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let ttl = secs(self.storable.lifetime).saturating_sub(secs(age));
         super::CacheStatus::Hit { ttl }
     }
 

@@ -196,9 +196,10 @@ pub(crate) fn current_age(
     let response_delay = response_time
         .duration_since(request_time)
         .unwrap_or(Duration::ZERO);
-    let corrected_initial_age = apparent_age.max(age_value + response_delay);
+    // Saturating: an absurd `Age` from upstream is "very old", never a panic.
+    let corrected_initial_age = apparent_age.max(age_value.saturating_add(response_delay));
     let resident_time = now.duration_since(response_time).unwrap_or(Duration::ZERO);
-    corrected_initial_age + resident_time
+    corrected_initial_age.saturating_add(resident_time)
 }
 
 /// Whether a stored response may answer a request.
@@ -226,7 +227,7 @@ pub(crate) fn reuse(stored: &Storable, age: Duration, request: &CacheControl) ->
         lifetime = lifetime.min(Duration::from_secs(max_age));
     }
     let min_fresh = Duration::from_secs(request.min_fresh.unwrap_or(0));
-    if age + min_fresh < lifetime {
+    if age.saturating_add(min_fresh) < lifetime {
         return Reuse::Fresh;
     }
     if stored.must_revalidate {
@@ -249,6 +250,19 @@ pub(crate) fn reuse(stored: &Storable, age: Duration, request: &CacheControl) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_age_is_very_old_not_a_panic() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let stored = headers(&[("age", "18446744073709551615")]);
+        let age = current_age(
+            &stored,
+            t,
+            t + Duration::from_secs(1),
+            t + Duration::from_secs(60),
+        );
+        assert_eq!(age, Duration::MAX);
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -71,6 +71,8 @@
 mod directives;
 mod entry;
 mod freshness;
+#[cfg(fuzzing)]
+pub(crate) mod fuzz;
 mod inflight;
 mod key;
 mod layer;
