@@ -9,6 +9,7 @@
 
 #[path = "common/serve.rs"]
 mod serve;
+pub use serve::Limits;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -239,6 +240,27 @@ async fn admin_purge<St: KvStore>(
     }
 }
 
+/// Serves the demo's router on `listener` within `limits` (the defaults: a
+/// 10 s header-read and keep-alive idle timeout, 30 s per request, 1,024
+/// connections), giving the layers each request's peer address as axum's
+/// `ConnectInfo`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: Limits,
+) -> std::io::Result<()> {
+    serve::serve(listener, limits, |peer: SocketAddr| {
+        router
+            .clone()
+            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            })
+    })
+    .await
+}
+
 fn arg(name: &str) -> Option<String> {
     std::env::args().skip_while(|a| a != name).nth(1)
 }
@@ -273,18 +295,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -i -c jar -b jar http://{addr}/checkout");
     println!("  curl -i -X PUT -H 'authorization: Bearer {token}' -d '{{\"beta_feature\":true}}' http://{addr}/admin/flags");
     println!("  curl -i http://{addr}/beta");
-    // Production limits: a 10 s header-read (and keep-alive idle) timeout,
-    // 30 s per request, at most 1,024 connections at once.
-    serve::serve(listener, serve::Limits::default(), |peer: SocketAddr| {
-        router
-            .clone()
-            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                req
-            })
-    })
-    .await?;
+    serve(listener, router, Limits::default()).await?;
     Ok(())
 }
 

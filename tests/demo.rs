@@ -7,6 +7,7 @@ mod demo;
 mod support;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -25,13 +26,13 @@ impl Demo {
         let router = demo::app(store, "secret".into()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-        });
+        // Short limits, so the timeout tests finish quickly.
+        let limits = demo::Limits {
+            header_read: Duration::from_millis(300),
+            request: Duration::from_secs(5),
+            max_connections: 64,
+        };
+        tokio::spawn(demo::serve(listener, router, limits));
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         Self { addr, client }
     }
@@ -81,6 +82,41 @@ async fn redis() {
         return;
     };
     the_demo_serves_its_contract(Demo::start(harness.store).await).await;
+}
+
+/// A half-sent request, and an idle keep-alive connection, are closed by
+/// the header-read timeout instead of holding a connection forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let demo = Demo::start(MemoryStore::new()).await;
+    let closed = |mut tcp: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 4096];
+        // Liveness, not speed: the 300 ms timeout must close it at all.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while tcp.read(&mut buf).await.unwrap_or(0) > 0 {}
+        })
+        .await
+        .is_ok()
+    };
+    let mut half_sent = tokio::net::TcpStream::connect(demo.addr).await.unwrap();
+    half_sent
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed(half_sent).await,
+        "a half-sent request was not cut off"
+    );
+
+    let mut idle = tokio::net::TcpStream::connect(demo.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed(idle).await,
+        "an idle keep-alive connection stayed open"
+    );
 }
 
 async fn the_demo_serves_its_contract(demo: Demo) {
