@@ -216,11 +216,13 @@ async fn run<St: KvStore>(
             .unwrap_or_default()
     };
     let total = (ok + limited + other) as f64;
+    let latency = match latencies.is_empty() {
+        true => String::new(),
+        false => format!(", p50 {:?}, p99 {:?}", at(0.50), at(0.99)),
+    };
     println!(
-        "{backend}: {:.0} requests/s, p50 {:?}, p99 {:?} ({ok} ok, {limited} rate-limited, {other} other)",
+        "{backend}: {:.0} requests/s{latency} ({ok} ok, {limited} rate-limited, {other} other)",
         total / duration.as_secs_f64(),
-        at(0.50),
-        at(0.99),
-   );
+    );
     Ok(())
 }

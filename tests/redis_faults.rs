@@ -535,6 +535,58 @@ mod abtest_outage {
             .unwrap();
         assert_eq!(call("u3").await.1, "treatment", "recovered");
     }
+    /// A config write that times out on a frozen Redis is "outcome
+    /// unknown", and this process reads the config again next request.
+    #[tokio::test]
+    async fn a_timed_out_config_write_is_outcome_unknown_and_read_again() {
+        let Some(server) = support::RedisServer::start() else {
+            return;
+        };
+        let store = connect(&server).await;
+        let layer = AbTestLayer::new(store.clone(), Identity::header("x-user"))
+            .test("checkout")
+            .clock(Clock::manual());
+        let svc =
+            ServiceBuilder::new()
+                .layer(layer.clone())
+                .service_fn(|req: Request<()>| async move {
+                    let variant = req.headers()["x-variant-checkout"].clone();
+                    Ok::<_, Infallible>(Response::new(variant.to_str().unwrap().to_owned()))
+                });
+        let variant = |user: &'static str| {
+            let svc = svc.clone();
+            async move {
+                let req = Request::get("/").header("x-user", user).body(()).unwrap();
+                let res = svc.oneshot(req).await.unwrap();
+                let body = res.into_body().collect().await.unwrap().to_bytes();
+                String::from_utf8(body.to_vec()).unwrap()
+            }
+        };
+        let only = |v: &str| format!(r#"{{"variants": ["{v}"], "weights": [1]}}"#);
+        layer
+            .set_config("checkout", only("a").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(variant("u1").await, "a");
+
+        server.pause();
+        let written =
+            tokio::time::timeout(HANG, layer.set_config("checkout", only("b").as_bytes()))
+                .await
+                .expect("hung");
+        assert!(
+            matches!(
+                written,
+                Err(tower_kv::abtest::SetConfigError::OutcomeUnknown(_))
+            ),
+            "{written:?}"
+        );
+        server.resume();
+        wait_until_recovered(&store).await;
+        // The layer's clock never moved: only the dropped local copy makes
+        // this request read the config the write left in the store.
+        assert_eq!(variant("u2").await, "b");
+    }
 }
 
 mod cache_outage {
