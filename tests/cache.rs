@@ -72,6 +72,8 @@ fn origin(
                 "/create" => res.header("location", "/max-age"),
                 "/swr" => res.header("cache-control", "max-age=1, stale-if-error=60"),
                 "/swr2" => res.header("cache-control", "max-age=1, stale-while-revalidate=60"),
+                "/error-fresh" => res.status(503).header("cache-control", "max-age=60"),
+                "/error" => res.status(503),
                 _ => res,
             };
             if path == "/swr" && n > 1 {
@@ -179,6 +181,34 @@ fn status_of(h: &http::HeaderMap) -> String {
 
 mod cases {
     use super::*;
+
+    /// RFC 9111 §3: a 5xx with explicit freshness is stored and reused; one
+    /// without is never stored, whatever the default TTL.
+    pub async fn explicit_freshness_stores_any_final_status<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        let (status, _, first) = send(&svc, Method::GET, "/error-fresh", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, headers, again) = send(&svc, Method::GET, "/error-fresh", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(status_of(&headers).contains("hit"), "{headers:?}");
+        assert_eq!(first, again);
+        for _ in 0..2 {
+            let (_, headers, _) = send(&svc, Method::GET, "/error", &[]).await;
+            assert!(status_of(&headers).contains("fwd=uri-miss"), "{headers:?}");
+        }
+    }
+
+    /// RFC 9110 §9.3.2: a HEAD answered from storage carries the GET's length.
+    pub async fn head_from_storage_keeps_the_length<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        let (_, _, body) = send(&svc, Method::GET, "/unsized", &[]).await;
+        let (_, headers, head_body) = send(&svc, Method::HEAD, "/unsized", &[]).await;
+        assert!(status_of(&headers).contains("hit"), "{headers:?}");
+        assert!(head_body.is_empty());
+        assert_eq!(headers["content-length"], body.len().to_string().as_str());
+    }
 
     pub async fn credentialed_requests_bypass_unless_keyed_cookies<S: KvStore>(h: Harness<S>) {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
@@ -608,6 +638,8 @@ mod cases {
 }
 
 both_backends!(
+    explicit_freshness_stores_any_final_status,
+    head_from_storage_keeps_the_length,
     credentialed_requests_bypass_unless_keyed_cookies,
     purger_follows_a_prefix_set_after_it,
     miss_store_then_hit_with_age,

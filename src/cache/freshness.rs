@@ -35,7 +35,8 @@ pub(crate) enum NotStorable {
     SetCookie,
     /// `Vary: *`: no stored response can ever match.
     VaryAll,
-    /// A status this cache does not store (1xx, 206 partial content, 304, 5xx by default).
+    /// A status this cache does not store (1xx, 206 partial content, 304, a
+    /// 5xx without explicit freshness).
     Status,
     /// No explicit freshness, and no heuristic or default applies.
     NoFreshness,
@@ -64,8 +65,6 @@ pub(crate) struct StoragePolicy {
     pub default_ttl: Option<Duration>,
     /// Store responses that set cookies (default `false`).
     pub store_set_cookie: bool,
-    /// Store 5xx responses with explicit freshness (default `false`).
-    pub store_server_errors: bool,
 }
 
 impl Default for StoragePolicy {
@@ -73,7 +72,6 @@ impl Default for StoragePolicy {
         Self {
             default_ttl: Some(Duration::from_secs(300)),
             store_set_cookie: false,
-            store_server_errors: false,
         }
     }
 }
@@ -102,11 +100,13 @@ pub(crate) fn storable(
     if res.private {
         return Err(NotStorable::Private);
     }
+    // RFC 9111 §3: any final status may be stored when the response says
+    // how long it is fresh. 1xx are interim, 206 partial and 304 a
+    // validation answer: never stored. A 5xx without explicit freshness is
+    // never stored (no default TTL or heuristic applies to it).
+    let explicit = explicit_lifetime(&res, response);
     let code = status.as_u16();
-    if code < 200
-        || code == 206
-        || code == 304
-        || (status.is_server_error() && !policy.store_server_errors)
+    if code < 200 || code == 206 || code == 304 || (status.is_server_error() && explicit.is_none())
     {
         return Err(NotStorable::Status);
     }
@@ -127,7 +127,7 @@ pub(crate) fn storable(
     if vary_all {
         return Err(NotStorable::VaryAll);
     }
-    let lifetime = explicit_lifetime(&res, response)
+    let lifetime = explicit
         .or_else(|| heuristic_lifetime(status, response, policy))
         .ok_or(NotStorable::NoFreshness)?;
     Ok(Storable {
@@ -176,6 +176,21 @@ fn heuristic_lifetime(
     Some((since / HEURISTIC_FRACTION).min(HEURISTIC_MAX))
 }
 
+/// The `Age` a response arrived with (RFC 9111 §5.1): the first member of a
+/// list-valued field; none is zero. An invalid value makes the response as
+/// old as can be, so it never looks fresher than it is.
+fn age_field(headers: &HeaderMap) -> Duration {
+    let Some(value) = headers.get(http::header::AGE) else {
+        return Duration::ZERO;
+    };
+    let first = value.to_str().ok().and_then(|v| v.split(',').next());
+    let seconds = first
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .map(|v| v.parse::<u64>().unwrap_or(u64::MAX));
+    seconds.map_or(Duration::MAX, Duration::from_secs)
+}
+
 /// A stored response's current age (RFC 9111 §4.2.3): what it was worth
 /// when received (its `Age`, or the age its `Date` implies, plus the
 /// request's transit) plus the time it has spent in this cache.
@@ -185,11 +200,7 @@ pub(crate) fn current_age(
     response_time: SystemTime,
     now: SystemTime,
 ) -> Duration {
-    let age_value = stored
-        .get(http::header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
+    let age_value = age_field(stored);
     let apparent_age = http_date(stored, DATE)
         .and_then(|date| response_time.duration_since(date).ok())
         .unwrap_or(Duration::ZERO);
@@ -250,6 +261,23 @@ pub(crate) fn reuse(stored: &Storable, age: Duration, request: &CacheControl) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn age_uses_the_first_member_and_distrusts_invalid_values() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let age = |value: &str| current_age(&headers(&[("age", value)]), t, t, t);
+        assert_eq!(age("30"), Duration::from_secs(30));
+        assert_eq!(
+            age("30, 5"),
+            Duration::from_secs(30),
+            "list-valued: the first"
+        );
+        assert_eq!(age(" 7 "), Duration::from_secs(7));
+        for invalid in ["-5", "1.5", "abc", "", "0x10", ", 5"] {
+            assert_eq!(age(invalid), Duration::MAX, "{invalid:?} never looks fresh");
+        }
+        assert_eq!(current_age(&headers(&[]), t, t, t), Duration::ZERO);
+    }
 
     #[test]
     fn an_absurd_age_is_very_old_not_a_panic() {
@@ -348,9 +376,18 @@ mod tests {
             ),
             Err(VaryAll)
         );
+        // A 5xx is stored only with explicit freshness (RFC 9111 §3).
+        assert!(store(&[], 503, &[("cache-control", "max-age=60")]).is_ok());
+        assert!(store(&[], 500, &[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")]).is_ok());
+        assert_eq!(store(&[], 500, &[]), Err(Status));
         assert_eq!(
-            store(&[], 500, &[("cache-control", "max-age=60")]),
-            Err(Status)
+            store(
+                &[],
+                501,
+                &[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]
+            ),
+            Err(Status),
+            "no heuristic for a 5xx"
         );
         assert_eq!(
             store(&[], 206, &[("cache-control", "max-age=60")]),

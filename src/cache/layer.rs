@@ -57,7 +57,8 @@ pub(crate) struct CacheConfig<St> {
 impl<St: KvStore> CacheLayer<St> {
     /// A cache in `store` with the defaults: 300 s default TTL for responses
     /// that say nothing about freshness, bodies up to 1 MiB, keys under
-    /// `cache:`, responses with `Set-Cookie` and 5xx never stored, requests
+    /// `cache:`, responses with `Set-Cookie` (and 5xx without explicit
+    /// freshness) never stored, requests
     /// with `Cookie` or `Authorization` passed through untouched.
     pub fn new(store: St) -> Self {
         Self {

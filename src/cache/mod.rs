@@ -4,10 +4,13 @@
 //! [`CacheLayer`] stores responses in a [`KvStore`](crate::store::KvStore),
 //! so every instance of a fleet shares one cache. It follows the rules of a
 //! *shared* cache, so one user's response never reaches another:
-//! `no-store`, `private`, `Set-Cookie`, `Vary: *` and 5xx are never stored; `s-maxage` > `max-age` > `Expires`; heuristic freshness
-//! and the default TTL (300 s, per route with
+//! `no-store`, `private`, `Set-Cookie` and `Vary: *` are never stored, nor
+//! a 5xx without explicit freshness; `s-maxage` > `max-age` > `Expires`;
+//! heuristic freshness and the default TTL (300 s, per route with
 //! [`CacheLayer::route_ttl`], per response with [`CacheTtl`]) only for
-//! heuristically cacheable statuses.
+//! heuristically cacheable statuses. `Age` (RFC 9111 §5.1): the first member
+//! of a list counts, and an invalid value makes a response stale, never
+//! fresher.
 //!
 //! ```
 //! use std::convert::Infallible;

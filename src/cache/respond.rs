@@ -12,6 +12,9 @@ use super::entry::Entry;
 use super::CACHE_STATUS;
 use crate::body::ResponseBody;
 
+/// The largest `Age` value sent (RFC 9111 §1.2.2).
+const MAX_AGE_FIELD: u64 = 2_147_483_648;
+
 /// Answers a request from a stored response: `Age`, `Cache-Status`, a 304
 /// for a matching conditional request, no body for `HEAD`.
 pub(crate) fn from_entry<B>(
@@ -49,11 +52,16 @@ pub(crate) fn from_entry<B>(
     let mut res = Response::new(ResponseBody::full(body));
     *res.status_mut() = code;
     *res.headers_mut() = entry.headers.clone();
-    res.headers_mut()
-        .insert(AGE, HeaderValue::from(age.as_secs()));
+    // RFC 9111 §5.1: an age past 2^31 seconds is sent as 2^31.
+    let age = age.as_secs().min(MAX_AGE_FIELD);
+    res.headers_mut().insert(AGE, HeaderValue::from(age));
     res.headers_mut().insert(CACHE_STATUS, status);
     if code == StatusCode::NOT_MODIFIED {
         res.headers_mut().remove(CONTENT_LENGTH);
+    } else if method == Method::HEAD && !res.headers().contains_key(CONTENT_LENGTH) {
+        // A HEAD says how long the GET's body is (RFC 9110 §9.3.2).
+        let len = HeaderValue::from(entry.body.len());
+        res.headers_mut().insert(CONTENT_LENGTH, len);
     }
     res
 }
