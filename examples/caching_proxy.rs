@@ -1,6 +1,11 @@
 //! A caching reverse proxy: tower-kv's RFC 9111 cache in front of an upstream.
 //!
-//! `cargo run --release --example caching_proxy -- --listen 127.0.0.1:8002 --upstream http://127.0.0.1:8000 [--redis URL]`
+//! `cargo run --release --example caching_proxy -- --listen 127.0.0.1:8002 --upstream http://127.0.0.1:8000 [--redis URL] [--max-body BYTES] [--log debug]`
+//!
+//! A proxy in front of someone else's origin must not invent freshness: it
+//! uses RFC 9111 heuristics only (`default_ttl(None)`), unlike an app
+//! caching its own handlers, where the layer's 300 s default TTL is a
+//! reasonable choice. `--log debug` prints one line per request.
 //!
 //! Every method, header and body is forwarded as received, except the
 //! hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names,
@@ -8,11 +13,12 @@
 //! `Upgrade`), which belong to each connection. The proxy adds only caching:
 //! `Age` and `Cache-Status` on responses.
 
-use std::convert::Infallible;
 #[path = "common/serve.rs"]
 mod serve;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, CONNECTION};
@@ -22,7 +28,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_kv::cache::CacheLayer;
 use tower_kv::store::{KvStore, MemoryStore};
 
@@ -67,39 +73,51 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream: Uri = arg("--upstream")
         .unwrap_or_else(|| "http://127.0.0.1:8000".into())
         .parse()?;
+    let options = Options {
+        listen,
+        upstream,
+        max_body: arg("--max-body").map_or(Ok(1 << 20), |v| v.parse())?,
+    };
+    let level: tracing::Level = arg("--log").map_or(Ok(tracing::Level::INFO), |v| v.parse())?;
+    tracing_subscriber::fmt().with_max_level(level).init();
     match arg("--redis") {
-        None => serve(MemoryStore::new(), listen, upstream).await,
-        Some(url) => redis(&url, listen, upstream).await,
+        None => serve(MemoryStore::new(), options).await,
+        Some(url) => redis(&url, options).await,
     }
 }
 
-#[cfg(feature = "redis")]
-async fn redis(
-    url: &str,
+/// Where to listen, what to proxy, what to store.
+struct Options {
     listen: SocketAddr,
     upstream: Uri,
-) -> Result<(), Box<dyn std::error::Error>> {
+    max_body: u64,
+}
+
+#[cfg(feature = "redis")]
+async fn redis(url: &str, options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let store = tower_kv::store::RedisStore::builder(url)
         .prefix("caching-proxy:")
         .connect()
         .await?;
-    serve(store, listen, upstream).await
+    serve(store, options).await
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis(_: &str, _: SocketAddr, _: Uri) -> Result<(), Box<dyn std::error::Error>> {
+async fn redis(_: &str, _: Options) -> Result<(), Box<dyn std::error::Error>> {
     Err("--redis needs `--features redis`".into())
 }
 
-async fn serve<St: KvStore>(
-    store: St,
-    listen: SocketAddr,
-    upstream: Uri,
-) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve<St: KvStore>(store: St, options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    let Options {
+        listen,
+        upstream,
+        max_body,
+    } = options;
     let client: Client<HttpConnector, Incoming> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let cache = CacheLayer::new(store).default_ttl(None).max_body(max_body);
     let proxy = ServiceBuilder::new()
-        .layer(CacheLayer::new(store))
+        .layer(cache)
         .service_fn(move |req: Request<Incoming>| {
             let (client, upstream) = (client.clone(), upstream.clone());
             async move { Ok::<_, Infallible>(forward(client, upstream, req).await) }
@@ -109,8 +127,49 @@ async fn serve<St: KvStore>(
         "caching proxy on http://{listen} -> {}",
         listener.local_addr()?
     );
-    serve::serve(listener, serve::Limits::default(), |_| proxy.clone()).await?;
+    let logged = logged(proxy);
+    serve::serve(listener, serve::Limits::default(), |_| logged.clone()).await?;
     Ok(())
+}
+
+/// `service`, with one debug line per request: method, target, status,
+/// cache status and time taken.
+fn logged<S, B>(
+    service: S,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<B>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Response<B>, Infallible>> + Send,
+> + Clone
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    tower::service_fn(move |req: Request<Incoming>| {
+        let (method, target) = (req.method().clone(), req.uri().clone());
+        let started = Instant::now();
+        let response = service.clone().oneshot(req);
+        async move {
+            let res = response.await?;
+            let cache_status = res
+                .headers()
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok());
+            tracing::debug!(
+                %method,
+                %target,
+                status = res.status().as_u16(),
+                cache_status = cache_status.unwrap_or("-"),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "request"
+            );
+            Ok(res)
+        }
+    })
 }
 
 /// Sends the request on to the upstream as received (minus hop-by-hop
