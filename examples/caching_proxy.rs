@@ -115,7 +115,12 @@ async fn serve<St: KvStore>(store: St, options: Options) -> Result<(), Box<dyn s
     } = options;
     let client: Client<HttpConnector, Incoming> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let cache = CacheLayer::new(store).default_ttl(None).max_body(max_body);
+    // `X-Forwarded-Host` would change what the origin answers without
+    // being part of the key: it never reaches the origin.
+    let cache = CacheLayer::new(store)
+        .default_ttl(None)
+        .max_body(max_body)
+        .strip_request_header(HeaderName::from_static("x-forwarded-host"));
     let proxy = ServiceBuilder::new()
         .layer(cache)
         .service_fn(move |req: Request<Incoming>| {

@@ -182,6 +182,49 @@ fn status_of(h: &http::HeaderMap) -> String {
 mod cases {
     use super::*;
 
+    pub async fn poisoning_and_purge_holes_are_closed<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        // The key must be what the origin answers for: two hosts are refused.
+        let (status, _, _) = send(&svc, Method::GET, "/max-age", &[("host", "evil.example")]).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "absolute-form target and another Host"
+        );
+        let (status, _, _) = send(&svc, Method::GET, "/max-age", &[("host", "EXAMPLE.test")]).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the same host in another case is fine"
+        );
+        let two_hosts = Request::get("/max-age")
+            .header("host", "example.test")
+            .header("host", "evil.example")
+            .body(())
+            .unwrap();
+        let res = svc.clone().oneshot(two_hosts).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "two Host fields");
+        // A GET with a body carries input no key covers: it bypasses.
+        let (_, headers, _) = send(&svc, Method::GET, "/nothing", &[("content-length", "5")]).await;
+        assert_eq!(status_of(&headers), "tower-kv;fwd=bypass");
+
+        // Purges find what they claim: host case, and URLs past 400 bytes.
+        let long = format!("/max-age?q={}", "x".repeat(500));
+        send(&svc, Method::GET, &long, &[]).await;
+        let purger = CacheLayer::new(h.store.clone()).purger();
+        let purged = purger
+            .purge_prefix("http://EXAMPLE.test/max-age?q=xx")
+            .await;
+        assert_eq!(
+            purged.unwrap(),
+            2,
+            "the long URL's entry and its index, by prefix"
+        );
+        let (_, headers, _) = send(&svc, Method::GET, &long, &[]).await;
+        assert!(status_of(&headers).contains("fwd=uri-miss"), "{headers:?}");
+    }
+
     /// RFC 9111 §3: a 5xx with explicit freshness is stored and reused; one
     /// without is never stored, whatever the default TTL.
     pub async fn explicit_freshness_stores_any_final_status<S: KvStore>(h: Harness<S>) {
@@ -638,6 +681,7 @@ mod cases {
 }
 
 both_backends!(
+    poisoning_and_purge_holes_are_closed,
     explicit_freshness_stores_any_final_status,
     head_from_storage_keeps_the_length,
     credentialed_requests_bypass_unless_keyed_cookies,

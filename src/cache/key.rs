@@ -6,8 +6,10 @@
 //! the request was assigned, then with the request headers a stored
 //! response varies on.
 
-use http::header::{HeaderMap, AUTHORIZATION, COOKIE, HOST, VARY};
-use http::{Request, Uri};
+use http::header::{
+    HeaderMap, AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING, VARY,
+};
+use http::{Method, Request, Uri};
 
 use super::layer::CacheConfig;
 use crate::abtest::Variants;
@@ -24,15 +26,47 @@ pub(crate) struct RequestKey {
     pub(crate) base: String,
 }
 
+/// What the cache does with a request.
+pub(crate) enum Keyed {
+    /// Serve from and store under this key.
+    Cache(RequestKey),
+    /// Pass through untouched: credentials the layer was not told about, or
+    /// a `GET` with a body (input no key covers).
+    Bypass,
+    /// Refuse with 400: the request names two different hosts (an
+    /// absolute-form target and `Host`, or two `Host` fields), so no key can
+    /// say which one the origin will answer for.
+    Ambiguous,
+}
+
 impl RequestKey {
-    /// The key of `req`, or `None` when the request carries credentials the
-    /// cache must leave alone: `Authorization`, or cookies when the layer
-    /// was not told which cookies responses depend on.
-    pub(crate) fn of<St, B>(config: &CacheConfig<St>, req: &Request<B>) -> Option<Self> {
+    /// How the cache treats `req`, and its key when it caches it.
+    pub(crate) fn of<St, B>(config: &CacheConfig<St>, req: &Request<B>) -> Keyed {
         let headers = req.headers();
-        if headers.contains_key(AUTHORIZATION) {
-            return None;
+        let mut hosts = headers.get_all(HOST).iter();
+        let host = hosts.next();
+        let second_host = hosts.next().is_some();
+        let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+        let disagree = matches!((authority, host), (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h.as_bytes()));
+        if second_host || disagree {
+            return Keyed::Ambiguous;
         }
+        let has_body = headers.contains_key(TRANSFER_ENCODING)
+            || headers.get(CONTENT_LENGTH).is_some_and(|v| v != "0");
+        let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        if headers.contains_key(AUTHORIZATION) || (read && has_body) {
+            return Keyed::Bypass;
+        }
+        match Self::keyed(config, req) {
+            Some(key) => Keyed::Cache(key),
+            None => Keyed::Bypass,
+        }
+    }
+
+    /// The key of `req`; `None` when it carries cookies the layer was not
+    /// told responses depend on.
+    fn keyed<St, B>(config: &CacheConfig<St>, req: &Request<B>) -> Option<Self> {
+        let headers = req.headers();
         let mut material = String::new();
         if headers.contains_key(COOKIE) {
             let names = config.key_cookies.as_ref()?;
@@ -102,15 +136,32 @@ fn origin(uri: &Uri, headers: &HeaderMap) -> String {
     format!("{}://{host}", uri.scheme_str().unwrap_or("http"))
 }
 
-/// `{prefix}{scheme}://{host}{path}?{query}`; long URIs become a digest so
-/// keys stay within the store's limit.
+/// `{prefix}{scheme}://{host}{path}?{query}`. A long URL keeps its first
+/// 300 bytes, so prefix purges still find it, then a digest of the whole,
+/// so keys stay within the store's limit.
 fn key_for(prefix: &str, origin: &str, target: &str) -> String {
     let full = format!("{origin}{target}");
     if full.len() <= 400 {
-        format!("{prefix}{full}")
-    } else {
-        format!("{prefix}#{}", digest(full.as_bytes()))
+        return format!("{prefix}{full}");
     }
+    let mut cut = 300;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{prefix}{}#{}", &full[..cut], digest(full.as_bytes()))
+}
+
+/// A purge prefix as keys spell it: scheme and host lowercased.
+pub(crate) fn normalized_prefix(prefix: &str) -> String {
+    let Some((scheme, rest)) = prefix.split_once("://") else {
+        return prefix.to_owned();
+    };
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    format!(
+        "{}://{}{path}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    )
 }
 
 fn target(uri: &Uri) -> &str {

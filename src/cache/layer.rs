@@ -5,7 +5,7 @@ use http::header::HeaderName;
 use tower_layer::Layer;
 
 use super::inflight::Coalescer;
-use super::key::primary_key;
+use super::key::{normalized_prefix, primary_key};
 use super::{CacheService, StoragePolicy};
 use crate::live::Live;
 use crate::routes::RouteTable;
@@ -207,6 +207,7 @@ impl<St: KvStore> CachePurger<St> {
     /// (`https://example.com/api/`: hierarchical keys).
     pub async fn purge_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         let config = self.config.get();
+        let prefix = normalized_prefix(prefix);
         config
             .delete_prefix(&format!("{}{prefix}", config.key_prefix))
             .await

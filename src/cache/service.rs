@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use super::entry::Entry;
 use super::inflight::{self, Role};
-use super::key::RequestKey;
+use super::key::{Keyed, RequestKey};
 use super::layer::CacheConfig;
 use super::respond::from_entry;
 use super::storage::Lookup;
@@ -66,16 +66,24 @@ layer_service! {
         for name in &config.strip {
             req.headers_mut().remove(name);
         }
-        let Some(key) = RequestKey::of(&config, &req) else {
-            // Credentials: neither served from nor stored in the cache.
-            let status = CacheStatus::Forward {
-                reason: Forward::Bypass,
-                status: None,
-                stored: false,
-                collapsed: false,
-            };
-            let status = status.header_value(&config.name, None);
-            return ResponseFuture::inner(self.inner.call(req), Some((CACHE_STATUS, status)));
+        let key = match RequestKey::of(&config, &req) {
+            Keyed::Cache(key) => key,
+            Keyed::Bypass => {
+                // Neither served from nor stored in the cache.
+                let status = CacheStatus::Forward {
+                    reason: Forward::Bypass,
+                    status: None,
+                    stored: false,
+                    collapsed: false,
+                };
+                let status = status.header_value(&config.name, None);
+                return ResponseFuture::inner(self.inner.call(req), Some((CACHE_STATUS, status)));
+            }
+            Keyed::Ambiguous => {
+                let mut res = Response::new(ResponseBody::full("ambiguous host\n"));
+                *res.status_mut() = StatusCode::BAD_REQUEST;
+                return ResponseFuture::ready(res);
+            }
         };
         let flow = Flow {
             inner: take_ready(&mut self.inner),
