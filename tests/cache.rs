@@ -182,6 +182,36 @@ fn status_of(h: &http::HeaderMap) -> String {
 mod cases {
     use super::*;
 
+    pub async fn set_cookie_responses_are_stored_only_when_asked<S: KvStore>(h: Harness<S>) {
+        use tower_kv::cache::SetCookieResponses;
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        send(&svc, Method::GET, "/cookie", &[]).await;
+        let (_, headers, _) = send(&svc, Method::GET, "/cookie", &[]).await;
+        assert!(
+            status_of(&headers).contains("fwd=uri-miss"),
+            "refused by default"
+        );
+        for (policy, prefix, cookie_kept) in [
+            (SetCookieResponses::StoreWithoutCookie, "strip:", false),
+            (SetCookieResponses::StoreWithCookie, "keep:", true),
+        ] {
+            let layer = CacheLayer::new(h.store.clone())
+                .clock(clock.clone())
+                .key_prefix(prefix)
+                .set_cookie_responses(policy);
+            let svc = stack_with(layer, &calls);
+            let (_, first, _) = send(&svc, Method::GET, "/cookie", &[]).await;
+            assert_eq!(
+                first["set-cookie"], "a=b",
+                "the fetching client gets its cookie"
+            );
+            let (_, again, _) = send(&svc, Method::GET, "/cookie", &[]).await;
+            assert!(status_of(&again).contains("hit"), "{policy:?}: {again:?}");
+            assert_eq!(again.contains_key("set-cookie"), cookie_kept, "{policy:?}");
+        }
+    }
+
     pub async fn poisoning_and_purge_holes_are_closed<S: KvStore>(h: Harness<S>) {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
         let svc = stack(h.store.clone(), &clock, &calls);
@@ -681,6 +711,7 @@ mod cases {
 }
 
 both_backends!(
+    set_cookie_responses_are_stored_only_when_asked,
     poisoning_and_purge_holes_are_closed,
     explicit_freshness_stores_any_final_status,
     head_from_storage_keeps_the_length,

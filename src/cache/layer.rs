@@ -52,6 +52,22 @@ pub(crate) struct CacheConfig<St> {
     /// Cache requests that carry cookies, keyed on these cookies' values;
     /// `None`: such requests bypass the cache.
     pub(crate) key_cookies: Option<Vec<String>>,
+    pub(crate) set_cookie: SetCookieResponses,
+}
+
+/// What the cache does with a response that sets a cookie.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetCookieResponses {
+    /// Never store it (the default: a cookie is usually one client's).
+    #[default]
+    Refuse,
+    /// Store it without its `Set-Cookie` fields: the client that caused the
+    /// fetch gets its cookie, later clients get the response without it.
+    StoreWithoutCookie,
+    /// Store it with its `Set-Cookie` fields: every client served from
+    /// storage gets the same cookie. Only for cookies that identify nobody.
+    StoreWithCookie,
 }
 
 impl<St: KvStore> CacheLayer<St> {
@@ -76,6 +92,7 @@ impl<St: KvStore> CacheLayer<St> {
                 key_fn: None,
                 inflight: Coalescer::default(),
                 key_cookies: None,
+                set_cookie: SetCookieResponses::Refuse,
             }),
         }
     }
@@ -102,6 +119,18 @@ impl<St: KvStore> CacheLayer<St> {
     {
         let names = names.into_iter().map(Into::into).collect();
         self.set(|c| c.key_cookies = Some(names))
+    }
+
+    /// Store responses that set cookies, with or without the cookie
+    /// (default: [`SetCookieResponses::Refuse`]). A response marked
+    /// `private` or `no-store` (as the session layer marks the responses
+    /// that set its cookie) is still never stored.
+    #[must_use]
+    pub fn set_cookie_responses(self, policy: SetCookieResponses) -> Self {
+        self.set(|c| {
+            c.set_cookie = policy;
+            c.policy.store_set_cookie = policy != SetCookieResponses::Refuse;
+        })
     }
 
     /// The lifetime of heuristically cacheable responses that say nothing

@@ -88,7 +88,7 @@ mod storage;
 pub use crate::future::ResponseFuture;
 use directives::CacheControl;
 use freshness::{current_age, reuse, storable, NotStorable, Reuse, Storable, StoragePolicy};
-pub use layer::{CacheLayer, CachePurger};
+pub use layer::{CacheLayer, CachePurger, SetCookieResponses};
 pub use read_through::ReadThrough;
 pub use service::{CacheService, CacheTtl, CACHE_STATUS, SURROGATE_KEY};
 use status::{CacheStatus, Forward};

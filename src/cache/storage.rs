@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use http::header::SET_COOKIE;
 use http::HeaderMap;
 
 use super::entry::Entry;
 use super::key::{vary_names, RequestKey};
-use super::layer::CacheConfig;
+use super::layer::{CacheConfig, SetCookieResponses};
 use crate::identity::digest;
 use crate::store::update::KeyPages;
 use crate::store::{KvStore, PutOptions, StoreError};
@@ -86,6 +87,16 @@ impl<St: KvStore> CacheConfig<St> {
         request: &HeaderMap,
         entry: &Entry,
     ) -> Result<(), StoreError> {
+        let stripped;
+        let entry = match self.set_cookie {
+            SetCookieResponses::StoreWithoutCookie if entry.headers.contains_key(SET_COOKIE) => {
+                let mut copy = entry.clone();
+                copy.headers.remove(SET_COOKIE);
+                stripped = copy;
+                &stripped
+            }
+            _ => entry,
+        };
         let names = vary_names(&entry.headers);
         let options = PutOptions::new().ttl(retention(entry));
         let index = serde_json::to_vec(&names).expect("names serialize");
