@@ -29,7 +29,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_kv::cache::CacheLayer;
+use tower_kv::cache::{CacheLayer, OriginUnreachable};
 use tower_kv::store::{KvStore, MemoryStore};
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -119,6 +119,8 @@ async fn serve<St: KvStore>(store: St, options: Options) -> Result<(), Box<dyn s
     // being part of the key: it never reaches the origin.
     let cache = CacheLayer::new(store)
         .default_ttl(None)
+        // An unreachable upstream: stored responses up to a day stale answer.
+        .serve_stale_if_unreachable(std::time::Duration::from_secs(86_400))
         .max_body(max_body)
         .strip_request_header(HeaderName::from_static("x-forwarded-host"));
     let proxy = ServiceBuilder::new()
@@ -207,6 +209,7 @@ async fn forward(
             eprintln!("upstream error: {e}");
             let mut res = Response::new(Empty::new().map_err(|never| match never {}).boxed());
             *res.status_mut() = StatusCode::BAD_GATEWAY;
+            res.extensions_mut().insert(OriginUnreachable);
             res
         }
     }

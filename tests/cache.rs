@@ -72,6 +72,8 @@ fn origin(
                 "/create" => res.header("location", "/max-age"),
                 "/swr" => res.header("cache-control", "max-age=1, stale-if-error=60"),
                 "/swr2" => res.header("cache-control", "max-age=1, stale-while-revalidate=60"),
+                "/down" => res.header("cache-control", "max-age=1"),
+                "/down-mr" => res.header("cache-control", "max-age=1, must-revalidate"),
                 "/error-fresh" => res.status(503).header("cache-control", "max-age=60"),
                 "/error" => res.status(503),
                 _ => res,
@@ -119,6 +121,16 @@ fn origin(
                     return Ok(res.body(Full::new(Bytes::from(body))).unwrap());
                 }
                 _ => {}
+            }
+            if req.headers().contains_key("x-origin-down") {
+                // What a proxy answers when it cannot reach its upstream.
+                let mut res = Response::builder()
+                    .status(502)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                res.extensions_mut()
+                    .insert(tower_kv::cache::OriginUnreachable);
+                return Ok(res);
             }
             let mut res = res.body(Full::new(Bytes::from(body))).unwrap();
             if path == "/handler-ttl" {
@@ -181,6 +193,39 @@ fn status_of(h: &http::HeaderMap) -> String {
 
 mod cases {
     use super::*;
+
+    /// RFC 9111 §4.2.4: an unreachable origin lets a stale response answer,
+    /// within the configured staleness, unless it must be revalidated.
+    pub async fn stale_is_served_when_the_origin_is_unreachable<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let layer = CacheLayer::new(h.store.clone())
+            .clock(clock.clone())
+            .serve_stale_if_unreachable(Duration::from_secs(60));
+        let svc = stack_with(layer, &calls);
+        let (_, _, fresh) = send(&svc, Method::GET, "/down", &[]).await;
+        send(&svc, Method::GET, "/down-mr", &[]).await;
+        clock.advance(Duration::from_secs(5));
+        let down = [("x-origin-down", "1")];
+        let (status, headers, body) = send(&svc, Method::GET, "/down", &down).await;
+        assert_eq!((status, body), (StatusCode::OK, fresh));
+        assert!(
+            status_of(&headers).contains("detail=origin-unreachable"),
+            "{headers:?}"
+        );
+        let (status, _, _) = send(&svc, Method::GET, "/down-mr", &down).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_GATEWAY,
+            "must-revalidate forbids it"
+        );
+        clock.advance(Duration::from_secs(120));
+        let (status, _, _) = send(&svc, Method::GET, "/down", &down).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_GATEWAY,
+            "past the maximum staleness"
+        );
+    }
 
     pub async fn set_cookie_responses_are_stored_only_when_asked<S: KvStore>(h: Harness<S>) {
         use tower_kv::cache::SetCookieResponses;
@@ -711,6 +756,7 @@ mod cases {
 }
 
 both_backends!(
+    stale_is_served_when_the_origin_is_unreachable,
     set_cookie_responses_are_stored_only_when_asked,
     poisoning_and_purge_holes_are_closed,
     explicit_freshness_stores_any_final_status,

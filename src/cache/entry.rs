@@ -54,7 +54,7 @@ impl Entry {
     pub(crate) fn hit(&self, age: Duration) -> super::CacheStatus {
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let ttl = secs(self.storable.lifetime).saturating_sub(secs(age));
-        super::CacheStatus::Hit { ttl }
+        super::CacheStatus::Hit { ttl, detail: None }
     }
 
     pub(crate) fn encode(&self) -> Bytes {

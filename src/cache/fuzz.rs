@@ -43,7 +43,7 @@ pub(crate) fn check_rules(status: StatusCode, request: &HeaderMap, response: &He
             storable: stored,
         };
         let ttl = match entry.hit(Duration::MAX) {
-            CacheStatus::Hit { ttl } => ttl,
+            CacheStatus::Hit { ttl, .. } => ttl,
             CacheStatus::Forward { .. } => unreachable!("a hit"),
         };
         assert!(ttl <= 0, "an absurd age never looks fresh");

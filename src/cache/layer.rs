@@ -53,6 +53,8 @@ pub(crate) struct CacheConfig<St> {
     /// `None`: such requests bypass the cache.
     pub(crate) key_cookies: Option<Vec<String>>,
     pub(crate) set_cookie: SetCookieResponses,
+    /// Serve stale responses up to this stale when the origin is unreachable.
+    pub(crate) stale_if_unreachable: Option<Duration>,
 }
 
 /// What the cache does with a response that sets a cookie.
@@ -93,6 +95,7 @@ impl<St: KvStore> CacheLayer<St> {
                 inflight: Coalescer::default(),
                 key_cookies: None,
                 set_cookie: SetCookieResponses::Refuse,
+                stale_if_unreachable: None,
             }),
         }
     }
@@ -131,6 +134,17 @@ impl<St: KvStore> CacheLayer<St> {
             c.set_cookie = policy;
             c.policy.store_set_cookie = policy != SetCookieResponses::Refuse;
         })
+    }
+
+    /// When the origin cannot be reached (the inner service fails, or
+    /// answers with the [`OriginUnreachable`](super::OriginUnreachable)
+    /// extension), answer with a stored response up to `max_staleness`
+    /// stale (RFC 9111 §4.2.4), with `Cache-Status: …; detail=origin-unreachable`
+    /// — unless it says `must-revalidate`, `proxy-revalidate`, `s-maxage`
+    /// or `no-cache`. Off by default.
+    #[must_use]
+    pub fn serve_stale_if_unreachable(self, max_staleness: Duration) -> Self {
+        self.set(|c| c.stale_if_unreachable = Some(max_staleness))
     }
 
     /// The lifetime of heuristically cacheable responses that say nothing

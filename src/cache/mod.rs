@@ -90,5 +90,5 @@ use directives::CacheControl;
 use freshness::{current_age, reuse, storable, NotStorable, Reuse, Storable, StoragePolicy};
 pub use layer::{CacheLayer, CachePurger, SetCookieResponses};
 pub use read_through::ReadThrough;
-pub use service::{CacheService, CacheTtl, CACHE_STATUS, SURROGATE_KEY};
+pub use service::{CacheService, CacheTtl, OriginUnreachable, CACHE_STATUS, SURROGATE_KEY};
 use status::{CacheStatus, Forward};

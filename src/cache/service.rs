@@ -37,6 +37,14 @@ pub struct CacheTtl(pub Duration);
 /// (the surrogate-key convention). Stripped before responses leave the cache.
 pub const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 
+/// A response extension with which the service inside the cache says the
+/// origin could not be reached (a proxy's 502 after a connection failure or
+/// timeout): the cache may then answer with a stale response, as it does
+/// when the inner service fails
+/// ([`CacheLayer::serve_stale_if_unreachable`](super::CacheLayer::serve_stale_if_unreachable)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginUnreachable;
+
 /// The `Cache-Status` field name (RFC 9211).
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -281,8 +289,29 @@ where
             .as_ref()
             .is_some_and(|entry| make_conditional(req.headers_mut(), entry));
         let request_time = self.ctx.config.clock.now();
-        let res = self.inner.call(req).await?;
+        // The origin unreachable (the inner service failed, or said so):
+        // a stale entry may answer.
+        let res = match self.inner.call(req).await {
+            Ok(res) => res,
+            Err(e) => {
+                let now = self.ctx.config.clock.now();
+                let stale = miss
+                    .stale
+                    .as_ref()
+                    .and_then(|entry| self.ctx.stale_if_unreachable(entry, &request_headers, now));
+                return stale.ok_or(e);
+            }
+        };
         let times = (request_time, self.ctx.config.clock.now());
+        if res.extensions().get::<OriginUnreachable>().is_some() {
+            let stale = miss.stale.as_ref().and_then(|entry| {
+                self.ctx
+                    .stale_if_unreachable(entry, &request_headers, times.1)
+            });
+            if let Some(stale) = stale {
+                return Ok(stale);
+            }
+        }
         if let (true, Some(entry), StatusCode::NOT_MODIFIED) =
             (revalidating, &miss.stale, res.status())
         {
@@ -448,6 +477,39 @@ impl<St: KvStore> Ctx<St> {
             .is_some_and(|window| staleness <= window)
             && !entry.storable.must_revalidate;
         (status.is_server_error() && allowed).then(|| self.answer_stored(entry, request, age))
+    }
+
+    /// The origin could not be reached: a stale entry within the configured
+    /// staleness answers (RFC 9111 §4.2.4), said in `Cache-Status`, unless
+    /// it must be revalidated (`must-revalidate`, `proxy-revalidate`,
+    /// `s-maxage`, `no-cache`).
+    fn stale_if_unreachable<B>(
+        &self,
+        entry: &Entry,
+        request: &HeaderMap,
+        now: SystemTime,
+    ) -> Option<Reply<B>> {
+        let max_staleness = self.config.stale_if_unreachable?;
+        let age = entry.age(now);
+        let staleness = age.saturating_sub(entry.storable.lifetime);
+        let forbidden = entry.storable.must_revalidate || entry.storable.no_cache;
+        if forbidden || staleness > max_staleness {
+            return None;
+        }
+        let status = match entry.hit(age) {
+            CacheStatus::Hit { ttl, .. } => CacheStatus::Hit {
+                ttl,
+                detail: Some("origin-unreachable"),
+            },
+            other => other,
+        };
+        Some(from_entry(
+            entry,
+            &self.method,
+            request,
+            age,
+            self.status(status),
+        ))
     }
 
     /// Whether the origin's response may be stored, and how.

@@ -44,6 +44,8 @@ pub(crate) enum CacheStatus {
     Hit {
         /// Remaining freshness, seconds.
         ttl: i64,
+        /// Why a stale response was served, when that is worth saying.
+        detail: Option<&'static str>,
     },
     /// Went to the origin.
     Forward {
@@ -77,10 +79,13 @@ impl CacheStatus {
         let token = sfv::TokenRef::from_str(cache).unwrap_or(token_ref("tower-kv"));
         let mut params = item.bare_item(token);
         match self {
-            CacheStatus::Hit { ttl } => {
+            CacheStatus::Hit { ttl, detail } => {
                 params = params
                     .parameter(key_ref("hit"), true)
                     .parameter(key_ref("ttl"), integer(*ttl));
+                if let Some(detail) = detail {
+                    params = params.parameter(key_ref("detail"), token_ref(detail));
+                }
             }
             CacheStatus::Forward {
                 reason,
@@ -115,7 +120,11 @@ mod tests {
     #[test]
     fn hits_and_forwards_follow_rfc_9211() {
         assert_eq!(
-            CacheStatus::Hit { ttl: 42 }.header_value("tower-kv", None),
+            CacheStatus::Hit {
+                ttl: 42,
+                detail: None
+            }
+            .header_value("tower-kv", None),
             "tower-kv;hit;ttl=42"
         );
         let fwd = CacheStatus::Forward {
@@ -139,7 +148,11 @@ mod tests {
             r#"tower-kv;fwd=uri-miss;fwd-status=200;collapsed;key="GET https://a/b""#
         );
         assert_eq!(
-            CacheStatus::Hit { ttl: -3 }.header_value("bad name!", None),
+            CacheStatus::Hit {
+                ttl: -3,
+                detail: None
+            }
+            .header_value("bad name!", None),
             "tower-kv;hit;ttl=-3"
         );
     }
