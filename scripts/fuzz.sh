@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Runs every fuzz target in fuzz/ for SECONDS each (default 60) with
-# libFuzzer (`cargo +nightly fuzz`), and prints the executions per target.
-# A crash stops the script with the target's reproducer in
-# fuzz/artifacts/TARGET/. Needs a nightly toolchain and cargo-fuzz
-# (`cargo install cargo-fuzz`).
+# Runs fuzz targets in fuzz/ for SECONDS each (default 60) with libFuzzer,
+# and prints the executions per target: `scripts/fuzz.sh [SECONDS]
+# [TARGET…]` (all targets when none is named). A crash stops the script,
+# with the reproducer in fuzz/artifacts/TARGET/. Needs a nightly toolchain
+# and cargo-fuzz (`cargo install cargo-fuzz`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+# Build once, then run the binaries: sources edited meanwhile change nothing.
 cargo +nightly fuzz build -O
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
 total=0
-for target in $(cargo +nightly fuzz list); do
+for target in "${targets[@]}"; do
   log=$(mktemp)
-  if ! cargo +nightly fuzz run -O "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 >"$log" 2>&1; then
+  mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
+  if ! "$bin/$target" "fuzz/corpus/$target" -artifact_prefix="fuzz/artifacts/$target/" \
+      -max_total_time="$seconds" -rss_limit_mb=2048 >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz target $target failed" >&2
     exit 1
