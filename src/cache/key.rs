@@ -7,7 +7,7 @@
 //! response varies on.
 
 use http::header::{
-    HeaderMap, AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING, VARY,
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING, VARY,
 };
 use http::{Method, Request, Uri};
 
@@ -33,22 +33,34 @@ pub(crate) enum Keyed {
     /// Pass through untouched: credentials the layer was not told about, or
     /// a `GET` with a body (input no key covers).
     Bypass,
-    /// Refuse with 400: the request names two different hosts (an
-    /// absolute-form target and `Host`, or two `Host` fields), so no key can
-    /// say which one the origin will answer for.
+    /// Refuse with 400: two `Host` fields (RFC 9112 §3.2), so no key can
+    /// say which host the origin will answer for.
     Ambiguous,
+}
+
+/// Makes the host the origin sees the one the key uses: an absolute-form
+/// target's authority wins over `Host` (RFC 9112 §3.2.2), so `Host` is
+/// rewritten to it.
+pub(crate) fn align_host<B>(req: &mut Request<B>) {
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    let same = req.headers().get(HOST).is_some_and(|h| {
+        h.as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    });
+    if !same {
+        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(HOST, value);
+        }
+    }
 }
 
 impl RequestKey {
     /// How the cache treats `req`, and its key when it caches it.
     pub(crate) fn of<St, B>(config: &CacheConfig<St>, req: &Request<B>) -> Keyed {
         let headers = req.headers();
-        let mut hosts = headers.get_all(HOST).iter();
-        let host = hosts.next();
-        let second_host = hosts.next().is_some();
-        let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
-        let disagree = matches!((authority, host), (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h.as_bytes()));
-        if second_host || disagree {
+        if headers.get_all(HOST).iter().nth(1).is_some() {
             return Keyed::Ambiguous;
         }
         let has_body = headers.contains_key(TRANSFER_ENCODING)

@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use super::entry::Entry;
 use super::inflight::{self, Role};
-use super::key::{Keyed, RequestKey};
+use super::key::{align_host, Keyed, RequestKey};
 use super::layer::CacheConfig;
 use super::respond::from_entry;
 use super::storage::Lookup;
@@ -74,6 +74,7 @@ layer_service! {
         for name in &config.strip {
             req.headers_mut().remove(name);
         }
+        align_host(&mut req);
         let key = match RequestKey::of(&config, &req) {
             Keyed::Cache(key) => key,
             Keyed::Bypass => {
