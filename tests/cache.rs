@@ -72,6 +72,9 @@ fn origin(
                 "/create" => res.header("location", "/max-age"),
                 "/swr" => res.header("cache-control", "max-age=1, stale-if-error=60"),
                 "/swr2" => res.header("cache-control", "max-age=1, stale-while-revalidate=60"),
+                "/cdn" => res
+                    .header("cache-control", "no-store")
+                    .header("cdn-cache-control", "max-age=60"),
                 "/down" => res.header("cache-control", "max-age=1"),
                 "/down-mr" => res.header("cache-control", "max-age=1, must-revalidate"),
                 "/error-fresh" => res.status(503).header("cache-control", "max-age=60"),
@@ -197,6 +200,34 @@ fn status_of(h: &http::HeaderMap) -> String {
 
 mod cases {
     use super::*;
+
+    /// RFC 9213: `CDN-Cache-Control` speaks to this cache over
+    /// `Cache-Control`, and can be kept from caches further down.
+    pub async fn targeted_cache_control_wins_and_can_be_stripped<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        let (_, first, _) = send(&svc, Method::GET, "/cdn", &[]).await;
+        assert!(status_of(&first).contains("stored"), "{first:?}");
+        assert!(first.contains_key("cdn-cache-control"), "kept by default");
+        let (_, again, _) = send(&svc, Method::GET, "/cdn", &[]).await;
+        assert!(status_of(&again).contains("hit"), "{again:?}");
+
+        let layer = CacheLayer::new(h.store.clone())
+            .clock(clock.clone())
+            .key_prefix("stripped:")
+            .strip_targeted_fields(true);
+        let svc = stack_with(layer, &calls);
+        for _ in 0..2 {
+            let (_, headers, _) = send(&svc, Method::GET, "/cdn", &[]).await;
+            assert!(!headers.contains_key("cdn-cache-control"), "{headers:?}");
+            assert_eq!(headers["cache-control"], "no-store", "Cache-Control stays");
+        }
+        let (_, headers, _) = send(&svc, Method::GET, "/cdn", &[("cookie", "a=b")]).await;
+        assert!(
+            !headers.contains_key("cdn-cache-control"),
+            "stripped on bypass too"
+        );
+    }
 
     /// RFC 9111 §4.2.4: an unreachable origin lets a stale response answer,
     /// within the configured staleness, unless it must be revalidated.
@@ -758,6 +789,7 @@ mod cases {
 }
 
 both_backends!(
+    targeted_cache_control_wins_and_can_be_stripped,
     stale_is_served_when_the_origin_is_unreachable,
     set_cookie_responses_are_stored_only_when_asked,
     poisoning_and_purge_holes_are_closed,

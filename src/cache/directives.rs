@@ -3,7 +3,7 @@
 //! (or, for freshness, zero), and a repeated directive keeps its most
 //! conservative value.
 
-use http::header::{HeaderMap, CACHE_CONTROL};
+use http::header::{HeaderMap, HeaderName, CACHE_CONTROL};
 
 /// The `Cache-Control` directives of a request or a response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,6 +70,43 @@ impl CacheControl {
             }
         }
         cc
+    }
+
+    /// A targeted cache-control field such as `CDN-Cache-Control` (RFC 9213
+    /// §2): a structured-field dictionary with `Cache-Control`'s directives.
+    /// `None` when absent or invalid, so it is ignored as a whole.
+    pub(crate) fn from_targeted(headers: &HeaderMap, name: &HeaderName) -> Option<Self> {
+        let lines: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().ok())
+            .collect::<Option<_>>()?;
+        if lines.is_empty() {
+            return None;
+        }
+        let joined = lines.join(", ");
+        let dictionary: sfv::Dictionary = sfv::Parser::new(&joined).parse().ok()?;
+        let mut cc = Self::default();
+        for (key, member) in &dictionary {
+            // Field-name lists (`no-cache=("set-cookie")`) count as the
+            // unqualified directive, as in `Cache-Control`.
+            let (flag, seconds) = match member {
+                sfv::ListEntry::Item(item) => (
+                    item.bare_item.as_boolean() == Some(true),
+                    item.bare_item
+                        .as_integer()
+                        .and_then(|i| u64::try_from(i64::from(i)).ok()),
+                ),
+                sfv::ListEntry::InnerList(_) => (true, None),
+            };
+            let seconds = seconds.map(|s| s.to_string());
+            match (key.as_str(), flag, seconds) {
+                (name, true, _) => cc.apply(name),
+                (name, false, Some(s)) => cc.apply(&format!("{name}={s}")),
+                _ => {}
+            }
+        }
+        Some(cc)
     }
 
     fn apply(&mut self, directive: &str) {

@@ -1,9 +1,12 @@
 //! What a shared cache may store, for how long, and whether a stored
 //! response may answer a request (RFC 9111 §3, §4.2, §5.2).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::header::{HeaderMap, AUTHORIZATION, DATE, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY};
+use http::header::{
+    HeaderMap, HeaderName, AUTHORIZATION, DATE, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY,
+};
 use http::{Method, StatusCode};
 
 use super::CacheControl;
@@ -12,6 +15,9 @@ use super::CacheControl;
 /// only these get heuristic freshness or the configured default TTL.
 pub(crate) const HEURISTICALLY_CACHEABLE: [u16; 12] =
     [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// The targeted field for CDNs and reverse proxies (RFC 9213 §3.1).
+pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
 /// Heuristic freshness: this share of the time since `Last-Modified`…
 const HEURISTIC_FRACTION: u32 = 10;
@@ -58,13 +64,16 @@ pub(crate) struct Storable {
 }
 
 /// Settings of the storage decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct StoragePolicy {
     /// Lifetime for heuristically cacheable responses that say nothing about
     /// freshness (300 s by default); `None`: heuristic freshness only.
     pub default_ttl: Option<Duration>,
     /// Store responses that set cookies (default `false`).
     pub store_set_cookie: bool,
+    /// Targeted cache-control fields this cache obeys, most specific first
+    /// (default `CDN-Cache-Control`, RFC 9213).
+    pub targeted: Arc<[HeaderName]>,
 }
 
 impl Default for StoragePolicy {
@@ -72,6 +81,7 @@ impl Default for StoragePolicy {
         Self {
             default_ttl: Some(Duration::from_secs(300)),
             store_set_cookie: false,
+            targeted: Arc::from([CDN_CACHE_CONTROL]),
         }
     }
 }
@@ -93,7 +103,14 @@ pub(crate) fn storable(
         return Err(NotStorable::Method);
     }
     let req = CacheControl::from_headers(request);
-    let res = CacheControl::from_headers(response);
+    // RFC 9213 §2.2: the first valid targeted field this cache obeys
+    // replaces `Cache-Control` (and `Expires`) for it.
+    let targeted = policy
+        .targeted
+        .iter()
+        .find_map(|name| CacheControl::from_targeted(response, name));
+    let expires_counts = targeted.is_none();
+    let res = targeted.unwrap_or_else(|| CacheControl::from_headers(response));
     if req.no_store || res.no_store {
         return Err(NotStorable::NoStore);
     }
@@ -104,7 +121,7 @@ pub(crate) fn storable(
     // how long it is fresh. 1xx are interim, 206 partial and 304 a
     // validation answer: never stored. A 5xx without explicit freshness is
     // never stored (no default TTL or heuristic applies to it).
-    let explicit = explicit_lifetime(&res, response);
+    let explicit = explicit_lifetime(&res, response, expires_counts);
     let code = status.as_u16();
     if code < 200 || code == 206 || code == 304 || (status.is_server_error() && explicit.is_none())
     {
@@ -141,9 +158,12 @@ pub(crate) fn storable(
 
 /// `s-maxage`, else `max-age`, else `Expires - Date` (an invalid `Expires`
 /// means already stale).
-fn explicit_lifetime(res: &CacheControl, headers: &HeaderMap) -> Option<Duration> {
+fn explicit_lifetime(res: &CacheControl, headers: &HeaderMap, expires: bool) -> Option<Duration> {
     if let Some(s) = res.s_maxage.or(res.max_age) {
         return Some(Duration::from_secs(s));
+    }
+    if !expires {
+        return None;
     }
     let expires = headers.get(EXPIRES)?;
     let Some(expires) = expires
@@ -261,6 +281,69 @@ pub(crate) fn reuse(stored: &Storable, age: Duration, request: &CacheControl) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targeted_cache_control_replaces_cache_control() {
+        use NotStorable::*;
+        let cdn = "cdn-cache-control";
+        let lifetime = |res: &[(&str, &str)]| store(&[], 200, res).map(|s| s.lifetime);
+        assert_eq!(
+            lifetime(&[("cache-control", "no-store"), (cdn, "max-age=60")]),
+            Ok(Duration::from_secs(60))
+        );
+        assert_eq!(
+            lifetime(&[("cache-control", "max-age=60"), (cdn, "private")]),
+            Err(Private)
+        );
+        assert_eq!(
+            lifetime(&[("cache-control", "max-age=60"), (cdn, "no-store")]),
+            Err(NoStore)
+        );
+        assert_eq!(
+            lifetime(&[("cache-control", "max-age=60"), (cdn, "max-age=0")]),
+            Ok(Duration::ZERO)
+        );
+        let no_cache = store(
+            &[],
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                (cdn, "no-cache, max-age=5"),
+            ],
+        );
+        assert!(no_cache.unwrap().no_cache);
+        // `Expires` no longer counts once a targeted field is obeyed.
+        assert_eq!(
+            lifetime(&[
+                (cdn, "must-revalidate"),
+                ("expires", "Thu, 01 Jan 2099 00:00:00 GMT")
+            ]),
+            Err(NoFreshness)
+        );
+        // An invalid targeted field is ignored as a whole.
+        assert_eq!(
+            lifetime(&[("cache-control", "max-age=60"), (cdn, "max-age=\"x\", ;;")]),
+            Ok(Duration::from_secs(60))
+        );
+        // Another targeted field, when configured.
+        let policy = StoragePolicy {
+            default_ttl: None,
+            targeted: Arc::from([HeaderName::from_static("acme-cache-control")]),
+            ..StoragePolicy::default()
+        };
+        let headers = headers(&[
+            ("cache-control", "max-age=60"),
+            ("acme-cache-control", "max-age=5"),
+        ]);
+        let stored = storable(
+            &http::Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &headers,
+            &policy,
+        );
+        assert_eq!(stored.map(|s| s.lifetime), Ok(Duration::from_secs(5)));
+    }
 
     #[test]
     fn age_uses_the_first_member_and_distrusts_invalid_values() {

@@ -55,6 +55,8 @@ pub(crate) struct CacheConfig<St> {
     pub(crate) set_cookie: SetCookieResponses,
     /// Serve stale responses up to this stale when the origin is unreachable.
     pub(crate) stale_if_unreachable: Option<Duration>,
+    /// Remove the targeted cache-control fields from responses that leave.
+    pub(crate) strip_targeted: bool,
 }
 
 /// What the cache does with a response that sets a cookie.
@@ -96,6 +98,7 @@ impl<St: KvStore> CacheLayer<St> {
                 key_cookies: None,
                 set_cookie: SetCookieResponses::Refuse,
                 stale_if_unreachable: None,
+                strip_targeted: false,
             }),
         }
     }
@@ -145,6 +148,25 @@ impl<St: KvStore> CacheLayer<St> {
     #[must_use]
     pub fn serve_stale_if_unreachable(self, max_staleness: Duration) -> Self {
         self.set(|c| c.stale_if_unreachable = Some(max_staleness))
+    }
+
+    /// The targeted cache-control fields this cache obeys, most specific
+    /// first (RFC 9213; default: `CDN-Cache-Control`). The first one a
+    /// response carries with a valid value replaces `Cache-Control` and
+    /// `Expires` for this cache — `private`, `no-store`, `no-cache` and
+    /// `max-age=0` included; an invalid one is ignored.
+    #[must_use]
+    pub fn targeted_cache_control<I: IntoIterator<Item = HeaderName>>(self, fields: I) -> Self {
+        let fields: Arc<[HeaderName]> = fields.into_iter().collect();
+        self.set(|c| c.policy.targeted = fields)
+    }
+
+    /// Remove the targeted fields from responses before they leave (default
+    /// `false`): for the last cache that obeys them, so that caches further
+    /// down see only `Cache-Control`.
+    #[must_use]
+    pub fn strip_targeted_fields(self, strip: bool) -> Self {
+        self.set(|c| c.strip_targeted = strip)
     }
 
     /// The lifetime of heuristically cacheable responses that say nothing

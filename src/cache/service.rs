@@ -75,6 +75,9 @@ layer_service! {
             req.headers_mut().remove(name);
         }
         align_host(&mut req);
+        let strip = config
+            .strip_targeted
+            .then(|| config.policy.targeted.clone());
         let key = match RequestKey::of(&config, &req) {
             Keyed::Cache(key) => key,
             Keyed::Bypass => {
@@ -86,7 +89,17 @@ layer_service! {
                     collapsed: false,
                 };
                 let status = status.header_value(&config.name, None);
-                return ResponseFuture::inner(self.inner.call(req), Some((CACHE_STATUS, status)));
+                let Some(strip) = strip else {
+                    let future = self.inner.call(req);
+                    return ResponseFuture::inner(future, Some((CACHE_STATUS, status)));
+                };
+                let mut inner = take_ready(&mut self.inner);
+                return ResponseFuture::waiting(async move {
+                    let mut res = inner.call(req).await?.map(ResponseBody::inner);
+                    res.headers_mut().insert(CACHE_STATUS, status);
+                    strip_fields(&mut res, &strip);
+                    Ok(res)
+                });
             }
             Keyed::Ambiguous => {
                 let mut res = Response::new(ResponseBody::full("ambiguous host\n"));
@@ -104,11 +117,24 @@ layer_service! {
             },
             _types: PhantomData,
         };
-        if flow.ctx.method == Method::GET || flow.ctx.method == Method::HEAD {
-            ResponseFuture::waiting(flow.serve(req))
-        } else {
-            ResponseFuture::waiting(flow.forward_other_method(req))
-        }
+        let read = flow.ctx.method == Method::GET || flow.ctx.method == Method::HEAD;
+        ResponseFuture::waiting(async move {
+            let mut res = match read {
+                true => flow.serve(req).await?,
+                false => flow.forward_other_method(req).await?,
+            };
+            if let Some(strip) = strip {
+                strip_fields(&mut res, &strip);
+            }
+            Ok(res)
+        })
+    }
+}
+
+/// Removes the targeted cache-control fields meant for this cache alone.
+fn strip_fields<B>(res: &mut Response<B>, fields: &[HeaderName]) {
+    for field in fields {
+        res.headers_mut().remove(field);
     }
 }
 
@@ -529,7 +555,7 @@ impl<St: KvStore> Ctx<St> {
             return None;
         }
         // Per route, then per response (`CacheTtl`), a default TTL replaces the layer's.
-        let mut policy = self.config.policy;
+        let mut policy = self.config.policy.clone();
         if let Some(ttl) = self.config.route_ttls.at(&self.method, path) {
             policy.default_ttl = Some(*ttl);
         }
