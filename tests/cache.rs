@@ -201,6 +201,44 @@ fn status_of(h: &http::HeaderMap) -> String {
 mod cases {
     use super::*;
 
+    /// A soft purge marks responses stale: the next request revalidates
+    /// (a 304 from an origin with validators) instead of refetching.
+    pub async fn soft_purges_mark_stale_instead_of_deleting<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let layer = CacheLayer::new(h.store.clone()).clock(clock.clone());
+        let purger = layer.purger().soft();
+        let svc = stack_with(layer, &calls);
+        send(&svc, Method::GET, "/reval", &[]).await;
+        let (_, headers, _) = send(&svc, Method::GET, "/reval", &[]).await;
+        assert!(status_of(&headers).contains("hit"), "{headers:?}");
+        let marked = purger.purge_url("http://example.test/reval").await.unwrap();
+        assert_eq!(marked, 1, "one response marked, its vary index left alone");
+        let (status, headers, _) = send(&svc, Method::GET, "/reval", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            status_of(&headers).contains("fwd=stale;fwd-status=304"),
+            "{headers:?}"
+        );
+        assert_eq!(headers["x-refreshed"], "yes");
+
+        send(&svc, Method::GET, "/tagged/a", &[]).await;
+        assert_eq!(purger.purge_tag("users").await.unwrap(), 1);
+        let (_, headers, _) = send(&svc, Method::GET, "/tagged/a", &[]).await;
+        assert!(status_of(&headers).contains("fwd=stale"), "{headers:?}");
+        let (_, headers, _) = send(&svc, Method::GET, "/tagged/a", &[]).await;
+        assert!(
+            status_of(&headers).contains("hit"),
+            "stored again: {headers:?}"
+        );
+        assert_eq!(
+            purger
+                .purge_prefix("http://example.test/tagged/")
+                .await
+                .unwrap(),
+            1
+        );
+    }
+
     /// RFC 9213: `CDN-Cache-Control` speaks to this cache over
     /// `Cache-Control`, and can be kept from caches further down.
     pub async fn targeted_cache_control_wins_and_can_be_stripped<S: KvStore>(h: Harness<S>) {
@@ -789,6 +827,7 @@ mod cases {
 }
 
 both_backends!(
+    soft_purges_mark_stale_instead_of_deleting,
     targeted_cache_control_wins_and_can_be_stripped,
     stale_is_served_when_the_origin_is_unreachable,
     set_cookie_responses_are_stored_only_when_asked,

@@ -6,6 +6,7 @@ use tower_layer::Layer;
 
 use super::inflight::Coalescer;
 use super::key::{normalized_prefix, primary_key};
+use super::storage::Purge;
 use super::{CacheService, StoragePolicy};
 use crate::live::Live;
 use crate::routes::RouteTable;
@@ -246,41 +247,53 @@ impl<St: KvStore> CacheLayer<St> {
     pub fn purger(&self) -> CachePurger<St> {
         CachePurger {
             config: self.config.handle(),
+            how: Purge::Delete,
         }
     }
 }
 
-/// Purges stored responses, on every instance sharing the store.
+/// Purges stored responses, on every instance sharing the store: deletes
+/// them, or with [`soft`](Self::soft) marks them stale.
 #[derive(Clone, Debug)]
 pub struct CachePurger<St> {
     config: Live<CacheConfig<St>>,
+    how: Purge,
 }
 
 impl<St: KvStore> CachePurger<St> {
+    /// The same purger, marking responses stale instead of deleting them
+    /// (a soft purge): the next request revalidates with the origin —
+    /// cheap with validators — or, within `stale-while-revalidate`, is
+    /// answered at once while one background request refreshes.
+    #[must_use]
+    pub fn soft(mut self) -> Self {
+        self.how = Purge::MarkStale;
+        self
+    }
+
     /// Purges every stored variant of an absolute URL
-    /// (`https://example.com/users?page=2`); returns how many keys went.
+    /// (`https://example.com/users?page=2`); returns how many keys went
+    /// (soft: how many responses were marked stale).
     pub async fn purge_url(&self, url: &str) -> Result<usize, StoreError> {
         let uri = url
             .parse::<http::Uri>()
             .map_err(|e| StoreError::InvalidArgument(format!("purge URL {url:?}: {e}")))?;
         let config = self.config.get();
         let key = primary_key(&config.key_prefix, &uri);
-        config.delete_prefix(&format!("{key}|")).await
+        config.purge_prefix(&format!("{key}|"), self.how).await
     }
 
     /// Purges everything stored under a URL prefix
     /// (`https://example.com/api/`: hierarchical keys).
     pub async fn purge_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         let config = self.config.get();
-        let prefix = normalized_prefix(prefix);
-        config
-            .delete_prefix(&format!("{}{prefix}", config.key_prefix))
-            .await
+        let prefix = format!("{}{}", config.key_prefix, normalized_prefix(prefix));
+        config.purge_prefix(&prefix, self.how).await
     }
 
     /// Purges every response that listed `tag` in its `Surrogate-Key` header.
     pub async fn purge_tag(&self, tag: &str) -> Result<usize, StoreError> {
-        self.config.get().delete_tag(tag).await
+        self.config.get().purge_tag(tag, self.how).await
     }
 }
 

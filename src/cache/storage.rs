@@ -10,7 +10,17 @@ use super::key::{vary_names, RequestKey};
 use super::layer::{CacheConfig, SetCookieResponses};
 use crate::identity::digest;
 use crate::store::update::KeyPages;
-use crate::store::{KvStore, PutOptions, StoreError};
+use crate::store::{CasOutcome, KvStore, PutOptions, StoreError};
+
+/// How a purge treats what it finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purge {
+    /// Delete it.
+    Delete,
+    /// Mark it stale: the next request revalidates it (or, within
+    /// `stale-while-revalidate`, is served it while it is refreshed).
+    MarkStale,
+}
 
 /// What the store holds for a request.
 pub(crate) enum Lookup {
@@ -124,32 +134,66 @@ impl<St: KvStore> CacheConfig<St> {
 
     /// Deletes every key under `prefix`; returns how many.
     pub(crate) async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
-        let mut deleted = 0;
+        self.purge_prefix(prefix, Purge::Delete).await
+    }
+
+    /// Purges every key under `prefix`; returns how many keys went (or
+    /// stored responses were marked stale).
+    pub(crate) async fn purge_prefix(&self, prefix: &str, how: Purge) -> Result<usize, StoreError> {
+        let mut purged = 0;
         let mut pages = KeyPages::new(&self.store, prefix);
         while let Some(keys) = pages.next().await? {
             for key in keys {
-                deleted += usize::from(self.store.delete(&key.name).await?);
+                purged += usize::from(self.purge_key(&key.name, how).await?);
             }
         }
-        Ok(deleted)
+        Ok(purged)
     }
 
-    /// Deletes every response tagged `tag`, and the tag's index; returns
-    /// how many responses went.
-    pub(crate) async fn delete_tag(&self, tag: &str) -> Result<usize, StoreError> {
+    /// Purges every response tagged `tag` (a hard purge also drops the
+    /// tag's index); returns how many responses.
+    pub(crate) async fn purge_tag(&self, tag: &str, how: Purge) -> Result<usize, StoreError> {
         let prefix = format!("{}tag:{tag}:", self.key_prefix);
-        let mut deleted = 0;
+        let mut purged = 0;
         let mut pages = KeyPages::new(&self.store, &prefix);
         while let Some(keys) = pages.next().await? {
             for tag_key in keys {
                 if let Some(entry) = self.store.get(&tag_key.name).await? {
                     let key = String::from_utf8_lossy(&entry.value).into_owned();
-                    deleted += usize::from(self.store.delete(&key).await?);
+                    purged += usize::from(self.purge_key(&key, how).await?);
                 }
-                self.store.delete(&tag_key.name).await?;
+                if how == Purge::Delete {
+                    self.store.delete(&tag_key.name).await?;
+                }
             }
         }
-        Ok(deleted)
+        Ok(purged)
+    }
+
+    /// Deletes `key`, or marks the response stored there stale (a
+    /// compare-and-swap, so a fresher response stored meanwhile stays);
+    /// whether something was purged.
+    async fn purge_key(&self, key: &str, how: Purge) -> Result<bool, StoreError> {
+        if how == Purge::Delete {
+            return self.store.delete(key).await;
+        }
+        let Some(stored) = self.store.get(key).await? else {
+            return Ok(false);
+        };
+        // Vary indexes and foreign values are not responses: left alone.
+        let Some(mut entry) = Entry::decode(&stored.value) else {
+            return Ok(false);
+        };
+        entry.storable.lifetime = Duration::ZERO;
+        let options = match stored.expires_at {
+            Some(at) => PutOptions::new().expires_at(at),
+            None => PutOptions::new(),
+        };
+        let swapped = self
+            .store
+            .compare_and_swap(key, Some(stored.version), entry.encode(), options)
+            .await?;
+        Ok(matches!(swapped, CasOutcome::Swapped(_)))
     }
 
     /// Deletes every stored variant of a URL after an unsafe request
