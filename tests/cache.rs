@@ -72,6 +72,13 @@ fn origin(
                 "/create" => res.header("location", "/max-age"),
                 "/swr" => res.header("cache-control", "max-age=1, stale-if-error=60"),
                 "/swr2" => res.header("cache-control", "max-age=1, stale-while-revalidate=60"),
+                "/grouped/a" | "/grouped/b" => res
+                    .header("cache-control", "max-age=60")
+                    .header("cache-groups", "\"articles\", \"front\""),
+                "/grouped/c" => res
+                    .header("cache-control", "max-age=60")
+                    .header("cache-groups", "\"other\""),
+                "/publish" => res.header("cache-group-invalidation", "\"articles\""),
                 "/cdn" => res
                     .header("cache-control", "no-store")
                     .header("cdn-cache-control", "max-age=60"),
@@ -200,6 +207,40 @@ fn status_of(h: &http::HeaderMap) -> String {
 
 mod cases {
     use super::*;
+
+    /// RFC 9875: a successful unsafe response's `Cache-Group-Invalidation`
+    /// drops the same origin's responses in those groups.
+    pub async fn cache_groups_are_invalidated_by_unsafe_responses<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        let get = |path: &'static str, host: &'static str| {
+            let svc = svc.clone();
+            async move {
+                let uri = format!("http://{host}{path}");
+                let req = Request::get(uri).body(()).unwrap();
+                let res = svc.oneshot(req).await.unwrap();
+                status_of(res.headers())
+            }
+        };
+        for path in ["/grouped/a", "/grouped/b", "/grouped/c"] {
+            get(path, "example.test").await;
+        }
+        get("/grouped/a", "other.test").await;
+        // A safe method's response never invalidates.
+        send(&svc, Method::GET, "/publish", &[]).await;
+        assert!(get("/grouped/a", "example.test").await.contains("hit"));
+        send(&svc, Method::POST, "/publish", &[]).await;
+        assert!(get("/grouped/a", "example.test").await.contains("miss"));
+        assert!(get("/grouped/b", "example.test").await.contains("miss"));
+        assert!(
+            get("/grouped/c", "example.test").await.contains("hit"),
+            "another group"
+        );
+        assert!(
+            get("/grouped/a", "other.test").await.contains("hit"),
+            "another origin"
+        );
+    }
 
     /// A soft purge marks responses stale: the next request revalidates
     /// (a 304 from an origin with validators) instead of refetching.
@@ -827,6 +868,7 @@ mod cases {
 }
 
 both_backends!(
+    cache_groups_are_invalidated_by_unsafe_responses,
     soft_purges_mark_stale_instead_of_deleting,
     targeted_cache_control_wins_and_can_be_stripped,
     stale_is_served_when_the_origin_is_unreachable,

@@ -177,7 +177,11 @@ where
         let res = self.inner.call(req).await?;
         let succeeded = res.status().is_success() || res.status().is_redirection();
         if unsafe_method(&self.ctx.method) && succeeded {
-            self.ctx.config.invalidate(&self.ctx.key.url_prefix()).await;
+            let config = &self.ctx.config;
+            config.invalidate(&self.ctx.key.url_prefix()).await;
+            config
+                .invalidate_groups(&self.ctx.key.origin, res.headers())
+                .await;
             for name in [LOCATION, CONTENT_LOCATION] {
                 let uri = res
                     .headers()

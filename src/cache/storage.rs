@@ -12,6 +12,33 @@ use crate::identity::digest;
 use crate::store::update::KeyPages;
 use crate::store::{CasOutcome, KvStore, PutOptions, StoreError};
 
+/// `Cache-Groups`: the groups a response belongs to (RFC 9875 §2).
+const CACHE_GROUPS: &str = "cache-groups";
+/// `Cache-Group-Invalidation`: the groups an unsafe response invalidates (RFC 9875 §3).
+const CACHE_GROUP_INVALIDATION: &str = "cache-group-invalidation";
+
+/// The group names in a structured-field list of strings; an invalid field
+/// is ignored as a whole, and members that are not strings are skipped.
+fn cache_groups(headers: &HeaderMap, field: &str) -> Vec<String> {
+    let lines: Option<Vec<&str>> = headers
+        .get_all(field)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect();
+    let Some(lines) = lines.filter(|l| !l.is_empty()) else {
+        return Vec::new();
+    };
+    let Ok(list) = sfv::Parser::new(&lines.join(", ")).parse::<sfv::List>() else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|member| match member {
+            sfv::ListEntry::Item(item) => item.bare_item.as_string().map(|s| s.as_str().to_owned()),
+            sfv::ListEntry::InnerList(_) => None,
+        })
+        .collect()
+}
+
 /// How a purge treats what it finds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Purge {
@@ -118,14 +145,18 @@ impl<St: KvStore> CacheConfig<St> {
             // A varying response supersedes a non-varying one.
             self.store.delete(&key.variant(&[], request)).await?;
         }
-        for tag in tags(&entry.headers) {
-            let tag_key = format!(
-                "{}tag:{tag}:{}",
-                self.key_prefix,
-                digest(variant.as_bytes())
+        let indexes = tags(&entry.headers)
+            .into_iter()
+            .map(|tag| self.tag_prefix(&tag))
+            .chain(
+                cache_groups(&entry.headers, CACHE_GROUPS)
+                    .into_iter()
+                    .map(|group| self.group_prefix(&key.origin, &group)),
             );
+        for index in indexes {
+            let index_key = format!("{index}{}", digest(variant.as_bytes()));
             self.store
-                .put(&tag_key, variant.clone().into(), options.clone())
+                .put(&index_key, variant.clone().into(), options.clone())
                 .await?;
         }
         self.store.put(&variant, entry.encode(), options).await?;
@@ -150,12 +181,44 @@ impl<St: KvStore> CacheConfig<St> {
         Ok(purged)
     }
 
-    /// Purges every response tagged `tag` (a hard purge also drops the
-    /// tag's index); returns how many responses.
+    /// Where the index of the responses tagged `tag` lives.
+    fn tag_prefix(&self, tag: &str) -> String {
+        format!("{}tag:{tag}:", self.key_prefix)
+    }
+
+    /// Where the index of an origin's cache group lives (RFC 9875: groups
+    /// are scoped to their origin; names are any string, so digested).
+    fn group_prefix(&self, origin: &str, group: &str) -> String {
+        let scope = digest(origin.as_bytes());
+        format!(
+            "{}group:{scope}:{}:",
+            self.key_prefix,
+            digest(group.as_bytes())
+        )
+    }
+
+    /// Purges every response tagged `tag`; returns how many responses.
     pub(crate) async fn purge_tag(&self, tag: &str, how: Purge) -> Result<usize, StoreError> {
-        let prefix = format!("{}tag:{tag}:", self.key_prefix);
+        self.purge_indexed(&self.tag_prefix(tag), how).await
+    }
+
+    /// Deletes every response of `origin` in the cache groups a successful
+    /// unsafe response names in `Cache-Group-Invalidation` (RFC 9875 §3),
+    /// best effort (logged on failure).
+    pub(crate) async fn invalidate_groups(&self, origin: &str, response: &HeaderMap) {
+        for group in cache_groups(response, CACHE_GROUP_INVALIDATION) {
+            let prefix = self.group_prefix(origin, &group);
+            if let Err(e) = self.purge_indexed(&prefix, Purge::Delete).await {
+                tracing::warn!(error = %e, "cache group not invalidated: store unavailable");
+            }
+        }
+    }
+
+    /// Purges every response an index under `prefix` points to (a hard
+    /// purge also drops the index); returns how many responses.
+    async fn purge_indexed(&self, prefix: &str, how: Purge) -> Result<usize, StoreError> {
         let mut purged = 0;
-        let mut pages = KeyPages::new(&self.store, &prefix);
+        let mut pages = KeyPages::new(&self.store, prefix);
         while let Some(keys) = pages.next().await? {
             for tag_key in keys {
                 if let Some(entry) = self.store.get(&tag_key.name).await? {
