@@ -17,7 +17,7 @@ use crate::identity::{ForwardedHeader, TrustedProxies};
 use crate::session::{CookieConfig, Key, Transport};
 
 /// The header names the cache rules read.
-const CACHE_FIELDS: [&str; 14] = [
+const CACHE_FIELDS: [&str; 16] = [
     "cache-control",
     "age",
     "date",
@@ -32,6 +32,8 @@ const CACHE_FIELDS: [&str; 14] = [
     "cdn-cache-control",
     "pragma",
     "accept-language",
+    "range",
+    "if-range",
 ];
 
 /// Reads `[selector, length, value…]` records into two header maps (request,
@@ -58,8 +60,8 @@ fn header_maps(data: &[u8], names: &[&'static str]) -> (HeaderMap, HeaderMap) {
 }
 
 /// `Cache-Control` (and `CDN-Cache-Control`), `Age`, `Date`, `Expires`,
-/// `Last-Modified`, `Vary` and the conditional request fields, through the
-/// storage, age, reuse and answer-from-storage rules.
+/// `Last-Modified`, `Vary`, the conditional request fields and `Range` /
+/// `If-Range`, through the storage, age, reuse and answer-from-storage rules.
 pub fn cache_rules(data: &[u8]) {
     let Some((status, data)) = data.split_first_chunk::<2>() else {
         return;

@@ -208,6 +208,60 @@ fn status_of(h: &http::HeaderMap) -> String {
 mod cases {
     use super::*;
 
+    /// RFC 9110 §14: a single byte range of a complete stored response is
+    /// a 206 (416 past the end); a miss goes to the origin as asked.
+    pub async fn single_ranges_are_served_from_storage<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let svc = stack(h.store.clone(), &clock, &calls);
+        let (status, _, whole) = send(&svc, Method::GET, "/etag", &[("range", "bytes=0-3")]).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "a miss: the origin's answer (it ignores Range)"
+        );
+        let (status, headers, body) =
+            send(&svc, Method::GET, "/etag", &[("range", "bytes=0-3")]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::PARTIAL_CONTENT, &whole[..4])
+        );
+        let total = whole.len();
+        assert_eq!(
+            headers["content-range"],
+            format!("bytes 0-3/{total}").as_str()
+        );
+        assert_eq!(headers["content-length"], "4");
+        let (status, _, body) = send(&svc, Method::GET, "/etag", &[("range", "bytes=-2")]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::PARTIAL_CONTENT, &whole[total - 2..])
+        );
+        let (status, headers, body) =
+            send(&svc, Method::GET, "/etag", &[("range", "bytes=100-")]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::RANGE_NOT_SATISFIABLE, "")
+        );
+        assert_eq!(
+            headers["content-range"],
+            format!("bytes */{total}").as_str()
+        );
+        let (status, _, body) =
+            send(&svc, Method::GET, "/etag", &[("range", "bytes=0-1,3-4")]).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, whole.clone()),
+            "several ranges: whole"
+        );
+        let stale_validator = [("range", "bytes=0-3"), ("if-range", "\"v0\"")];
+        let (status, _, body) = send(&svc, Method::GET, "/etag", &stale_validator).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, whole),
+            "If-Range fails: whole"
+        );
+    }
+
     /// RFC 9875: a successful unsafe response's `Cache-Group-Invalidation`
     /// drops the same origin's responses in those groups.
     pub async fn cache_groups_are_invalidated_by_unsafe_responses<S: KvStore>(h: Harness<S>) {
@@ -868,6 +922,7 @@ mod cases {
 }
 
 both_backends!(
+    single_ranges_are_served_from_storage,
     cache_groups_are_invalidated_by_unsafe_responses,
     soft_purges_mark_stale_instead_of_deleting,
     targeted_cache_control_wins_and_can_be_stripped,

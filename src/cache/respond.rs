@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, AGE, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+    HeaderValue, AGE, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LAST_MODIFIED,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::entry::Entry;
+use super::range::{self, RangeAnswer};
 use super::CACHE_STATUS;
 use crate::body::ResponseBody;
 
@@ -24,7 +26,35 @@ pub(crate) fn from_entry<B>(
     age: Duration,
     status: HeaderValue,
 ) -> Response<ResponseBody<B>> {
-    let not_modified = match (request.get(IF_NONE_MATCH), entry.headers.get(ETAG)) {
+    let not_modified = not_modified(entry, request);
+    let (code, body, content_range) = chosen_body(entry, method, request, not_modified);
+    let body_len = body.len();
+    let mut res = Response::new(ResponseBody::full(body));
+    *res.status_mut() = code;
+    *res.headers_mut() = entry.headers.clone();
+    if let Some(value) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        res.headers_mut().insert(CONTENT_RANGE, value);
+        res.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+    }
+    // RFC 9111 §5.1: an age past 2^31 seconds is sent as 2^31.
+    let age = age.as_secs().min(MAX_AGE_FIELD);
+    res.headers_mut().insert(AGE, HeaderValue::from(age));
+    res.headers_mut().insert(CACHE_STATUS, status);
+    if code == StatusCode::NOT_MODIFIED {
+        res.headers_mut().remove(CONTENT_LENGTH);
+    } else if method == Method::HEAD && !res.headers().contains_key(CONTENT_LENGTH) {
+        // A HEAD says how long the GET's body is (RFC 9110 §9.3.2).
+        let len = HeaderValue::from(entry.body.len());
+        res.headers_mut().insert(CONTENT_LENGTH, len);
+    }
+    res
+}
+
+/// Whether a conditional request matches the stored response (RFC 9110
+/// §13.1.2, §13.1.3): `If-None-Match` first, else `If-Modified-Since`.
+fn not_modified(entry: &Entry, request: &HeaderMap) -> bool {
+    match (request.get(IF_NONE_MATCH), entry.headers.get(ETAG)) {
         (Some(inm), Some(etag)) => etag_matches(inm, etag),
         (Some(_), None) => false,
         (None, _) => match (
@@ -41,29 +71,45 @@ pub(crate) fn from_entry<B>(
             }
             _ => false,
         },
-    };
-    let (code, body) = if not_modified && entry.status == StatusCode::OK {
-        (StatusCode::NOT_MODIFIED, Bytes::new())
-    } else if method == Method::HEAD {
-        (entry.status, Bytes::new())
-    } else {
-        (entry.status, entry.body.clone())
-    };
-    let mut res = Response::new(ResponseBody::full(body));
-    *res.status_mut() = code;
-    *res.headers_mut() = entry.headers.clone();
-    // RFC 9111 §5.1: an age past 2^31 seconds is sent as 2^31.
-    let age = age.as_secs().min(MAX_AGE_FIELD);
-    res.headers_mut().insert(AGE, HeaderValue::from(age));
-    res.headers_mut().insert(CACHE_STATUS, status);
-    if code == StatusCode::NOT_MODIFIED {
-        res.headers_mut().remove(CONTENT_LENGTH);
-    } else if method == Method::HEAD && !res.headers().contains_key(CONTENT_LENGTH) {
-        // A HEAD says how long the GET's body is (RFC 9110 §9.3.2).
-        let len = HeaderValue::from(entry.body.len());
-        res.headers_mut().insert(CONTENT_LENGTH, len);
     }
-    res
+}
+
+/// What of the stored response is sent: status, body and `Content-Range`.
+fn chosen_body(
+    entry: &Entry,
+    method: &Method,
+    request: &HeaderMap,
+    not_modified: bool,
+) -> (StatusCode, Bytes, Option<String>) {
+    let full = entry.body.len();
+    let ranged = match (
+        method == Method::GET && entry.status == StatusCode::OK,
+        not_modified,
+    ) {
+        (true, false) => range::answer(request, &entry.headers, full),
+        _ => RangeAnswer::Full,
+    };
+    if not_modified && entry.status == StatusCode::OK {
+        (StatusCode::NOT_MODIFIED, Bytes::new(), None)
+    } else if method == Method::HEAD {
+        (entry.status, Bytes::new(), None)
+    } else {
+        match ranged {
+            RangeAnswer::Full => (entry.status, entry.body.clone(), None),
+            RangeAnswer::Partial(r) => {
+                let value = format!("bytes {}-{}/{full}", r.start, r.end - 1);
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    entry.body.slice(r),
+                    Some(value),
+                )
+            }
+            RangeAnswer::Unsatisfiable => {
+                let value = format!("bytes */{full}");
+                (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new(), Some(value))
+            }
+        }
+    }
 }
 
 /// Weak comparison of `If-None-Match` against an `ETag` (RFC 9110 §13.1.2).
