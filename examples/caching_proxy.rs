@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, CONNECTION};
+use http::header::{HeaderMap, HeaderName, CONNECTION, HOST};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
@@ -44,7 +44,9 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
-/// Removes hop-by-hop fields, including those `Connection` names.
+/// Removes hop-by-hop fields, including those `Connection` names — but
+/// never `Host`, which a client could otherwise drop (`Connection: Host`) to
+/// make the origin answer for another host than the one the cache keys on.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -52,6 +54,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| name != HOST)
         .collect();
     for name in named {
         headers.remove(name);
