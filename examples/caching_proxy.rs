@@ -77,45 +77,56 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "http://127.0.0.1:8000".into())
         .parse()?;
     let options = Options {
-        listen,
         upstream,
         max_body: arg("--max-body").map_or(Ok(1 << 20), |v| v.parse())?,
     };
     let level: tracing::Level = arg("--log").map_or(Ok(tracing::Level::INFO), |v| v.parse())?;
     tracing_subscriber::fmt().with_max_level(level).init();
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("caching proxy on http://{listen} -> {}", options.upstream);
     match arg("--redis") {
-        None => serve(MemoryStore::new(), options).await,
-        Some(url) => redis(&url, options).await,
+        None => Ok(run(MemoryStore::new(), listener, options).await?),
+        Some(url) => redis(&url, listener, options).await,
     }
 }
 
-/// Where to listen, what to proxy, what to store.
-struct Options {
-    listen: SocketAddr,
-    upstream: Uri,
-    max_body: u64,
+/// What to proxy, and how much of a response to store.
+pub struct Options {
+    /// The origin: `http://host:port`.
+    pub upstream: Uri,
+    /// Largest body stored, in bytes.
+    pub max_body: u64,
 }
 
 #[cfg(feature = "redis")]
-async fn redis(url: &str, options: Options) -> Result<(), Box<dyn std::error::Error>> {
+async fn redis(
+    url: &str,
+    listener: tokio::net::TcpListener,
+    options: Options,
+) -> Result<(), Box<dyn std::error::Error>> {
     let store = tower_kv::store::RedisStore::builder(url)
         .prefix("caching-proxy:")
         .connect()
         .await?;
-    serve(store, options).await
+    Ok(run(store, listener, options).await?)
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis(_: &str, _: Options) -> Result<(), Box<dyn std::error::Error>> {
+async fn redis(
+    _: &str,
+    _: tokio::net::TcpListener,
+    _: Options,
+) -> Result<(), Box<dyn std::error::Error>> {
     Err("--redis needs `--features redis`".into())
 }
 
-async fn serve<St: KvStore>(store: St, options: Options) -> Result<(), Box<dyn std::error::Error>> {
-    let Options {
-        listen,
-        upstream,
-        max_body,
-    } = options;
+/// Serves the caching proxy on `listener`, storing in `store`.
+pub async fn run<St: KvStore>(
+    store: St,
+    listener: tokio::net::TcpListener,
+    options: Options,
+) -> std::io::Result<()> {
+    let Options { upstream, max_body } = options;
     let client: Client<HttpConnector, Incoming> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     // `X-Forwarded-Host` would change what the origin answers without
@@ -132,14 +143,8 @@ async fn serve<St: KvStore>(store: St, options: Options) -> Result<(), Box<dyn s
             let (client, upstream) = (client.clone(), upstream.clone());
             async move { Ok::<_, Infallible>(forward(client, upstream, req).await) }
         });
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!(
-        "caching proxy on http://{listen} -> {}",
-        listener.local_addr()?
-    );
     let logged = logged(proxy);
-    serve::serve(listener, serve::Limits::default(), |_| logged.clone()).await?;
-    Ok(())
+    serve::serve(listener, serve::Limits::default(), |_| logged.clone()).await
 }
 
 /// `service`, with one debug line per request: method, target, status,

@@ -1,0 +1,257 @@
+//! `examples/caching_proxy.rs` over real HTTP, in front of a small origin
+//! this test starts, on every backend (`memory::*`, `redis::*`).
+
+#[macro_use]
+mod support;
+#[allow(dead_code)] // the test uses `run`, not the example's main
+#[path = "../examples/caching_proxy.rs"]
+mod proxy;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::Harness;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_kv::store::KvStore;
+
+/// The origin: answers by path, counting its calls.
+async fn origin_answer(req: Request<Incoming>, calls: Arc<AtomicUsize>) -> Response<Full<Bytes>> {
+    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let host = req
+        .headers()
+        .get("host")
+        .map_or("none", |v| v.to_str().unwrap())
+        .to_owned();
+    let mut res = Response::builder();
+    let body = match req.uri().path() {
+        "/plain" => format!("call {n}"),
+        "/fresh503" => {
+            res = res.status(503).header("cache-control", "max-age=60");
+            format!("down {n}")
+        }
+        "/cdn" => {
+            res = res
+                .header("cache-control", "no-store")
+                .header("cdn-cache-control", "max-age=60");
+            format!("cdn {n}")
+        }
+        "/digits" => {
+            res = res.header("cache-control", "max-age=60");
+            "0123456789".to_owned()
+        }
+        "/host" => {
+            res = res.header("cache-control", "max-age=60");
+            format!("host={host}")
+        }
+        "/stale" => {
+            res = res.header("cache-control", "max-age=0");
+            format!("stale {n}")
+        }
+        _ => String::new(),
+    };
+    res.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+/// An origin on a free loopback port, until `stop` says otherwise: then it
+/// closes every connection and accepts no more.
+async fn start_origin(
+    calls: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    stop: watch::Receiver<bool>,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut stopped = stop.clone();
+        loop {
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => accepted.unwrap(),
+                _ = stopped.changed() => return,
+            };
+            let (calls, mut stop) = (calls.clone(), stop.clone());
+            let open = open.clone();
+            open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let calls = calls.clone();
+                    async move { Ok::<_, Infallible>(origin_answer(req, calls).await) }
+                });
+                let connection = http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+                tokio::select! {
+                    _ = connection => {}
+                    _ = stop.changed() => {}
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    addr
+}
+
+struct Setup {
+    proxy: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+    calls: Arc<AtomicUsize>,
+    stop_origin: watch::Sender<bool>,
+    open_connections: Arc<AtomicUsize>,
+}
+
+async fn start<S: KvStore>(store: S) -> Setup {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (stop_origin, stop) = watch::channel(false);
+    let open_connections = Arc::new(AtomicUsize::new(0));
+    let origin_addr = start_origin(calls.clone(), open_connections.clone(), stop).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    let options = proxy::Options {
+        upstream: format!("http://{origin_addr}").parse().unwrap(),
+        max_body: 1 << 20,
+    };
+    tokio::spawn(proxy::run(store, listener, options));
+    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    Setup {
+        proxy: proxy_addr,
+        client,
+        calls,
+        stop_origin,
+        open_connections,
+    }
+}
+
+impl Setup {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.proxy));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = self
+            .client
+            .request(req.body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn cache_status(headers: &HeaderMap) -> &str {
+    headers
+        .get("cache-status")
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+mod cases {
+    use super::*;
+
+    /// In front of someone else's origin, nothing without freshness
+    /// information is stored (no default TTL); explicit freshness stores a
+    /// 503; `CDN-Cache-Control` wins over `Cache-Control`.
+    pub async fn freshness_through_the_proxy<S: KvStore>(h: Harness<S>) {
+        let proxy = start(h.store.clone()).await;
+        proxy.send(Method::GET, "/plain", &[]).await;
+        let (_, _, body) = proxy.send(Method::GET, "/plain", &[]).await;
+        assert_eq!(body, "call 2", "no freshness: never stored");
+        let (status, _, first) = proxy.send(Method::GET, "/fresh503", &[]).await;
+        let (_, headers, again) = proxy.send(Method::GET, "/fresh503", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(first, again, "{}", cache_status(&headers));
+        proxy.send(Method::GET, "/cdn", &[]).await;
+        let (_, headers, _) = proxy.send(Method::GET, "/cdn", &[]).await;
+        assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+    }
+
+    /// Ranges and `HEAD` from storage, over the wire.
+    pub async fn ranges_and_head_through_the_proxy<S: KvStore>(h: Harness<S>) {
+        let proxy = start(h.store.clone()).await;
+        proxy.send(Method::GET, "/digits", &[]).await;
+        let (status, headers, body) = proxy
+            .send(Method::GET, "/digits", &[("range", "bytes=2-4")])
+            .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::PARTIAL_CONTENT, "234")
+        );
+        assert_eq!(headers["content-range"], "bytes 2-4/10");
+        let (status, _, _) = proxy
+            .send(Method::GET, "/digits", &[("range", "bytes=20-")])
+            .await;
+        assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+        let (_, headers, _) = proxy.send(Method::HEAD, "/digits", &[]).await;
+        assert_eq!(headers["content-length"], "10");
+        assert_eq!(proxy.calls(), 1, "one origin call for all of it");
+    }
+
+    /// An absolute-form target naming another host than `Host`: the origin
+    /// answers for the target's host, and that is the key.
+    pub async fn absolute_form_cannot_poison_the_cache<S: KvStore>(h: Harness<S>) {
+        let proxy = start(h.store.clone()).await;
+        let mut tcp = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+        let request = "GET http://victim.example/host HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n";
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.ends_with("host=victim.example"), "{answer}");
+        let (_, _, body) = proxy
+            .send(Method::GET, "/host", &[("host", "evil.example")])
+            .await;
+        assert_eq!(
+            body, "host=evil.example",
+            "evil.example's own entry, not the victim's"
+        );
+    }
+
+    /// The origin gone: a stored response answers, stale, and says so.
+    pub async fn stale_when_the_origin_is_down<S: KvStore>(h: Harness<S>) {
+        let proxy = start(h.store.clone()).await;
+        let (_, _, first) = proxy.send(Method::GET, "/stale", &[]).await;
+        proxy.stop_origin.send(true).unwrap();
+        // Liveness, not speed: wait (bounded) until every origin connection closed.
+        for _ in 0..500 {
+            if proxy.open_connections.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(proxy.open_connections.load(Ordering::SeqCst), 0);
+        let (status, headers, body) = proxy.send(Method::GET, "/stale", &[]).await;
+        assert_eq!((status, body), (StatusCode::OK, first));
+        assert!(
+            cache_status(&headers).contains("detail=origin-unreachable"),
+            "{headers:?}"
+        );
+    }
+}
+
+both_backends!(
+    freshness_through_the_proxy,
+    ranges_and_head_through_the_proxy,
+    absolute_form_cannot_poison_the_cache,
+    stale_when_the_origin_is_down,
+);
