@@ -54,6 +54,37 @@ async fn origin_answer(req: Request<Incoming>, calls: Arc<AtomicUsize>) -> Respo
             res = res.header("cache-control", "max-age=60");
             format!("host={host}")
         }
+        "/aged" => {
+            res = res
+                .header("cache-control", "max-age=600")
+                .header("age", "30, 5");
+            format!("aged {n}")
+        }
+        "/modified" => {
+            res = res.header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT");
+            format!("modified {n}")
+        }
+        "/cookie" => {
+            res = res
+                .header("cache-control", "max-age=60")
+                .header("set-cookie", "id=1");
+            format!("cookie {n}")
+        }
+        "/grouped" => {
+            res = res
+                .header("cache-control", "max-age=60")
+                .header("cache-groups", "\"news\"");
+            format!("grouped {n}")
+        }
+        "/publish" => {
+            res = res.header("cache-group-invalidation", "\"news\"");
+            String::new()
+        }
+        "/forwarded" => {
+            let forwarded = req.headers().get("x-forwarded-host");
+            res = res.header("cache-control", "max-age=60");
+            format!("x-forwarded-host={forwarded:?}")
+        }
         "/stale" => {
             res = res.header("cache-control", "max-age=0");
             format!("stale {n}")
@@ -227,6 +258,71 @@ mod cases {
         );
     }
 
+    /// `Age` (first member), heuristic freshness from `Last-Modified`,
+    /// `Set-Cookie` never stored, Cache Groups invalidated by a `POST`.
+    pub async fn rfc_rules_through_the_proxy<S: KvStore>(h: Harness<S>) {
+        let proxy = start(h.store.clone()).await;
+        proxy.send(Method::GET, "/aged", &[]).await;
+        let (_, headers, _) = proxy.send(Method::GET, "/aged", &[]).await;
+        let age: u64 = headers["age"].to_str().unwrap().parse().unwrap();
+        assert!(
+            age >= 30,
+            "the first member of a list-valued Age counts: {age}"
+        );
+        proxy.send(Method::GET, "/modified", &[]).await;
+        let (_, headers, _) = proxy.send(Method::GET, "/modified", &[]).await;
+        assert!(
+            cache_status(&headers).contains("hit"),
+            "heuristic: {headers:?}"
+        );
+        proxy.send(Method::GET, "/cookie", &[]).await;
+        let (_, headers, _) = proxy.send(Method::GET, "/cookie", &[]).await;
+        assert!(
+            !cache_status(&headers).contains("hit"),
+            "Set-Cookie: {headers:?}"
+        );
+        proxy.send(Method::GET, "/grouped", &[]).await;
+        proxy.send(Method::POST, "/publish", &[]).await;
+        let (_, headers, _) = proxy.send(Method::GET, "/grouped", &[]).await;
+        assert!(
+            cache_status(&headers).contains("miss"),
+            "group invalidated: {headers:?}"
+        );
+    }
+
+    /// Unkeyed input never reaches the origin: `X-Forwarded-Host` is
+    /// stripped, two `Host` fields are refused, `Connection: Host` keeps
+    /// `Host`, and a `GET` with a body bypasses the cache.
+    pub async fn unkeyed_input_never_reaches_the_origin<S: KvStore>(h: Harness<S>) {
+        let proxy = start(h.store.clone()).await;
+        let (_, _, body) = proxy
+            .send(
+                Method::GET,
+                "/forwarded",
+                &[("x-forwarded-host", "evil.example")],
+            )
+            .await;
+        assert_eq!(body, "x-forwarded-host=None");
+        let raw = |request: &'static str| async move {
+            let mut tcp = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            tcp.read_to_string(&mut answer).await.unwrap();
+            answer
+        };
+        let two_hosts = raw(
+            "GET /host HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
+        let dropped =
+            raw("GET /host HTTP/1.1\r\nHost: kept.example\r\nConnection: close, Host\r\n\r\n")
+                .await;
+        assert!(dropped.ends_with("host=kept.example"), "{dropped}");
+        let with_body = raw("GET /host HTTP/1.1\r\nHost: body.example\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").await;
+        assert!(with_body.contains("fwd=bypass"), "{with_body}");
+    }
+
     /// The origin gone: a stored response answers, stale, and says so.
     pub async fn stale_when_the_origin_is_down<S: KvStore>(h: Harness<S>) {
         let proxy = start(h.store.clone()).await;
@@ -254,4 +350,6 @@ both_backends!(
     ranges_and_head_through_the_proxy,
     absolute_form_cannot_poison_the_cache,
     stale_when_the_origin_is_down,
+    rfc_rules_through_the_proxy,
+    unkeyed_input_never_reaches_the_origin,
 );
