@@ -35,3 +35,7 @@ macro_rules! extension_extractor {
 extension_extractor!(crate::session::Session, "tower_kv::session::SessionLayer");
 extension_extractor!(crate::flags::Flags, "tower_kv::flags::FeatureFlagsLayer");
 extension_extractor!(crate::abtest::Variants, "tower_kv::abtest::AbTestLayer");
+extension_extractor!(
+    crate::identity::UserId,
+    "tower_kv::session::SessionLayer::expose_user (or your own authentication)"
+);

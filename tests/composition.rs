@@ -52,8 +52,19 @@ struct Login {
 /// Handlers that answer with the session's user — none sets any
 /// `Cache-Control`, so a careless shared cache would keep them 300 s.
 fn app() -> Router {
-    async fn me(session: Session, flags: Option<axum::Extension<Flags>>) -> String {
+    async fn me(
+        session: Session,
+        flags: Option<axum::Extension<Flags>>,
+        exposed: Option<tower_kv::UserId>,
+    ) -> String {
         let user = session.user_id().await.unwrap();
+        if let Some(exposed) = exposed {
+            assert_eq!(
+                Some(&exposed.0),
+                user.as_ref(),
+                "the exposed user is the session's"
+            );
+        }
         let beta = flags.is_some_and(|f| f.is_enabled("beta"));
         format!(
             "user={} beta={beta}",
