@@ -10,11 +10,14 @@ use super::entry::Entry;
 use super::key::vary_names;
 use super::respond::from_entry;
 use super::{current_age, reuse, storable, CacheControl, CacheStatus, StoragePolicy};
+use super::freshness::CDN_CACHE_CONTROL;
 use crate::fuzzing::{instant, READ_METHODS};
 
 /// Storage, age, reuse and answering from storage for one exchange.
 pub(crate) fn check_rules(status: StatusCode, request: &HeaderMap, response: &HeaderMap) {
-    let response_cc = CacheControl::from_headers(response);
+    // What this cache obeys: a valid targeted field replaces Cache-Control.
+    let response_cc = CacheControl::from_targeted(response, &CDN_CACHE_CONTROL)
+        .unwrap_or_else(|| CacheControl::from_headers(response));
     let request_cc = CacheControl::from_headers(request);
     let now = instant();
     let sent = now - Duration::from_secs(1);
