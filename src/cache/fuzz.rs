@@ -7,10 +7,10 @@ use http::header::HeaderValue;
 use http::{HeaderMap, StatusCode};
 
 use super::entry::Entry;
+use super::freshness::CDN_CACHE_CONTROL;
 use super::key::vary_names;
 use super::respond::from_entry;
 use super::{current_age, reuse, storable, CacheControl, CacheStatus, StoragePolicy};
-use super::freshness::CDN_CACHE_CONTROL;
 use crate::fuzzing::{instant, READ_METHODS};
 
 /// Storage, age, reuse and answering from storage for one exchange.
