@@ -334,15 +334,6 @@ where
             }
         };
         let times = (request_time, self.ctx.config.clock.now());
-        if res.extensions().get::<OriginUnreachable>().is_some() {
-            let stale = miss.stale.as_ref().and_then(|entry| {
-                self.ctx
-                    .stale_if_unreachable(entry, &request_headers, times.1)
-            });
-            if let Some(stale) = stale {
-                return Ok(stale);
-            }
-        }
         if let (true, Some(entry), StatusCode::NOT_MODIFIED) =
             (revalidating, &miss.stale, res.status())
         {
@@ -351,13 +342,12 @@ where
                 .refresh(entry, res.headers(), &request_headers, miss.reason, times)
                 .await);
         }
-        if let Some(entry) = &miss.stale {
-            if let Some(res) =
-                self.ctx
-                    .stale_if_error(entry, res.status(), &request_headers, times.1)
-            {
-                return Ok(res);
-            }
+        let stale = miss.stale.as_ref();
+        if let Some(stale) = self
+            .ctx
+            .stale_instead(stale, &res, &request_headers, times.1)
+        {
+            return Ok(stale);
         }
         let stored = self
             .ctx
@@ -508,6 +498,24 @@ impl<St: KvStore> Ctx<St> {
             .is_some_and(|window| staleness <= window)
             && !entry.storable.must_revalidate;
         (status.is_server_error() && allowed).then(|| self.answer_stored(entry, request, age))
+    }
+
+    /// A stale entry that answers instead of the origin's response: the
+    /// origin is unreachable (it said so), or failed within
+    /// `stale-if-error`.
+    fn stale_instead<B, R>(
+        &self,
+        stale: Option<&Entry>,
+        res: &Response<R>,
+        request: &HeaderMap,
+        now: SystemTime,
+    ) -> Option<Reply<B>> {
+        let entry = stale?;
+        let unreachable = res.extensions().get::<OriginUnreachable>().is_some();
+        let answer = unreachable
+            .then(|| self.stale_if_unreachable(entry, request, now))
+            .flatten();
+        answer.or_else(|| self.stale_if_error(entry, res.status(), request, now))
     }
 
     /// The origin could not be reached: a stale entry within the configured
