@@ -18,8 +18,12 @@ pub(crate) struct Live<T> {
 
 impl<T> Live<T> {
     pub(crate) fn new(value: T) -> Self {
+        Self::from_arc(Arc::new(value))
+    }
+
+    fn from_arc(value: Arc<T>) -> Self {
         Self {
-            current: Arc::new(RwLock::new(Arc::new(value))),
+            current: Arc::new(RwLock::new(value)),
         }
     }
 
@@ -48,15 +52,7 @@ impl<T> Clone for Live<T> {
     /// A fork: the clone starts from the same configuration but its
     /// changes are its own.
     fn clone(&self) -> Self {
-        Self::new_shared(self.get())
-    }
-}
-
-impl<T> Live<T> {
-    fn new_shared(value: Arc<T>) -> Self {
-        Self {
-            current: Arc::new(RwLock::new(value)),
-        }
+        Self::from_arc(self.get())
     }
 }
 

@@ -6,6 +6,8 @@
 //! the request was assigned, then with the request headers a stored
 //! response varies on.
 
+use std::fmt::Write as _;
+
 use http::header::{
     HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING, VARY,
 };
@@ -84,12 +86,12 @@ impl RequestKey {
             let names = config.key_cookies.as_ref()?;
             for name in names {
                 let value = crate::identity::cookie_value(req, name).unwrap_or_default();
-                material.push_str(&format!("c:{name}={value}\u{1e}"));
+                let _ = write!(material, "c:{name}={value}\u{1e}");
             }
         }
         if let Some(Variants(variants)) = req.extensions().get::<Variants>() {
             for (test, variant) in variants {
-                material.push_str(&format!("ab:{test}={variant}\u{1e}"));
+                let _ = write!(material, "ab:{test}={variant}\u{1e}");
             }
         }
         let origin = origin(req.uri(), headers);

@@ -54,6 +54,13 @@ impl GatedFlag {
         }
         evaluation.enabled
     }
+
+    /// Whether the flag is on for `flags`, with the flags put in `req`.
+    fn decided<B>(&self, flags: Flags, mut req: Request<B>) -> (bool, Request<B>) {
+        let on = self.is_on(&flags);
+        req.extensions_mut().insert(flags);
+        (on, req)
+    }
 }
 
 /// Off: answer with this response (default: an empty 404).
@@ -154,15 +161,13 @@ impl<S, St: KvStore, F> FlagGateService<S, St, F> {
         &self,
         req: Request<B>,
     ) -> Result<(bool, Request<B>), impl Future<Output = (bool, Request<B>)> + Send + 'static> {
-        let flag = self.flag.clone();
-        let decided = move |flags: Flags, mut req: Request<B>| {
-            let on = flag.is_on(&flags);
-            req.extensions_mut().insert(flags);
-            (on, req)
-        };
         match self.flags.flags_now(&req) {
-            Ok(flags) => Ok(decided(flags, req)),
-            Err(loading) => Err(async move { decided(loading.await, req) }),
+            Ok(flags) => Ok(self.flag.decided(flags, req)),
+            // Only the slow path owns a copy of the flag.
+            Err(loading) => {
+                let flag = self.flag.clone();
+                Err(async move { flag.decided(loading.await, req) })
+            }
         }
     }
 }
