@@ -11,7 +11,11 @@
 //! hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names,
 //! `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`,
 //! `Upgrade`), which belong to each connection. The proxy adds only caching:
-//! `Age` and `Cache-Status` on responses.
+//! `Age` and `Cache-Status` on responses. The upstream's interim responses
+//! (`103 Early Hints`, RFC 9110 §15.2) reach HTTP/1.1 clients ahead of the
+//! final response — except `100 Continue`, which hyper answers to the
+//! client itself — and are never stored: the cache sees only the final
+//! response.
 
 #[path = "common/serve.rs"]
 mod serve;
@@ -22,7 +26,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, CONNECTION, HOST};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -207,7 +211,23 @@ async fn forward(
     strip_hop_by_hop(req.headers_mut());
     // The HTTP version is per connection: answer in the client's.
     let version = req.version();
-    match client.request(req).await {
+    let interim = req.extensions().get::<serve::interim::Interim>().cloned();
+    let response = match interim {
+        // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+        Some(interim) if version == Version::HTTP_11 => {
+            let to_client = interim.clone();
+            hyper::ext::on_informational(&mut req, move |res| {
+                if res.status() != StatusCode::CONTINUE {
+                    let mut headers = res.headers().clone();
+                    strip_hop_by_hop(&mut headers);
+                    to_client.send(res.status(), &headers);
+                }
+            });
+            interim.around(client.request(req)).await
+        }
+        _ => client.request(req).await,
+    };
+    match response {
         Ok(mut res) => {
             strip_hop_by_hop(res.headers_mut());
             *res.version_mut() = version;

@@ -143,21 +143,80 @@ async fn start<S: KvStore>(store: S) -> Setup {
     let (stop_origin, stop) = watch::channel(false);
     let open_connections = Arc::new(AtomicUsize::new(0));
     let origin_addr = start_origin(calls.clone(), open_connections.clone(), stop).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = listener.local_addr().unwrap();
-    let options = proxy::Options {
-        upstream: format!("http://{origin_addr}").parse().unwrap(),
-        max_body: 1 << 20,
-    };
-    tokio::spawn(proxy::run(store, listener, options));
     let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     Setup {
-        proxy: proxy_addr,
+        proxy: start_proxy(store, origin_addr).await,
         client,
         calls,
         stop_origin,
         open_connections,
     }
+}
+
+/// The caching proxy in front of `origin`, on a free loopback port.
+async fn start_proxy<S: KvStore>(store: S, origin: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    let options = proxy::Options {
+        upstream: format!("http://{origin}").parse().unwrap(),
+        max_body: 1 << 20,
+    };
+    tokio::spawn(proxy::run(store, listener, options));
+    proxy_addr
+}
+
+/// Reads from `tcp` into `seen` until it holds `needle`.
+async fn read_until(tcp: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, needle: &str) {
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let mut chunk = [0; 1024];
+        let n = tcp.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before {needle:?}: {}",
+            String::from_utf8_lossy(seen)
+        );
+        seen.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// An origin that writes raw HTTP/1.1: for each request, `103 Early Hints`,
+/// then — for paths under `/wait`, once `go` says so — a cacheable `200`
+/// naming the path.
+async fn start_hinting_origin(go: Arc<tokio::sync::Notify>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let go = go.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let mut byte = [0];
+                        if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let hint =
+                        "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n";
+                    tcp.write_all(hint.as_bytes()).await.unwrap();
+                    if path.starts_with("/wait") {
+                        go.notified().await;
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {}\r\n\r\n{path}",
+                        path.len()
+                    );
+                    tcp.write_all(answer.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    addr
 }
 
 impl Setup {
@@ -323,6 +382,50 @@ mod cases {
         assert!(with_body.contains("fwd=bypass"), "{with_body}");
     }
 
+    /// `103 Early Hints` reach an HTTP/1.1 client before the origin has
+    /// answered, on a kept-alive connection too; they are never stored,
+    /// and an HTTP/1.0 client never gets one (RFC 9110 §15.2).
+    pub async fn early_hints_go_ahead_of_the_response<S: KvStore>(h: Harness<S>) {
+        let go = Arc::new(tokio::sync::Notify::new());
+        let proxy = start_proxy(h.store.clone(), start_hinting_origin(go.clone()).await).await;
+        let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        for path in ["/wait/one", "/wait/two"] {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: hints.example\r\n\r\n");
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut seen = Vec::new();
+            read_until(&mut tcp, &mut seen, "\r\n\r\n").await;
+            let hint = String::from_utf8_lossy(&seen).into_owned();
+            assert!(
+                hint.starts_with("HTTP/1.1 103 Early Hints\r\n"),
+                "the hint comes first, while the origin still waits: {hint}"
+            );
+            assert!(hint.contains("link: </style.css>; rel=preload"), "{hint}");
+            go.notify_one();
+            read_until(&mut tcp, &mut seen, path).await;
+            let answer = String::from_utf8_lossy(&seen).into_owned();
+            let final_part = &answer[hint.len()..];
+            assert!(final_part.starts_with("HTTP/1.1 200 OK"), "{answer}");
+            assert_eq!(answer.matches("HTTP/1.1 103").count(), 1, "{answer}");
+        }
+        let raw = |request: &'static str| async move {
+            let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            tcp.read_to_string(&mut answer).await.unwrap();
+            answer
+        };
+        let stored =
+            raw("GET /wait/one HTTP/1.1\r\nHost: hints.example\r\nConnection: close\r\n\r\n").await;
+        assert!(
+            stored.starts_with("HTTP/1.1 200 OK"),
+            "never stored: {stored}"
+        );
+        assert!(stored.contains("hit"), "{stored}");
+        let old_client = raw("GET /old HTTP/1.0\r\nHost: hints.example\r\n\r\n").await;
+        assert!(old_client.starts_with("HTTP/1.0 200 OK"), "{old_client}");
+        assert!(!old_client.contains("103"), "{old_client}");
+    }
+
     /// The origin gone: a stored response answers, stale, and says so.
     pub async fn stale_when_the_origin_is_down<S: KvStore>(h: Harness<S>) {
         let proxy = start(h.store.clone()).await;
@@ -350,6 +453,7 @@ both_backends!(
     ranges_and_head_through_the_proxy,
     absolute_form_cannot_poison_the_cache,
     stale_when_the_origin_is_down,
+    early_hints_go_ahead_of_the_response,
     rfc_rules_through_the_proxy,
     unkeyed_input_never_reaches_the_origin,
 );

@@ -1,6 +1,12 @@
 //! Serving an app the way a production server must (shared by the
 //! examples): a slow or silent client cannot hold a connection open, a slow
 //! handler cannot hold a request forever, and connections are bounded.
+//! Each request carries the connection's [`interim::Interim`] handle, for
+//! handlers that send `1xx` responses ahead of their final one.
+
+#[allow(dead_code)] // only caching_proxy sends interim responses
+#[path = "interim.rs"]
+pub mod interim;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,6 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceBuilder};
+use tower_http::add_extension::AddExtensionLayer;
 use tower_http::timeout::TimeoutLayer;
 
 /// The limits every connection is served with.
@@ -67,18 +74,20 @@ where
                 continue;
             }
         };
+        let (io, interim) = interim::connection(tcp);
         let service = ServiceBuilder::new()
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 limits.request,
             ))
+            .layer(AddExtensionLayer::new(interim))
             .service(per_connection(peer));
         tokio::spawn(async move {
             let _slot = slot;
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read)
-                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
                 .await;
             if let Err(e) = served {
                 eprintln!("connection from {peer}: {e}");
