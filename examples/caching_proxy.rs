@@ -1,6 +1,6 @@
 //! A caching reverse proxy: tower-kv's RFC 9111 cache in front of an upstream.
 //!
-//! `cargo run --release --example caching_proxy -- --listen 127.0.0.1:8002 --upstream http://127.0.0.1:8000 [--redis URL] [--max-body BYTES] [--log debug]`
+//! `cargo run --release --example caching_proxy -- --listen 127.0.0.1:8002 --upstream http://127.0.0.1:8000 [--redis URL] [--max-body BYTES] [--set-cookie refuse|strip|keep] [--log debug]`
 //!
 //! A proxy in front of someone else's origin must not invent freshness: it
 //! uses RFC 9111 heuristics only (`default_ttl(None)`), unlike an app
@@ -16,6 +16,16 @@
 //! final response — except `100 Continue`, which hyper answers to the
 //! client itself — and are never stored: the cache sees only the final
 //! response.
+//!
+//! `PURGE <url>` from a loopback client purges what is stored for it (the
+//! method Squid and Varnish use): every variant of the URL, or with
+//! `Purge-Match: prefix` everything under it; with `Purge-Tag: t` every
+//! response tagged `t` (`Surrogate-Key`); with `Purge-Soft: ?1` responses are
+//! marked stale instead of deleted. The answer is `200 purged N`, or `503`
+//! when the store failed (nothing is claimed that did not happen).
+//!
+//! `--set-cookie strip|keep` stores responses that set cookies — without
+//! their `Set-Cookie` fields, or with them — instead of the default refusal.
 
 #[path = "common/serve.rs"]
 mod serve;
@@ -28,13 +38,13 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, CONNECTION, HOST};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_kv::cache::{CacheLayer, OriginUnreachable};
-use tower_kv::store::{KvStore, MemoryStore};
+use tower_kv::cache::{CacheLayer, CachePurger, OriginUnreachable, SetCookieResponses};
+use tower_kv::store::{KvStore, MemoryStore, StoreError};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -80,9 +90,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream: Uri = arg("--upstream")
         .unwrap_or_else(|| "http://127.0.0.1:8000".into())
         .parse()?;
+    let set_cookie = match arg("--set-cookie").as_deref() {
+        None | Some("refuse") => SetCookieResponses::Refuse,
+        Some("strip") => SetCookieResponses::StoreWithoutCookie,
+        Some("keep") => SetCookieResponses::StoreWithCookie,
+        Some(other) => return Err(format!("--set-cookie {other}: refuse, strip or keep").into()),
+    };
     let options = Options {
         upstream,
         max_body: arg("--max-body").map_or(Ok(1 << 20), |v| v.parse())?,
+        set_cookie,
     };
     let level: tracing::Level = arg("--log").map_or(Ok(tracing::Level::INFO), |v| v.parse())?;
     tracing_subscriber::fmt().with_max_level(level).init();
@@ -100,6 +117,8 @@ pub struct Options {
     pub upstream: Uri,
     /// Largest body stored, in bytes.
     pub max_body: u64,
+    /// What to do with responses that set cookies.
+    pub set_cookie: SetCookieResponses,
 }
 
 #[cfg(feature = "redis")]
@@ -130,7 +149,11 @@ pub async fn run<St: KvStore>(
     listener: tokio::net::TcpListener,
     options: Options,
 ) -> std::io::Result<()> {
-    let Options { upstream, max_body } = options;
+    let Options {
+        upstream,
+        max_body,
+        set_cookie,
+    } = options;
     let client: Client<HttpConnector, Incoming> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     // `X-Forwarded-Host` would change what the origin answers without
@@ -140,7 +163,9 @@ pub async fn run<St: KvStore>(
         // An unreachable upstream: stored responses up to a day stale answer.
         .serve_stale_if_unreachable(std::time::Duration::from_secs(86_400))
         .max_body(max_body)
+        .set_cookie_responses(set_cookie)
         .strip_request_header(HeaderName::from_static("x-forwarded-host"));
+    let purger = cache.purger();
     let proxy = ServiceBuilder::new()
         .layer(cache)
         .service_fn(move |req: Request<Incoming>| {
@@ -148,7 +173,63 @@ pub async fn run<St: KvStore>(
             async move { Ok::<_, Infallible>(forward(client, upstream, req).await) }
         });
     let logged = logged(proxy);
-    serve::serve(listener, serve::Limits::default(), |_| logged.clone()).await
+    serve::serve(listener, serve::Limits::default(), move |peer| {
+        let (logged, purger) = (logged.clone(), purger.clone());
+        tower::service_fn(move |req: Request<Incoming>| {
+            let (logged, purger) = (logged.clone(), purger.clone());
+            async move {
+                if req.method().as_str() == "PURGE" {
+                    return Ok(purge(&purger, peer, &req).await);
+                }
+                let res = logged.oneshot(req).await?;
+                Ok::<_, Infallible>(res.map(BodyExt::boxed))
+            }
+        })
+    })
+    .await
+}
+
+/// Answers a `PURGE` request (see the module documentation).
+async fn purge<St: KvStore>(
+    purger: &CachePurger<St>,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    if !peer.ip().is_loopback() {
+        return text(
+            StatusCode::FORBIDDEN,
+            "PURGE is for loopback clients\n".into(),
+        );
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let purger = match header("purge-soft") {
+        Some("?1") => purger.clone().soft(),
+        _ => purger.clone(),
+    };
+    let url = match (req.uri().authority(), header("host")) {
+        (Some(_), _) => req.uri().to_string(),
+        (None, Some(host)) => format!("http://{host}{}", req.uri()),
+        (None, None) => return text(StatusCode::BAD_REQUEST, "PURGE needs a host\n".into()),
+    };
+    let purged = match (header("purge-tag"), header("purge-match")) {
+        (Some(tag), _) => purger.purge_tag(tag).await,
+        (None, Some("prefix")) => purger.purge_prefix(&url).await,
+        (None, _) => purger.purge_url(&url).await,
+    };
+    match purged {
+        Ok(n) => text(StatusCode::OK, format!("purged {n}\n")),
+        Err(StoreError::InvalidArgument(e)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("purge failed: {e}\n"),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut res = Response::new(Full::from(body).map_err(|never| match never {}).boxed());
+    *res.status_mut() = status;
+    res
 }
 
 /// `service`, with one debug line per request: method, target, status,

@@ -23,6 +23,7 @@ use support::Harness;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_kv::cache::SetCookieResponses;
 use tower_kv::store::KvStore;
 
 /// The origin: answers by path, counting its calls.
@@ -85,6 +86,31 @@ async fn origin_answer(req: Request<Incoming>, calls: Arc<AtomicUsize>) -> Respo
             res = res.header("cache-control", "max-age=60");
             format!("x-forwarded-host={forwarded:?}")
         }
+        "/etag" => {
+            res = res
+                .header("cache-control", "max-age=60")
+                .header("etag", "\"v1\"");
+            if req
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|v| v == "\"v1\"")
+            {
+                res = res.status(304);
+                String::new()
+            } else {
+                format!("etag {n}")
+            }
+        }
+        "/tagged" => {
+            res = res
+                .header("cache-control", "max-age=60")
+                .header("surrogate-key", "news sports");
+            format!("tagged {n}")
+        }
+        path if path.starts_with("/long/") => {
+            res = res.header("cache-control", "max-age=60");
+            format!("long {n}")
+        }
         "/stale" => {
             res = res.header("cache-control", "max-age=0");
             format!("stale {n}")
@@ -139,13 +165,17 @@ struct Setup {
 }
 
 async fn start<S: KvStore>(store: S) -> Setup {
+    start_with(store, SetCookieResponses::Refuse).await
+}
+
+async fn start_with<S: KvStore>(store: S, set_cookie: SetCookieResponses) -> Setup {
     let calls = Arc::new(AtomicUsize::new(0));
     let (stop_origin, stop) = watch::channel(false);
     let open_connections = Arc::new(AtomicUsize::new(0));
     let origin_addr = start_origin(calls.clone(), open_connections.clone(), stop).await;
     let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     Setup {
-        proxy: start_proxy(store, origin_addr).await,
+        proxy: start_proxy(store, origin_addr, set_cookie).await,
         client,
         calls,
         stop_origin,
@@ -154,12 +184,17 @@ async fn start<S: KvStore>(store: S) -> Setup {
 }
 
 /// The caching proxy in front of `origin`, on a free loopback port.
-async fn start_proxy<S: KvStore>(store: S, origin: SocketAddr) -> SocketAddr {
+async fn start_proxy<S: KvStore>(
+    store: S,
+    origin: SocketAddr,
+    set_cookie: SetCookieResponses,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_addr = listener.local_addr().unwrap();
     let options = proxy::Options {
         upstream: format!("http://{origin}").parse().unwrap(),
         max_body: 1 << 20,
+        set_cookie,
     };
     tokio::spawn(proxy::run(store, listener, options));
     proxy_addr
@@ -244,6 +279,13 @@ impl Setup {
             parts.headers,
             String::from_utf8(body.to_vec()).unwrap(),
         )
+    }
+
+    /// `PURGE path` with `headers`: the status and the body.
+    async fn purge(&self, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+        let method = Method::from_bytes(b"PURGE").unwrap();
+        let (status, _, body) = self.send(method, path, headers).await;
+        (status, body)
     }
 
     fn calls(&self) -> usize {
@@ -387,7 +429,12 @@ mod cases {
     /// and an HTTP/1.0 client never gets one (RFC 9110 §15.2).
     pub async fn early_hints_go_ahead_of_the_response<S: KvStore>(h: Harness<S>) {
         let go = Arc::new(tokio::sync::Notify::new());
-        let proxy = start_proxy(h.store.clone(), start_hinting_origin(go.clone()).await).await;
+        let proxy = start_proxy(
+            h.store.clone(),
+            start_hinting_origin(go.clone()).await,
+            SetCookieResponses::Refuse,
+        )
+        .await;
         let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
         for path in ["/wait/one", "/wait/two"] {
             let request = format!("GET {path} HTTP/1.1\r\nHost: hints.example\r\n\r\n");
@@ -426,6 +473,67 @@ mod cases {
         assert!(!old_client.contains("103"), "{old_client}");
     }
 
+    /// `PURGE` over HTTP: a soft purge makes the next request revalidate
+    /// (the origin answers 304); prefix purges find hosts in any case and
+    /// URLs over 400 bytes; tag purges find every tagged response.
+    pub async fn purge_through_the_proxy<S: KvStore>(h: Harness<S>) {
+        let proxy = start(h.store.clone()).await;
+        proxy.send(Method::GET, "/etag", &[]).await;
+        let (status, body) = proxy.purge("/etag", &[("purge-soft", "?1")]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "purged 1\n"));
+        let (status, headers, body) = proxy.send(Method::GET, "/etag", &[]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "etag 1"));
+        assert!(
+            cache_status(&headers).contains("fwd=stale;fwd-status=304"),
+            "revalidated: {headers:?}"
+        );
+        assert_eq!(proxy.calls(), 2);
+
+        let long = format!("/long/{}", "a".repeat(500));
+        proxy
+            .send(Method::GET, &long, &[("host", "Mixed.Example")])
+            .await;
+        let (status, body) = proxy
+            .purge(
+                "/long/",
+                &[("host", "mixed.example"), ("purge-match", "prefix")],
+            )
+            .await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "purged 1\n"));
+        let (_, headers, _) = proxy
+            .send(Method::GET, &long, &[("host", "mixed.example")])
+            .await;
+        assert!(cache_status(&headers).contains("miss"), "{headers:?}");
+
+        proxy.send(Method::GET, "/tagged", &[]).await;
+        let (status, body) = proxy.purge("/", &[("purge-tag", "sports")]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "purged 1\n"));
+        let (_, headers, _) = proxy.send(Method::GET, "/tagged", &[]).await;
+        assert!(cache_status(&headers).contains("miss"), "{headers:?}");
+    }
+
+    /// `--set-cookie strip` stores the response without its cookie; `keep`
+    /// with it.
+    pub async fn set_cookie_responses_on_request<S: KvStore>(h: Harness<S>) {
+        let strip = start_with(h.store.clone(), SetCookieResponses::StoreWithoutCookie).await;
+        let (_, first, _) = strip.send(Method::GET, "/cookie", &[]).await;
+        assert_eq!(
+            first["set-cookie"], "id=1",
+            "the client that caused the fetch"
+        );
+        let (_, again, _) = strip.send(Method::GET, "/cookie", &[]).await;
+        assert!(cache_status(&again).contains("hit"), "{again:?}");
+        assert!(!again.contains_key("set-cookie"), "{again:?}");
+        let keep = start_with(h.store.clone(), SetCookieResponses::StoreWithCookie).await;
+        keep.send(Method::GET, "/cookie", &[("host", "keep.example")])
+            .await;
+        let (_, again, _) = keep
+            .send(Method::GET, "/cookie", &[("host", "keep.example")])
+            .await;
+        assert!(cache_status(&again).contains("hit"), "{again:?}");
+        assert_eq!(again["set-cookie"], "id=1");
+    }
+
     /// The origin gone: a stored response answers, stale, and says so.
     pub async fn stale_when_the_origin_is_down<S: KvStore>(h: Harness<S>) {
         let proxy = start(h.store.clone()).await;
@@ -454,6 +562,31 @@ both_backends!(
     absolute_form_cannot_poison_the_cache,
     stale_when_the_origin_is_down,
     early_hints_go_ahead_of_the_response,
+    purge_through_the_proxy,
+    set_cookie_responses_on_request,
     rfc_rules_through_the_proxy,
     unkeyed_input_never_reaches_the_origin,
 );
+
+/// A purge while the store is down answers 503 — it never claims a purge
+/// that did not happen — and works again when the store is back.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn purge_reports_a_store_outage() {
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    let store = tower_kv::store::RedisStore::builder(server.url())
+        .timeout(std::time::Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let proxy = start(store).await;
+    proxy.send(Method::GET, "/etag", &[]).await;
+    server.pause();
+    let (status, body) = proxy.purge("/etag", &[]).await;
+    server.resume();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, body) = proxy.purge("/etag", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "purged 1\n"));
+}

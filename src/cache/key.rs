@@ -200,6 +200,13 @@ pub(crate) fn primary_key(prefix: &str, uri: &Uri) -> String {
 }
 
 /// The request headers a stored response varies on, as one key suffix.
+/// Whether `key` holds a response (`…|v|{digest}`), not bookkeeping such
+/// as a Vary index.
+pub(crate) fn is_response(key: &str) -> bool {
+    key.rsplit_once('|')
+        .is_some_and(|(head, _)| head.ends_with("|v"))
+}
+
 fn variant_suffix(names: &[String], request: &HeaderMap) -> String {
     let mut material = String::new();
     for name in names {

@@ -272,8 +272,8 @@ impl<St: KvStore> CachePurger<St> {
     }
 
     /// Purges every stored variant of an absolute URL
-    /// (`https://example.com/users?page=2`); returns how many keys went
-    /// (soft: how many responses were marked stale).
+    /// (`https://example.com/users?page=2`); returns how many responses
+    /// went (soft: were marked stale).
     pub async fn purge_url(&self, url: &str) -> Result<usize, StoreError> {
         let uri = url
             .parse::<http::Uri>()
@@ -284,7 +284,8 @@ impl<St: KvStore> CachePurger<St> {
     }
 
     /// Purges everything stored under a URL prefix
-    /// (`https://example.com/api/`: hierarchical keys).
+    /// (`https://example.com/api/`: hierarchical keys); returns how many
+    /// responses.
     pub async fn purge_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         let config = self.config.get();
         let prefix = format!("{}{}", config.key_prefix, normalized_prefix(prefix));

@@ -6,7 +6,7 @@ use http::header::SET_COOKIE;
 use http::HeaderMap;
 
 use super::entry::Entry;
-use super::key::{vary_names, RequestKey};
+use super::key::{is_response, vary_names, RequestKey};
 use super::layer::{CacheConfig, SetCookieResponses};
 use crate::identity::digest;
 use crate::store::update::KeyPages;
@@ -238,7 +238,7 @@ impl<St: KvStore> CacheConfig<St> {
     /// whether something was purged.
     async fn purge_key(&self, key: &str, how: Purge) -> Result<bool, StoreError> {
         if how == Purge::Delete {
-            return self.store.delete(key).await;
+            return Ok(self.store.delete(key).await? && is_response(key));
         }
         let Some(stored) = self.store.get(key).await? else {
             return Ok(false);
