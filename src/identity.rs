@@ -274,6 +274,19 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 }
 
 /// A hex SHA-256 prefix (128 bits) of `value`: stable across instances, not reversible.
+/// Appends `{xxxxxxxx}`, a Redis Cluster hash tag derived from `value`:
+/// keys that carry it share a hash slot (and a `RedisStore` cluster bucket),
+/// and since it is a digest, no user-supplied text (a route pattern's
+/// `{id}`, a `}` in an identity) decides where a key lives.
+pub(crate) fn push_hash_tag(key: &mut String, value: &str) {
+    use std::fmt::Write as _;
+    // FNV-1a: placement needs spread, not secrecy.
+    let hash = value.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let _ = write!(key, "{{{hash:08x}}}");
+}
+
 pub(crate) fn digest(value: &[u8]) -> String {
     hex::encode(&Sha256::digest(value)[..16])
 }

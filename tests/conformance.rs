@@ -1,5 +1,5 @@
 //! One behaviour suite, written once, run against every backend:
-//! `memory::*`, `redis::*`, `near_cache_memory::*`, `near_cache_redis::*`.
+//! `memory::*`, `redis::*`, `near_cache_memory::*`, `near_cache_redis::*`, `redis_cluster::*`.
 
 #[macro_use]
 mod support;
@@ -511,8 +511,8 @@ mod cases {
         let tight = GcraRate::per(2, Duration::from_secs(3600));
         let loose = GcraRate::per(100, Duration::from_secs(3600));
         let req = [
-            RateRequest::new("rl:loose", loose, 1),
-            RateRequest::new("rl:tight", tight, 1),
+            RateRequest::new("rl:{client}:loose", loose, 1),
+            RateRequest::new("rl:{client}:tight", tight, 1),
         ];
         for _ in 0..2 {
             assert!(h.store.rate_limit(&req).await.unwrap().allowed);
@@ -537,7 +537,7 @@ mod cases {
         let day = Duration::from_secs(86_400);
         for (key, rate) in [
             (
-                "rl:fixed",
+                "rl:{client}:fixed",
                 Rate::FixedWindow {
                     limit: 25,
                     window: day,
@@ -568,8 +568,8 @@ mod cases {
         };
         let smooth = GcraRate::per(100, Duration::from_secs(3600));
         let req = [
-            RateRequest::new("rl:fixed", fixed, 1),
-            RateRequest::new("rl:smooth", smooth, 1),
+            RateRequest::new("rl:{client}:fixed", fixed, 1),
+            RateRequest::new("rl:{client}:smooth", smooth, 1),
         ];
         assert!(h.store.rate_limit(&req).await.unwrap().allowed);
         assert!(h.store.rate_limit(&req).await.unwrap().allowed);
@@ -672,3 +672,5 @@ conformance!(near_cache_memory = support::near_cache_memory);
 conformance!(redis = support::redis);
 #[cfg(feature = "redis")]
 conformance!(near_cache_redis = support::near_cache_redis);
+#[cfg(feature = "redis")]
+conformance!(redis_cluster = support::redis_cluster);

@@ -1,6 +1,6 @@
 //! Model-based store tests: random sequences of operations applied to every
 //! backend and to a plain reference model must agree step by step
-//! (`memory::*`, `near_cache_memory::*`, `redis::*`, `near_cache_redis::*`). proptest shrinks a
+//! (`memory::*`, `near_cache_memory::*`, `redis::*`, `near_cache_redis::*`, `redis_cluster::*`). proptest shrinks a
 //! failure to its shortest sequence, printed with the panic.
 //!
 //! Time moves only on the in-memory backends (a manual clock), so TTL
@@ -419,3 +419,5 @@ run_cases!(near_cache_memory = support::near_cache_memory; store_agrees_with_the
 run_cases!(redis = support::redis; store_agrees_with_the_model);
 #[cfg(feature = "redis")]
 run_cases!(near_cache_redis = support::near_cache_redis; store_agrees_with_the_model);
+#[cfg(feature = "redis")]
+run_cases!(redis_cluster = support::redis_cluster; store_agrees_with_the_model);

@@ -183,7 +183,9 @@ impl<St: KvStore> CacheConfig<St> {
 
     /// Where the index of the responses tagged `tag` lives.
     fn tag_prefix(&self, tag: &str) -> String {
-        format!("{}tag:{tag}:", self.key_prefix)
+        // Digested, as a hash tag: any tag text is a valid key part, and one
+        // tag's index shares a cluster slot.
+        format!("{}tag:{{{}}}:", self.key_prefix, digest(tag.as_bytes()))
     }
 
     /// Where the index of an origin's cache group lives (RFC 9875: groups
@@ -191,7 +193,7 @@ impl<St: KvStore> CacheConfig<St> {
     fn group_prefix(&self, origin: &str, group: &str) -> String {
         let scope = digest(origin.as_bytes());
         format!(
-            "{}group:{scope}:{}:",
+            "{}group:{{{scope}:{}}}:",
             self.key_prefix,
             digest(group.as_bytes())
         )

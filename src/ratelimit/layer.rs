@@ -7,7 +7,7 @@ use tower_layer::Layer;
 
 use super::limit::{Limit, MissingIdentity, OnStoreError};
 use super::{headers, RateLimitService};
-use crate::identity::{Identity, UserSourceCheck};
+use crate::identity::{push_hash_tag, Identity, UserSourceCheck};
 use crate::routes::RouteTable;
 use crate::store::{KvStore, MemoryStore, RateRequest};
 
@@ -53,29 +53,40 @@ pub(crate) struct Config<St> {
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) limit: Limit,
-    pub(crate) key_stem: String,
+    key_prefix: String,
+    route_id: String,
     pub(crate) policy: HeaderValue,
 }
 
 impl Prepared {
     fn new(key_prefix: &str, route_id: &str, limit: Limit) -> Arc<Self> {
         Arc::new(Self {
-            key_stem: format!("{key_prefix}{route_id}"),
+            key_prefix: key_prefix.to_owned(),
+            route_id: route_id.to_owned(),
             policy: headers::policy(&limit.quotas),
             limit,
         })
     }
 
-    /// One store request per quota for `identity`.
+    /// One store request per quota for `identity`: keys
+    /// `{prefix}{tag}{route}|{quota}|{identity}`, where the identity's hash
+    /// tag keeps all its buckets in one cluster slot (one atomic decision).
     pub(crate) fn requests(&self, identity: &str, cost: u32) -> Vec<RateRequest> {
         self.limit
             .quotas
             .iter()
             .map(|q| {
                 let mut key = String::with_capacity(
-                    self.key_stem.len() + q.name().len() + identity.len() + 2,
+                    self.key_prefix.len()
+                        + 10
+                        + self.route_id.len()
+                        + q.name().len()
+                        + identity.len()
+                        + 2,
                 );
-                for part in [self.key_stem.as_str(), "|", q.name(), "|", identity] {
+                key.push_str(&self.key_prefix);
+                push_hash_tag(&mut key, identity);
+                for part in [self.route_id.as_str(), "|", q.name(), "|", identity] {
                     key.push_str(part);
                 }
                 RateRequest::new(key, q.rate(), cost)

@@ -75,7 +75,8 @@ impl Settings {
     }
 
     fn user_prefix(&self, user: &str) -> String {
-        format!("{}user:{}:", self.key_prefix, digest(user.as_bytes()))
+        // The digest is the hash tag: one user's index shares a cluster slot.
+        format!("{}user:{{{}}}:", self.key_prefix, digest(user.as_bytes()))
     }
 
     pub(crate) fn renew_after_ms(&self) -> u64 {

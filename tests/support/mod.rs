@@ -20,13 +20,16 @@ macro_rules! run_cases {
     };
 }
 
-/// Runs each named case against MemoryStore and (feature `redis`) RedisStore.
+/// Runs each named case against every backend: MemoryStore and (feature
+/// `redis`) RedisStore on one node and on a Redis Cluster.
 #[allow(unused_macros)] // not every test binary uses both
 macro_rules! both_backends {
     ($($case:ident),* $(,)?) => {
         run_cases!(memory = support::memory; $($case),*);
         #[cfg(feature = "redis")]
         run_cases!(redis = support::redis; $($case),*);
+        #[cfg(feature = "redis")]
+        run_cases!(redis_cluster = support::redis_cluster; $($case),*);
     };
 }
 
@@ -38,15 +41,84 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod cluster;
+pub use cluster::RedisCluster;
+
 use tower_kv::store::{KvStore, MemoryStore, NearCache};
 use tower_kv::Clock;
 
-/// A `redis-server` on a unix socket in a temporary directory. It dies with
-/// the test process: a watchdog shell kills it when our end of its stdin closes.
+/// Whether this is a CI run, where a missing Redis fails instead of skipping.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A process that dies with the test process: a watchdog shell kills it
+/// (SIGKILL) when our end of its stdin closes — on drop, or at exit.
+pub struct Watched {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub pid: u32,
+}
+
+impl Watched {
+    pub fn spawn(program: &str, args: &[&str]) -> Result<Self, String> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(r#"{program} "$@" >/dev/null 2>&1 & pid=$!; echo $pid; trap 'kill -9 $pid 2>/dev/null; wait $pid' EXIT; read _"#))
+            .arg("sh")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run sh: {e}"))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .map_err(|e| format!("watchdog: {e}"))?;
+        let pid = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("{program} did not start"))?;
+        Ok(Self {
+            child,
+            stdin: Some(stdin),
+            pid,
+        })
+    }
+
+    /// Whether the process has exited (the watchdog with it).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid.to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // A paused process must run again to be killed cleanly.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.pid.to_string()])
+            .status();
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` on a unix socket in a temporary directory, killed with
+/// the test process.
 pub struct RedisServer {
     dir: tempfile::TempDir,
-    watchdog: Option<(Child, ChildStdin)>,
-    pid: Option<u32>,
+    process: Option<Watched>,
 }
 
 impl RedisServer {
@@ -55,12 +127,11 @@ impl RedisServer {
     pub fn start() -> Option<Self> {
         let mut server = Self {
             dir: tempfile::tempdir().expect("temporary directory"),
-            watchdog: None,
-            pid: None,
+            process: None,
         };
         match server.spawn() {
             Ok(()) => Some(server),
-            Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            Err(reason) if ci() => {
                 panic!("CI=true and no redis-server could be started: {reason}")
             }
             Err(reason) => {
@@ -86,56 +157,42 @@ impl RedisServer {
 
     fn spawn(&mut self) -> Result<(), String> {
         let socket = self.socket();
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(r#"redis-server "$@" >/dev/null 2>&1 & pid=$!; echo $pid; trap 'kill -9 $pid 2>/dev/null; wait $pid' EXIT; read _"#)
-            .arg("sh")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&socket)
-            .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run sh: {e}"))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout"))
-            .read_line(&mut line)
-            .map_err(|e| format!("watchdog: {e}"))?;
-        self.pid = line.trim().parse().ok();
-        self.watchdog = Some((child, stdin));
+        let (socket_arg, dir) = (
+            socket.to_str().expect("UTF-8 temp path"),
+            self.dir.path().to_str().expect("UTF-8 temp path"),
+        );
+        let args = [
+            "--port",
+            "0",
+            "--unixsocket",
+            socket_arg,
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir,
+        ];
+        let mut process = Watched::spawn("redis-server", &args)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if ping(&socket) {
+                self.process = Some(process);
                 return Ok(());
             }
-            if let Some((child, _)) = &mut self.watchdog {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.watchdog = None;
-                    return Err("redis-server exited at start (is it installed?)".into());
-                }
+            if process.exited() {
+                return Err("redis-server exited at start (is it installed?)".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.stop();
         Err("redis-server did not answer PING within 10 s".into())
     }
 
     /// Kills the server (SIGKILL): clients see a dead peer.
     pub fn stop(&mut self) {
-        if let Some(pid) = self.pid.take() {
-            // A paused server must run again to be killed cleanly.
-            let _ = Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .status();
-        }
-        if let Some((mut child, stdin)) = self.watchdog.take() {
-            drop(stdin);
-            let _ = child.wait();
-        }
+        self.process.take();
         let deadline = Instant::now() + Duration::from_secs(5);
         while ping(&self.socket()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -144,33 +201,24 @@ impl RedisServer {
 
     /// Freezes the server (SIGSTOP): clients see a peer that never answers.
     pub fn pause(&self) {
-        self.signal("-STOP");
+        self.process
+            .as_ref()
+            .expect("server running")
+            .signal("-STOP");
     }
 
     /// Thaws a paused server.
     pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.pid.expect("server running").to_string();
-        let status = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal} {pid}");
+        self.process
+            .as_ref()
+            .expect("server running")
+            .signal("-CONT");
     }
 
     /// Starts the server again on the same socket (empty: nothing persisted).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn().expect("redis-server restarts");
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -283,6 +331,25 @@ mod redis_backends {
         })
     }
 
+    async fn connect_cluster(nodes: Vec<String>, prefix: &str) -> RedisStore {
+        RedisStore::cluster_builder(nodes)
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect to the test cluster")
+    }
+
+    pub async fn redis_cluster() -> Option<Harness<RedisStore>> {
+        let cluster = RedisCluster::shared()?;
+        let prefix = unique_prefix();
+        Some(Harness {
+            store: connect_cluster(cluster.urls(), &prefix).await,
+            twin: connect_cluster(cluster.urls(), &prefix).await,
+            clock: None,
+        })
+    }
+
     fn near(store: RedisStore) -> NearCache<RedisStore> {
         NearCache::builder(store)
             .default_ttl(Duration::from_secs(60))
@@ -301,7 +368,7 @@ mod redis_backends {
 
 #[cfg(feature = "redis")]
 #[allow(unused_imports)] // not every test binary uses every backend
-pub use redis_backends::{near_cache_redis, redis};
+pub use redis_backends::{near_cache_redis, redis, redis_cluster};
 
 /// Wraps a store and counts the operations that reach it, to prove a layer
 /// does no store I/O (or exactly as much as it should).

@@ -1,4 +1,8 @@
-//! The Redis / Valkey backend: one Lua script per operation, one round trip each.
+//! The Redis / Valkey backend: one Lua script per operation, one round trip
+//! each, on one node or a Redis Cluster.
+
+mod connection;
+mod layout;
 
 use std::fmt;
 use std::future::Future;
@@ -7,7 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
 use redis::{RedisError, Script};
+
+use self::connection::Connection;
+use self::layout::{Bucket, Layout};
 
 use super::json::decode_json;
 use super::limits::{check_expiration, check_key, check_list, check_rate, check_value};
@@ -19,6 +27,7 @@ use super::{
 use crate::clock::{duration_ms_ceil, system_time_ms};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+const DEFAULT_CLUSTER_BUCKETS: u16 = 64;
 
 macro_rules! script {
     ($file:literal) => {
@@ -41,7 +50,16 @@ macro_rules! script {
 ///
 /// Entries live at `{prefix}d:{key}` as hashes holding the value, metadata and
 /// version; `{prefix}i` is a sorted-set index of key names for `list`.
-/// Redis Cluster is not supported yet (the scripts touch the index key).
+///
+/// On a Redis Cluster ([`cluster_builder`](Self::cluster_builder)) keys are
+/// spread over hash-tagged buckets (`{prefix}{7}d:{key}`, index
+/// `{prefix}{7}i`): every script still touches one hash slot, so each
+/// operation stays atomic and one round trip. A key's own hash tag
+/// (`user:{42}:cart`) decides its bucket the way Redis would, so keys that
+/// share a tag share a bucket; a rate decision over keys in different
+/// buckets is refused with [`StoreError::InvalidArgument`]. `list` queries
+/// the buckets concurrently and merges them — one bucket when the prefix
+/// contains a complete hash tag.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -57,13 +75,12 @@ macro_rules! script {
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    data_prefix: String,
-    index_key: String,
+    layout: Layout,
     timeout: Duration,
     max_value_len: usize,
     scripts: Scripts,
@@ -81,7 +98,7 @@ struct Scripts {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("data_prefix", &self.inner.data_prefix)
+            .field("layout", &self.inner.layout)
             .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
     }
@@ -90,14 +107,22 @@ impl fmt::Debug for RedisStore {
 /// Configures a [`RedisStore`].
 #[derive(Clone, Debug)]
 pub struct RedisStoreBuilder {
-    url: String,
+    target: Target,
     prefix: String,
     timeout: Duration,
     max_value_len: usize,
 }
 
+/// What a store connects to.
+#[derive(Clone, Debug)]
+enum Target {
+    Node(String),
+    Cluster { nodes: Vec<String>, buckets: u16 },
+}
+
 impl RedisStoreBuilder {
-    /// Namespace every key under this prefix (default `tower-kv:`).
+    /// Namespace every key under this prefix (default `tower-kv:`). On a
+    /// cluster it must not contain `{` or `}`.
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -118,26 +143,38 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects to the server. Fails if it cannot be reached within the timeout.
+    /// On a cluster: how many hash-tagged buckets keys are spread over
+    /// (default 64). Every instance sharing the data must use the same
+    /// number; more buckets spread load over more shards, fewer make an
+    /// untagged `list` cheaper (it queries every bucket).
+    #[must_use]
+    pub fn cluster_buckets(mut self, count: u16) -> Self {
+        if let Target::Cluster { buckets, .. } = &mut self.target {
+            *buckets = count;
+        }
+        self
+    }
+
+    /// Connects to the server (or the cluster's nodes). Fails if it cannot
+    /// be reached within the timeout.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        let client =
-            redis::Client::open(self.url.as_str()).map_err(|e| map_error(e, self.timeout))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(self.timeout);
-        let conn = with_timeout(self.timeout, async {
-            ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(|e| map_error(e, self.timeout))
+        let timeout = self.timeout;
+        let layout = match &self.target {
+            Target::Node(_) => Layout::single(&self.prefix),
+            Target::Cluster { buckets, .. } => Layout::cluster(&self.prefix, *buckets)?,
+        };
+        let conn = with_timeout(timeout, async {
+            match &self.target {
+                Target::Node(url) => connect_node(url, timeout).await,
+                Target::Cluster { nodes, .. } => connect_cluster(nodes, timeout).await,
+            }
+            .map_err(|e| map_error(e, timeout))
         })
         .await?;
         Ok(RedisStore {
             conn,
             inner: Arc::new(Inner {
-                data_prefix: format!("{}d:", self.prefix),
-                index_key: format!("{}i", self.prefix),
+                layout,
                 timeout: self.timeout,
                 max_value_len: self.max_value_len,
                 scripts: Scripts {
@@ -153,6 +190,30 @@ impl RedisStoreBuilder {
     }
 }
 
+async fn connect_node(url: &str, timeout: Duration) -> Result<Connection, RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(timeout);
+    let conn = ConnectionManager::new_with_config(client, config).await?;
+    Ok(Connection::Single(conn))
+}
+
+async fn connect_cluster(nodes: &[String], timeout: Duration) -> Result<Connection, RedisError> {
+    // Retries (after MOVED, a failover, a dropped connection) stay within
+    // the operation timeout, which bounds every call.
+    let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(8)
+        .min_retry_wait(10)
+        .max_retry_wait(timeout.as_millis().try_into().unwrap_or(u64::MAX).max(10))
+        .build()?;
+    Ok(Connection::Cluster(client.get_async_connection().await?))
+}
+
 impl RedisStore {
     /// Connects to `url` (`redis://host:port/db`, `rediss://…`, `redis+unix:///path`)
     /// with default settings.
@@ -162,16 +223,36 @@ impl RedisStore {
 
     /// Configure a store for `url`.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        Self::with_target(Target::Node(url.into()))
+    }
+
+    /// Configure a store on a Redis Cluster reached through any of `nodes`
+    /// (`redis://host:port`, or `rediss://` with feature `tls`); the rest of
+    /// the topology is discovered.
+    pub fn cluster_builder<I>(nodes: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self::with_target(Target::Cluster {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+            buckets: DEFAULT_CLUSTER_BUCKETS,
+        })
+    }
+
+    fn with_target(target: Target) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.into(),
+            target,
             prefix: "tower-kv:".into(),
             timeout: DEFAULT_TIMEOUT,
             max_value_len: DEFAULT_MAX_VALUE_LEN,
         }
     }
 
-    fn data_key(&self, key: &str) -> String {
-        format!("{}{key}", self.inner.data_prefix)
+    /// The bucket of `key` and the Redis key of its entry.
+    fn place(&self, key: &str) -> (&Bucket, String) {
+        let bucket = self.inner.layout.bucket(key);
+        (bucket, format!("{}{key}", bucket.data_prefix))
     }
 
     async fn run<T: redis::FromRedisValue>(
@@ -212,10 +293,11 @@ impl RedisStore {
             .transpose()?;
         let version = Version::random();
         let (mode, ms) = expiry_args(options.expiration);
+        let (bucket, data) = self.place(key);
         let mut call = self.inner.scripts.write.prepare_invoke();
-        call.key(self.data_key(key))
-            .key(&self.inner.index_key)
-            .arg(&self.inner.data_prefix)
+        call.key(data)
+            .key(&bucket.index)
+            .arg(&bucket.data_prefix)
             .arg(key)
             .arg(condition.0)
             .arg(condition.1.map_or(String::new(), |v| v.0.to_string()))
@@ -276,11 +358,40 @@ fn parse_version(key: &str, raw: &str) -> Result<Version, StoreError> {
     })
 }
 
+impl RedisStore {
+    /// One bucket's first `limit` keys after the cursor, and whether it has more.
+    async fn list_bucket(
+        &self,
+        bucket: &Bucket,
+        options: &ListOptions,
+    ) -> Result<(Vec<KeyInfo>, bool), StoreError> {
+        let mut call = self.inner.scripts.list.prepare_invoke();
+        call.key(&bucket.index)
+            .arg(&bucket.data_prefix)
+            .arg(&options.prefix)
+            .arg(options.cursor.as_deref().unwrap_or(""))
+            .arg(options.limit);
+        type Reply = (Vec<(String, i64, Option<Vec<u8>>)>, i64);
+        let (rows, more): Reply = self.run(call, &options.prefix).await?;
+        let keys = rows
+            .into_iter()
+            .map(|(name, pttl, metadata)| {
+                Ok(KeyInfo {
+                    metadata: parse_metadata(&name, metadata)?,
+                    expires_at: expires_at(pttl),
+                    name,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((keys, more == 1))
+    }
+}
+
 impl KvStore for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         check_key(key)?;
         let mut call = self.inner.scripts.get.prepare_invoke();
-        call.key(self.data_key(key));
+        call.key(self.place(key).1);
         type Reply = Option<(Vec<u8>, Option<Vec<u8>>, Option<String>, i64)>;
         let Some((value, metadata, version, pttl)) = self.run::<Reply>(call, key).await? else {
             return Ok(None);
@@ -305,35 +416,34 @@ impl KvStore for RedisStore {
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
+        let (bucket, data) = self.place(key);
         let mut call = self.inner.scripts.delete.prepare_invoke();
-        call.key(self.data_key(key))
-            .key(&self.inner.index_key)
-            .arg(key);
+        call.key(data).key(&bucket.index).arg(key);
         let removed: i64 = self.run(call, key).await?;
         Ok(removed > 0)
     }
 
     async fn list(&self, options: ListOptions) -> Result<ListPage, StoreError> {
         check_list(&options)?;
-        let mut call = self.inner.scripts.list.prepare_invoke();
-        call.key(&self.inner.index_key)
-            .arg(&self.inner.data_prefix)
-            .arg(&options.prefix)
-            .arg(options.cursor.as_deref().unwrap_or(""))
-            .arg(options.limit);
-        type Reply = (Vec<(String, i64, Option<Vec<u8>>)>, i64);
-        let (rows, more): Reply = self.run(call, &options.prefix).await?;
-        let keys = rows
-            .into_iter()
-            .map(|(name, pttl, metadata)| {
-                Ok(KeyInfo {
-                    metadata: parse_metadata(&name, metadata)?,
-                    expires_at: expires_at(pttl),
-                    name,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let cursor = if more == 1 {
+        let buckets = self.inner.layout.buckets_under(&options.prefix);
+        let pages = futures_util::future::try_join_all(
+            buckets.iter().map(|b| self.list_bucket(b, &options)),
+        )
+        .await?;
+        // Each bucket gave its first `limit` names after the cursor, in byte
+        // order: the first `limit` of their union are the page.
+        let mut more = false;
+        let mut keys = Vec::new();
+        for (page, bucket_more) in pages {
+            more |= bucket_more;
+            keys.extend(page);
+        }
+        keys.sort_unstable_by(|a: &KeyInfo, b| a.name.cmp(&b.name));
+        if keys.len() > options.limit {
+            keys.truncate(options.limit);
+            more = true;
+        }
+        let cursor = if more {
             keys.last().map(|k| k.name.clone())
         } else {
             None
@@ -374,10 +484,11 @@ impl KvStore for RedisStore {
         check_key(key)?;
         check_expiration(expiration_on_create)?;
         let (mode, ms) = expiry_args(expiration_on_create);
+        let (bucket, data) = self.place(key);
         let mut call = self.inner.scripts.increment.prepare_invoke();
-        call.key(self.data_key(key))
-            .key(&self.inner.index_key)
-            .arg(&self.inner.data_prefix)
+        call.key(data)
+            .key(&bucket.index)
+            .arg(&bucket.data_prefix)
             .arg(key)
             .arg(delta)
             .arg(Version::random().0.to_string())
@@ -388,11 +499,19 @@ impl KvStore for RedisStore {
 
     async fn rate_limit(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {
         check_rate(requests)?;
+        let layout = &self.inner.layout;
+        if !layout.same_bucket(requests.iter().map(|r| r.key.as_str())) {
+            return Err(StoreError::InvalidArgument(
+                "a rate decision's keys fall in different cluster buckets: give them one hash tag"
+                    .into(),
+            ));
+        }
         let mut call = self.inner.scripts.rate.prepare_invoke();
         for r in requests {
-            call.key(self.data_key(&r.key));
+            call.key(self.place(&r.key).1);
         }
-        call.key(&self.inner.index_key).arg(&self.inner.data_prefix);
+        let bucket = layout.bucket(&requests[0].key);
+        call.key(&bucket.index).arg(&bucket.data_prefix);
         for r in requests {
             let (algorithm, period) = match r.rate {
                 Rate::Gcra(g) => ("gcra", g.emission_interval),
