@@ -1,7 +1,12 @@
 -- KEYS: data, index. ARGV: data prefix, name, delta, new version, expiry
--- mode, expiry ms. Returns the new count.
+-- mode, expiry ms. Returns the new count. Safe to replay: a retry of an
+-- increment that already landed finds its version and returns the count.
 local data, idx = KEYS[1], KEYS[2]
-local existed = redis.call('EXISTS', data)
+local current = redis.call('HGET', data, 'r')
+if current == ARGV[4] then
+  return tonumber(redis.call('HGET', data, 'v'))
+end
+local existed = current and 1 or 0
 local count = redis.pcall('HINCRBY', data, 'v', ARGV[3])
 if type(count) == 'table' and count.err then
   return redis.error_reply('NOTCOUNTER ' .. count.err)

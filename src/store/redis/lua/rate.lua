@@ -4,6 +4,9 @@
 -- algorithm (gcra|fixed|sliding), period µs (GCRA interval or window),
 -- capacity (burst or limit), cost, new version.
 -- Returns {allowed, {allowed, remaining, retry_after µs, reset_after µs}...}.
+-- Safe to replay: a retry of a decision that was already charged finds its
+-- version in a bucket and answers "allowed" with the state as it now is,
+-- charging nothing.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local floor, max, min = math.floor, math.max, math.min
@@ -117,16 +120,26 @@ local algorithms = {gcra = gcra, fixed = fixed, sliding = sliding}
 local n = #KEYS - 1
 local verdicts = {}
 local all_allowed = true
+local replayed = false
 for i = 1, n do
   local a = 1 + (i - 1) * 7
   local period, capacity, cost = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  local f = fields(redis.call('HGET', KEYS[i], 'v'))
-  local applied, unconsumed, value, ttl = algorithms[ARGV[a + 2]](period, capacity, cost, f)
+  local stored = redis.call('HMGET', KEYS[i], 'v', 'r')
+  local f = fields(stored[1])
   local charge = cost > 0 and ARGV[a + 6] == '1'
-  verdicts[i] = {applied = applied, unconsumed = unconsumed, value = value, ttl = ttl, charge = charge}
+  replayed = replayed or (charge and stored[2] == ARGV[a + 7])
+  local applied, unconsumed, value, ttl = algorithms[ARGV[a + 2]](period, capacity, cost, f)
+  verdicts[i] = {applied = applied, unconsumed = unconsumed, value = value, ttl = ttl, charge = charge,
+    f = f, algorithm = ARGV[a + 2], period = period, capacity = capacity}
   all_allowed = all_allowed and applied[1] == 1
 end
 local states = {}
+if replayed then
+  for i, v in ipairs(verdicts) do
+    states[i] = algorithms[v.algorithm](v.period, v.capacity, 0, v.f)
+  end
+  return {1, states}
+end
 for i, v in ipairs(verdicts) do
   if all_allowed then
     if v.charge then

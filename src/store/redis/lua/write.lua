@@ -1,15 +1,20 @@
 -- KEYS: data, index. ARGV: data prefix, name, condition (any|absent|version),
 -- expected version, value, has metadata (0|1), metadata, new version,
 -- expiry mode (none|px|pxat), expiry ms. Returns 1, or nil when the
--- condition failed.
+-- condition failed. Safe to replay: a retry of a write that already landed
+-- finds its own new version and succeeds without writing again.
 local data, idx = KEYS[1], KEYS[2]
 local condition = ARGV[3]
+local current = redis.call('HGET', data, 'r')
+if current == ARGV[8] then
+  return 1
+end
 if condition == 'absent' then
-  if redis.call('EXISTS', data) == 1 then
+  if current then
     return false
   end
 elseif condition == 'version' then
-  if redis.call('HGET', data, 'r') ~= ARGV[4] then
+  if current ~= ARGV[4] then
     return false
   end
 end
