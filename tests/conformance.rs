@@ -1,5 +1,6 @@
 //! One behaviour suite, written once, run against every backend:
-//! `memory::*`, `redis::*`, `near_cache_memory::*`, `near_cache_redis::*`, `redis_cluster::*`.
+//! `memory::*`, `redis::*`, `near_cache_memory::*`, `near_cache_redis::*`, `redis_cluster::*`,
+//! and `redis_tls::*` (feature `tls`).
 
 #[macro_use]
 mod support;
@@ -674,3 +675,5 @@ conformance!(redis = support::redis);
 conformance!(near_cache_redis = support::near_cache_redis);
 #[cfg(feature = "redis")]
 conformance!(redis_cluster = support::redis_cluster);
+#[cfg(feature = "tls")]
+conformance!(redis_tls = support::redis_tls);

@@ -4,15 +4,18 @@
 
 use std::net::TcpListener;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::tls::TlsFiles;
 use super::{ci, Watched};
 
 pub struct Node {
     pub port: u16,
     dir: tempfile::TempDir,
     process: Option<Watched>,
+    /// Serving TLS only (cluster bus and replication too).
+    tls: Option<Arc<TlsFiles>>,
 }
 
 pub struct RedisCluster {
@@ -23,9 +26,19 @@ impl Node {
     fn spawn(&mut self) -> Result<(), String> {
         let port = self.port.to_string();
         let dir = self.dir.path().to_str().expect("UTF-8 temp path");
-        let args = [
-            "--port",
-            &port,
+        let mut args: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port],
+            Some(tls) => {
+                let mut args: Vec<String> = ["--port", "0", "--tls-port", &port]
+                    .into_iter()
+                    .chain(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                    .map(str::to_owned)
+                    .collect();
+                args.extend(tls.server_args());
+                args
+            }
+        };
+        let rest = [
             "--bind",
             "127.0.0.1",
             "--cluster-enabled",
@@ -43,12 +56,14 @@ impl Node {
             "--dir",
             dir,
         ];
+        args.extend(rest.into_iter().map(str::to_owned));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.process = Some(Watched::spawn("redis-server", &args)?);
         Ok(())
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
+        cli(self.port, self.tls.as_deref(), args)
     }
 
     /// SIGKILL: the node vanishes without a word.
@@ -65,7 +80,12 @@ impl Node {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn role(&self) -> String {
@@ -73,9 +93,10 @@ impl Node {
     }
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
+fn cli(port: u16, tls: Option<&TlsFiles>, args: &[&str]) -> String {
     Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(tls.map(TlsFiles::cli_args).unwrap_or_default())
         .args(args)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
@@ -116,7 +137,16 @@ impl RedisCluster {
     /// Three masters (each with a replica when `replicas`), or `None` with
     /// a printed reason when Redis is missing; with `CI=true` a panic.
     pub fn start(replicas: bool) -> Option<Self> {
-        match Self::try_start(replicas) {
+        Self::start_with(replicas, None)
+    }
+
+    /// Three masters serving TLS only, with `tls`'s certificate.
+    pub fn start_tls(tls: Arc<TlsFiles>) -> Option<Self> {
+        Self::start_with(false, Some(tls))
+    }
+
+    fn start_with(replicas: bool, tls: Option<Arc<TlsFiles>>) -> Option<Self> {
+        match Self::try_start(replicas, tls) {
             Ok(cluster) => Some(cluster),
             Err(reason) if ci() => {
                 panic!("CI=true and no Redis Cluster could be started: {reason}")
@@ -134,7 +164,7 @@ impl RedisCluster {
         SHARED.get_or_init(|| Self::start(false)).as_ref()
     }
 
-    fn try_start(replicas: bool) -> Result<Self, String> {
+    fn try_start(replicas: bool, tls: Option<Arc<TlsFiles>>) -> Result<Self, String> {
         if Command::new("redis-cli").arg("--version").output().is_err() {
             return Err("redis-cli is not installed".into());
         }
@@ -145,6 +175,7 @@ impl RedisCluster {
                 port,
                 dir: tempfile::tempdir().map_err(|e| e.to_string())?,
                 process: None,
+                tls: tls.clone(),
             };
             node.spawn()?;
             nodes.push(node);
@@ -160,6 +191,7 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         let created = Command::new("redis-cli")
+            .args(tls.as_deref().map(TlsFiles::cli_args).unwrap_or_default())
             .arg("--cluster")
             .arg("create")
             .args(&addresses)

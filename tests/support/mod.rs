@@ -42,7 +42,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod cluster;
+mod tls;
 pub use cluster::RedisCluster;
+pub use tls::TlsFiles;
 
 use tower_kv::store::{KvStore, MemoryStore, NearCache};
 use tower_kv::Clock;
@@ -119,15 +121,31 @@ impl Drop for Watched {
 pub struct RedisServer {
     dir: tempfile::TempDir,
     process: Option<Watched>,
+    /// Also serving TLS on this loopback port.
+    tls: Option<(std::sync::Arc<TlsFiles>, u16)>,
 }
 
 impl RedisServer {
     /// Starts a server, or returns `None` (with a printed reason) when
     /// `redis-server` is unavailable. With `CI=true` that is a panic instead.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// A server that also serves TLS on a free loopback port.
+    pub fn start_tls(tls: std::sync::Arc<TlsFiles>) -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_with(Some((tls, port)))
+    }
+
+    fn start_with(tls: Option<(std::sync::Arc<TlsFiles>, u16)>) -> Option<Self> {
         let mut server = Self {
             dir: tempfile::tempdir().expect("temporary directory"),
             process: None,
+            tls,
         };
         match server.spawn() {
             Ok(()) => Some(server),
@@ -155,6 +173,12 @@ impl RedisServer {
         format!("redis+unix://{}", self.socket().display())
     }
 
+    /// The TLS endpoint, for a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> String {
+        let (_, port) = self.tls.as_ref().expect("started with TLS");
+        format!("rediss://127.0.0.1:{port}")
+    }
+
     fn spawn(&mut self) -> Result<(), String> {
         let socket = self.socket();
         let (socket_arg, dir) = (
@@ -175,6 +199,12 @@ impl RedisServer {
             "--dir",
             dir,
         ];
+        let mut args: Vec<String> = args.map(str::to_owned).to_vec();
+        if let Some((tls, port)) = &self.tls {
+            args.extend(["--tls-port".to_owned(), port.to_string()]);
+            args.extend(tls.server_args());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut process = Watched::spawn("redis-server", &args)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -350,6 +380,29 @@ mod redis_backends {
         })
     }
 
+    /// RedisStore over TLS (`rediss://`), trusting the test's private CA.
+    #[cfg(feature = "tls")]
+    pub async fn redis_tls() -> Option<Harness<RedisStore>> {
+        static SHARED: OnceLock<Option<RedisServer>> = OnceLock::new();
+        let server = SHARED
+            .get_or_init(|| RedisServer::start_tls(TlsFiles::generate()))
+            .as_ref()?;
+        let (tls, _) = server.tls.as_ref().expect("TLS");
+        let prefix = unique_prefix();
+        let connect = || {
+            RedisStore::builder(server.tls_url())
+                .prefix(&prefix)
+                .tls_root_certificates(tls.ca_pem.clone())
+                .timeout(Duration::from_secs(2))
+                .connect()
+        };
+        Some(Harness {
+            store: connect().await.expect("connect over TLS"),
+            twin: connect().await.expect("connect over TLS"),
+            clock: None,
+        })
+    }
+
     fn near(store: RedisStore) -> NearCache<RedisStore> {
         NearCache::builder(store)
             .default_ttl(Duration::from_secs(60))
@@ -366,6 +419,9 @@ mod redis_backends {
     }
 }
 
+#[cfg(feature = "tls")]
+#[allow(unused_imports)] // not every test binary uses every backend
+pub use redis_backends::redis_tls;
 #[cfg(feature = "redis")]
 #[allow(unused_imports)] // not every test binary uses every backend
 pub use redis_backends::{near_cache_redis, redis, redis_cluster};

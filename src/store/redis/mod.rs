@@ -3,6 +3,7 @@
 
 mod connection;
 mod layout;
+mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -108,6 +109,9 @@ impl fmt::Debug for RedisStore {
 #[derive(Clone, Debug)]
 pub struct RedisStoreBuilder {
     target: Target,
+    /// PEM roots to trust instead of the system's, for `rediss://`.
+    #[cfg(feature = "tls")]
+    root_certificates: Option<Vec<u8>>,
     prefix: String,
     timeout: Duration,
     max_value_len: usize,
@@ -155,18 +159,31 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// For `rediss://`: trust these PEM certificates (a private CA) instead
+    /// of the system's roots.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates = Some(pem.into());
+        self
+    }
+
     /// Connects to the server (or the cluster's nodes). Fails if it cannot
     /// be reached within the timeout.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         let timeout = self.timeout;
+        #[cfg(feature = "tls")]
+        let tls = tls::Roots::new(self.root_certificates.clone());
+        #[cfg(not(feature = "tls"))]
+        let tls = tls::Roots;
         let layout = match &self.target {
             Target::Node(_) => Layout::single(&self.prefix),
             Target::Cluster { buckets, .. } => Layout::cluster(&self.prefix, *buckets)?,
         };
         let conn = with_timeout(timeout, async {
             match &self.target {
-                Target::Node(url) => connect_node(url, timeout).await,
-                Target::Cluster { nodes, .. } => connect_cluster(nodes, timeout).await,
+                Target::Node(url) => connect_node(url, &tls, timeout).await,
+                Target::Cluster { nodes, .. } => connect_cluster(nodes, &tls, timeout).await,
             }
             .map_err(|e| map_error(e, timeout))
         })
@@ -190,8 +207,12 @@ impl RedisStoreBuilder {
     }
 }
 
-async fn connect_node(url: &str, timeout: Duration) -> Result<Connection, RedisError> {
-    let client = redis::Client::open(url)?;
+async fn connect_node(
+    url: &str,
+    tls: &tls::Roots,
+    timeout: Duration,
+) -> Result<Connection, RedisError> {
+    let client = tls.client(url)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
@@ -201,10 +222,15 @@ async fn connect_node(url: &str, timeout: Duration) -> Result<Connection, RedisE
     Ok(Connection::Single(conn))
 }
 
-async fn connect_cluster(nodes: &[String], timeout: Duration) -> Result<Connection, RedisError> {
+async fn connect_cluster(
+    nodes: &[String],
+    tls: &tls::Roots,
+    timeout: Duration,
+) -> Result<Connection, RedisError> {
     // Retries (after MOVED, a failover, a dropped connection) stay within
     // the operation timeout, which bounds every call.
-    let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+    let client = tls
+        .cluster(ClusterClientBuilder::new(nodes.iter().map(String::as_str)))
         .connection_timeout(timeout)
         .response_timeout(timeout)
         .retries(8)
@@ -243,6 +269,8 @@ impl RedisStore {
     fn with_target(target: Target) -> RedisStoreBuilder {
         RedisStoreBuilder {
             target,
+            #[cfg(feature = "tls")]
+            root_certificates: None,
             prefix: "tower-kv:".into(),
             timeout: DEFAULT_TIMEOUT,
             max_value_len: DEFAULT_MAX_VALUE_LEN,
