@@ -180,11 +180,34 @@ async fn survives_a_master_failover() {
         return;
     };
     const TIMEOUT: Duration = Duration::from_millis(500);
-    let store = connect(&cluster, TIMEOUT).await;
+    let prefix = support::unique_prefix();
+    let builder = RedisStore::cluster_builder(cluster.urls())
+        .prefix(&prefix)
+        .timeout(TIMEOUT);
+    let store = builder.clone().connect().await.unwrap();
     store
         .put("k", Bytes::from_static(b"v"), PutOptions::new())
         .await
         .unwrap();
+    // Opt-in replica reads: `get` is answered by replicas.
+    let replica_reader = builder.read_from_replicas(true).connect().await.unwrap();
+    let asked = Instant::now();
+    while replica_reader.get("k").await.unwrap().is_none() {
+        assert!(asked.elapsed() < Duration::from_secs(5), "never replicated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let replica_calls: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.role() == "slave")
+        .map(|n| n.cli(&["info", "commandstats"]))
+        .collect();
+    assert!(
+        replica_calls
+            .iter()
+            .any(|stats| stats.contains("cmdstat_eval")),
+        "no replica ran the read: {replica_calls:?}"
+    );
     let owner = cluster
         .masters()
         .iter()

@@ -20,6 +20,8 @@ pub struct Node {
 
 pub struct RedisCluster {
     pub nodes: Vec<Node>,
+    /// How many of the nodes are replicas once the cluster is healthy.
+    replicas: usize,
 }
 
 impl Node {
@@ -180,7 +182,10 @@ impl RedisCluster {
             node.spawn()?;
             nodes.push(node);
         }
-        let cluster = Self { nodes };
+        let cluster = Self {
+            nodes,
+            replicas: if replicas { count / 2 } else { 0 },
+        };
         for node in &cluster.nodes {
             wait_until(Duration::from_secs(10), || node.cli(&["ping"]) == "PONG")
                 .map_err(|e| format!("node {}: {e}", node.port))?;
@@ -209,16 +214,20 @@ impl RedisCluster {
         Ok(cluster)
     }
 
-    /// Every node says `cluster_state:ok` and every replica is linked.
+    /// Every running node says `cluster_state:ok`, and every replica is one
+    /// and linked to its master.
     pub fn wait_healthy(&self) -> Result<(), String> {
         wait_until(Duration::from_secs(30), || {
-            self.nodes.iter().all(|n| {
-                n.process.is_none()
-                    || (n.cli(&["cluster", "info"]).contains("cluster_state:ok")
-                        && (n.role() != "slave"
-                            || n.cli(&["info", "replication"])
-                                .contains("master_link_status:up")))
-            })
+            let running = || self.nodes.iter().filter(|n| n.process.is_some());
+            let linked = running()
+                .filter(|n| {
+                    n.role() == "slave"
+                        && n.cli(&["info", "replication"])
+                            .contains("master_link_status:up")
+                })
+                .count();
+            linked >= self.replicas
+                && running().all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
         })
     }
 

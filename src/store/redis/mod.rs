@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
-use redis::{RedisError, Script};
+use redis::cluster_read_routing::RandomReplicaStrategy;
+use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 
 use self::connection::Connection;
 use self::layout::{Bucket, Layout};
@@ -30,14 +31,23 @@ use crate::clock::{duration_ms_ceil, system_time_ms};
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 const DEFAULT_CLUSTER_BUCKETS: u16 = 64;
 
-macro_rules! script {
+macro_rules! source {
     ($file:literal) => {
-        Script::new(concat!(
+        concat!(
             include_str!("lua/prelude.lua"),
             include_str!(concat!("lua/", $file))
-        ))
+        )
     };
 }
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(source!($file))
+    };
+}
+
+/// The `get` script, also run as `EVAL_RO` on replicas.
+const GET_SOURCE: &str = source!("get.lua");
 
 /// The shared backend for a fleet: Redis 6.2+ or Valkey.
 ///
@@ -82,6 +92,8 @@ pub struct RedisStore {
 
 struct Inner {
     layout: Layout,
+    /// `get` may be answered by a replica (cluster, opt-in).
+    replica_reads: bool,
     timeout: Duration,
     max_value_len: usize,
     scripts: Scripts,
@@ -121,7 +133,11 @@ pub struct RedisStoreBuilder {
 #[derive(Clone, Debug)]
 enum Target {
     Node(String),
-    Cluster { nodes: Vec<String>, buckets: u16 },
+    Cluster {
+        nodes: Vec<String>,
+        buckets: u16,
+        replica_reads: bool,
+    },
 }
 
 impl RedisStoreBuilder {
@@ -159,6 +175,18 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// On a cluster: let replicas answer [`get`](KvStore::get) (default:
+    /// every operation goes to primaries). Replication is asynchronous, so
+    /// a read may miss a write acknowledged a moment ago; writes, atomic
+    /// operations, `list` and rate decisions still go to primaries.
+    #[must_use]
+    pub fn read_from_replicas(mut self, enabled: bool) -> Self {
+        if let Target::Cluster { replica_reads, .. } = &mut self.target {
+            *replica_reads = enabled;
+        }
+        self
+    }
+
     /// For `rediss://`: trust these PEM certificates (a private CA) instead
     /// of the system's roots.
     #[cfg(feature = "tls")]
@@ -183,7 +211,11 @@ impl RedisStoreBuilder {
         let conn = with_timeout(timeout, async {
             match &self.target {
                 Target::Node(url) => connect_node(url, &tls, timeout).await,
-                Target::Cluster { nodes, .. } => connect_cluster(nodes, &tls, timeout).await,
+                Target::Cluster {
+                    nodes,
+                    replica_reads,
+                    ..
+                } => connect_cluster(nodes, *replica_reads, &tls, timeout).await,
             }
             .map_err(|e| map_error(e, timeout))
         })
@@ -192,10 +224,17 @@ impl RedisStoreBuilder {
             conn,
             inner: Arc::new(Inner {
                 layout,
+                replica_reads: matches!(
+                    self.target,
+                    Target::Cluster {
+                        replica_reads: true,
+                        ..
+                    }
+                ),
                 timeout: self.timeout,
                 max_value_len: self.max_value_len,
                 scripts: Scripts {
-                    get: script!("get.lua"),
+                    get: Script::new(GET_SOURCE),
                     write: script!("write.lua"),
                     delete: script!("delete.lua"),
                     increment: script!("increment.lua"),
@@ -224,13 +263,18 @@ async fn connect_node(
 
 async fn connect_cluster(
     nodes: &[String],
+    replica_reads: bool,
     tls: &tls::Roots,
     timeout: Duration,
 ) -> Result<Connection, RedisError> {
+    let mut builder = tls.cluster(ClusterClientBuilder::new(nodes.iter().map(String::as_str)));
+    if replica_reads {
+        // Only read-only commands follow it: `get`'s `EVALSHA_RO`.
+        builder = builder.read_routing_strategy(RandomReplicaStrategy);
+    }
     // Retries (after MOVED, a failover, a dropped connection) stay within
     // the operation timeout, which bounds every call.
-    let client = tls
-        .cluster(ClusterClientBuilder::new(nodes.iter().map(String::as_str)))
+    let client = builder
         .connection_timeout(timeout)
         .response_timeout(timeout)
         .retries(8)
@@ -263,6 +307,7 @@ impl RedisStore {
         Self::with_target(Target::Cluster {
             nodes: nodes.into_iter().map(Into::into).collect(),
             buckets: DEFAULT_CLUSTER_BUCKETS,
+            replica_reads: false,
         })
     }
 
@@ -387,6 +432,38 @@ fn parse_version(key: &str, raw: &str) -> Result<Version, StoreError> {
 }
 
 impl RedisStore {
+    /// The `get` script as `EVALSHA_RO`, which the cluster client routes
+    /// to a replica; `EVAL_RO` loads it where it is missing.
+    async fn get_from_replica<T: redis::FromRedisValue>(
+        &self,
+        data: &str,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        let timeout = self.inner.timeout;
+        with_timeout(timeout, async move {
+            let sha = self.inner.scripts.get.get_hash();
+            let by_hash = redis::cmd("EVALSHA_RO")
+                .arg(sha)
+                .arg(1)
+                .arg(data)
+                .query_async(&mut conn)
+                .await;
+            match by_hash {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    redis::cmd("EVAL_RO")
+                        .arg(GET_SOURCE)
+                        .arg(1)
+                        .arg(data)
+                        .query_async(&mut conn)
+                        .await
+                }
+                other => other,
+            }
+            .map_err(|e| map_error(e, timeout))
+        })
+        .await
+    }
+
     /// One bucket's first `limit` keys after the cursor, and whether it has more.
     async fn list_bucket(
         &self,
@@ -418,10 +495,16 @@ impl RedisStore {
 impl KvStore for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         check_key(key)?;
-        let mut call = self.inner.scripts.get.prepare_invoke();
-        call.key(self.place(key).1);
+        let data = self.place(key).1;
         type Reply = Option<(Vec<u8>, Option<Vec<u8>>, Option<String>, i64)>;
-        let Some((value, metadata, version, pttl)) = self.run::<Reply>(call, key).await? else {
+        let reply: Reply = if self.inner.replica_reads {
+            self.get_from_replica(&data).await?
+        } else {
+            let mut call = self.inner.scripts.get.prepare_invoke();
+            call.key(data);
+            self.run(call, key).await?
+        };
+        let Some((value, metadata, version, pttl)) = reply else {
             return Ok(None);
         };
         Ok(Some(Entry {
