@@ -1,6 +1,6 @@
 //! A caching reverse proxy: tower-kv's RFC 9111 cache in front of an upstream.
 //!
-//! `cargo run --release --example caching_proxy -- --listen 127.0.0.1:8002 --upstream http://127.0.0.1:8000 [--redis URL] [--max-body BYTES] [--set-cookie refuse|strip|keep] [--log debug]`
+//! `cargo run --release --example caching_proxy -- --listen 127.0.0.1:8002 --upstream http://127.0.0.1:8000 [--redis URL | --redis-cluster HOST:PORT,…] [--max-body BYTES] [--set-cookie refuse|strip|keep] [--log debug]`
 //!
 //! A proxy in front of someone else's origin must not invent freshness: it
 //! uses RFC 9111 heuristics only (`default_ttl(None)`), unlike an app
@@ -27,6 +27,8 @@
 //! `--set-cookie strip|keep` stores responses that set cookies — without
 //! their `Set-Cookie` fields, or with them — instead of the default refusal.
 
+#[path = "common/redis_target.rs"]
+mod redis_target;
 #[path = "common/serve.rs"]
 mod serve;
 
@@ -42,6 +44,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use redis_target::RedisTarget;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_kv::cache::{CacheLayer, CachePurger, OriginUnreachable, SetCookieResponses};
 use tower_kv::store::{KvStore, MemoryStore, StoreError};
@@ -104,10 +107,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let level: tracing::Level = arg("--log").map_or(Ok(tracing::Level::INFO), |v| v.parse())?;
     tracing_subscriber::fmt().with_max_level(level).init();
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("caching proxy on http://{listen} -> {}", options.upstream);
-    match arg("--redis") {
+    let target = RedisTarget::from_args();
+    let backend = target.as_ref().map_or("MemoryStore".into(), RedisTarget::describe);
+    println!(
+        "caching proxy on http://{listen} -> {} ({backend})",
+        options.upstream
+    );
+    match target {
         None => Ok(run(MemoryStore::new(), listener, options).await?),
-        Some(url) => redis(&url, listener, options).await,
+        Some(target) => redis(&target, listener, options).await,
     }
 }
 
@@ -123,20 +131,17 @@ pub struct Options {
 
 #[cfg(feature = "redis")]
 async fn redis(
-    url: &str,
+    target: &RedisTarget,
     listener: tokio::net::TcpListener,
     options: Options,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = tower_kv::store::RedisStore::builder(url)
-        .prefix("caching-proxy:")
-        .connect()
-        .await?;
+    let store = target.builder().prefix("caching-proxy:").connect().await?;
     Ok(run(store, listener, options).await?)
 }
 
 #[cfg(not(feature = "redis"))]
 async fn redis(
-    _: &str,
+    _: &RedisTarget,
     _: tokio::net::TcpListener,
     _: Options,
 ) -> Result<(), Box<dyn std::error::Error>> {

@@ -1,12 +1,14 @@
 //! The five tower-kv layers composed on one backend, as an axum server.
 //!
-//! `cargo run --example demo [-- --listen ADDR] [--redis URL] [--admin-token TOKEN]`
+//! `cargo run --example demo [-- --listen ADDR] [--redis URL | --redis-cluster HOST:PORT,…] [--admin-token TOKEN]`
 //!
 //! Defaults: `127.0.0.1:3000`, the in-memory store (`--redis` needs
 //! `--features redis`), an admin token from `--admin-token`, else
 //! `DEMO_ADMIN_TOKEN`, else a random one printed at start. The client IP is
 //! the peer address (no proxy trust here).
 
+#[path = "common/redis_target.rs"]
+pub mod redis_target;
 #[path = "common/serve.rs"]
 mod serve;
 pub use serve::Limits;
@@ -22,6 +24,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
+use redis_target::RedisTarget;
 use serde::Deserialize;
 use sha2::Digest;
 use tower::{ServiceBuilder, ServiceExt};
@@ -273,15 +276,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let token = arg("--admin-token")
         .or_else(|| std::env::var("DEMO_ADMIN_TOKEN").ok())
         .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-    let (router, backend) = match arg("--redis") {
+    let (router, backend) = match RedisTarget::from_args() {
         None => (
             app(MemoryStore::new(), token.clone()).await,
             "MemoryStore".to_owned(),
         ),
-        Some(url) => (
-            redis_app(&url, token.clone()).await?,
-            format!("RedisStore at {url}"),
-        ),
+        Some(target) => (redis_app(&target, token.clone()).await?, target.describe()),
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -300,15 +300,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[cfg(feature = "redis")]
-async fn redis_app(url: &str, token: String) -> Result<Router, Box<dyn std::error::Error>> {
-    let store = tower_kv::store::RedisStore::builder(url)
-        .prefix("tower-kv-demo:")
-        .connect()
-        .await?;
+async fn redis_app(
+    target: &RedisTarget,
+    token: String,
+) -> Result<Router, Box<dyn std::error::Error>> {
+    let store = target.builder().prefix("tower-kv-demo:").connect().await?;
     Ok(app(store, token).await)
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_app(_: &str, _: String) -> Result<Router, Box<dyn std::error::Error>> {
+async fn redis_app(_: &RedisTarget, _: String) -> Result<Router, Box<dyn std::error::Error>> {
     Err("--redis needs the `redis` feature: cargo run --example demo --features redis -- --redis URL".into())
 }

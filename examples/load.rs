@@ -3,6 +3,7 @@
 //!
 //! `cargo run --release --example load [-- --clients 64 --seconds 5]`
 //! `cargo run --release --example load --features redis -- --redis redis://127.0.0.1:6379/`
+//! (or `--redis-cluster 127.0.0.1:7000,127.0.0.1:7001,…`)
 //!
 //! A soak: `--redis-only --seconds 600 --rate 50 --report 10` runs only the
 //! Redis backend for up to 15 minutes, each client at most `--rate`
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use demo::redis_target::RedisTarget;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -52,8 +54,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !std::env::args().any(|a| a == "--redis-only") {
         run("MemoryStore", MemoryStore::new(), &plan).await?;
     }
-    if let Some(url) = arg("--redis") {
-        redis(&url, &plan).await?;
+    if let Some(target) = RedisTarget::from_args() {
+        redis(&target, &plan).await?;
     }
     Ok(())
 }
@@ -111,17 +113,14 @@ async fn report(counts: Arc<Counts>, every: Duration, deadline: Instant) {
 }
 
 #[cfg(feature = "redis")]
-async fn redis(url: &str, plan: &Plan) -> Result<(), Box<dyn std::error::Error>> {
+async fn redis(target: &RedisTarget, plan: &Plan) -> Result<(), Box<dyn std::error::Error>> {
     let prefix = format!("tower-kv-load-{}:", rand::random::<u32>());
-    let store = tower_kv::store::RedisStore::builder(url)
-        .prefix(prefix)
-        .connect()
-        .await?;
+    let store = target.builder().prefix(prefix).connect().await?;
     run("RedisStore", store, plan).await
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis(_: &str, _: &Plan) -> Result<(), Box<dyn std::error::Error>> {
+async fn redis(_: &RedisTarget, _: &Plan) -> Result<(), Box<dyn std::error::Error>> {
     Err("--redis needs `--features redis`".into())
 }
 

@@ -84,6 +84,15 @@ async fn redis() {
     the_demo_serves_its_contract(Demo::start(harness.store).await).await;
 }
 
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster() {
+    let Some(harness) = support::redis_cluster().await else {
+        return;
+    };
+    the_demo_serves_its_contract(Demo::start(harness.store).await).await;
+}
+
 /// A half-sent request, and an idle keep-alive connection, are closed by
 /// the header-read timeout instead of holding a connection forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
