@@ -1,5 +1,6 @@
 //! Benchmarks of the store operations: MemoryStore on 1 and 2 threads, RedisStore
-//! sequential and with 64 operations in flight.
+//! (one node, and a three-master Redis Cluster) sequential and with 64
+//! operations in flight.
 //!
 //! `cargo bench --bench store --all-features`
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -125,40 +126,62 @@ fn memory(c: &mut Criterion) {
 fn redis(c: &mut Criterion) {
     use tower_kv::store::RedisStore;
 
-    let Some(server) = support::RedisServer::start() else {
-        eprintln!("redis-server not found: skipping the RedisStore benchmarks");
-        return;
-    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let store = rt.block_on(async {
-        let store = RedisStore::builder(server.url())
-            .prefix("bench:")
-            .timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap();
-        seed(&store, &keys("get")).await;
-        store
-    });
+    let connect = |builder: tower_kv::store::RedisStoreBuilder| {
+        rt.block_on(async {
+            let store = builder
+                .prefix("bench:")
+                .timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .unwrap();
+            seed(&store, &keys("get")).await;
+            store
+        })
+    };
+    // One node on a unix socket; a three-master cluster on loopback TCP.
+    match support::RedisServer::start() {
+        Some(server) => {
+            let store = connect(RedisStore::builder(server.url()));
+            redis_group(c, "store_redis", &rt, store);
+        }
+        None => eprintln!("redis-server not found: skipping the RedisStore benchmarks"),
+    }
+    match support::RedisCluster::start(false) {
+        Some(cluster) => {
+            let store = connect(RedisStore::cluster_builder(cluster.urls()));
+            redis_group(c, "store_redis_cluster", &rt, store);
+        }
+        None => eprintln!("no Redis Cluster: skipping its benchmarks"),
+    }
+}
+
+#[cfg(feature = "redis")]
+fn redis_group(
+    c: &mut Criterion,
+    group_name: &str,
+    rt: &tokio::runtime::Runtime,
+    store: tower_kv::store::RedisStore,
+) {
     let value = Bytes::from(vec![7u8; 128]);
-    let mut group = c.benchmark_group("store_redis");
+    let mut group = c.benchmark_group(group_name);
     for (op, name) in Op::ALL {
         let names = keys(name);
         let keys: Vec<String> = (0..KEYS).map(|i| key_for(op, &names, i)).collect();
         group.bench_function(BenchmarkId::new(name, "sequential"), |b| {
             let mut i = 0;
-            b.to_async(&rt).iter(|| {
+            b.to_async(rt).iter(|| {
                 i += 1;
                 let key = &keys[i % KEYS];
                 op.run(&store, key, &value)
             })
         });
         group.bench_function(BenchmarkId::new(name, "64_in_flight"), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
+            b.to_async(rt).iter_custom(|iters| {
                 let (store, keys, value) = (store.clone(), keys.clone(), value.clone());
                 async move {
                     let start = Instant::now();

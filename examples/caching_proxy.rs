@@ -108,7 +108,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_max_level(level).init();
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let target = RedisTarget::from_args();
-    let backend = target.as_ref().map_or("MemoryStore".into(), RedisTarget::describe);
+    let backend = target
+        .as_ref()
+        .map_or("MemoryStore".into(), RedisTarget::describe);
     println!(
         "caching proxy on http://{listen} -> {} ({backend})",
         options.upstream

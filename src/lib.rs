@@ -2,8 +2,8 @@
 //! flags and A/B tests, all on one key-value backend trait.
 //!
 //! Every layer stores its state through [`KvStore`]: pick [`MemoryStore`]
-//! for one process, or `RedisStore` (feature `redis`) when many instances
-//! share state, and every layer follows.
+//! for one process, or `RedisStore` (feature `redis`; a Redis Cluster and
+//! TLS too) when many instances share state, and every layer follows.
 //!
 //! - [`ratelimit`]: exact, distributed rate limiting with a route table and
 //!   the IETF `RateLimit` headers.

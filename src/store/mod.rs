@@ -1,7 +1,8 @@
 //! The key-value backend every layer stores its state in.
 //!
 //! [`KvStore`] is one trait with two backends — [`MemoryStore`] for a single
-//! process and `RedisStore` (feature `redis`) for a fleet — plus the
+//! process and `RedisStore` (feature `redis`) for a fleet, on one Redis node
+//! or a Redis Cluster, over TLS with feature `tls` — plus the
 //! [`NearCache`] wrapper that serves hot reads from process memory. Layers are
 //! generic over the trait, so an application picks a backend once.
 //!
