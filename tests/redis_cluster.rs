@@ -114,6 +114,36 @@ async fn braces_tags_and_cross_slot_decisions() {
     assert!(matches!(braced, Err(StoreError::InvalidArgument(_))));
 }
 
+/// A node that lost its scripts (`SCRIPT FLUSH`, a restart, a new replica
+/// promoted) answers `NOSCRIPT`; the script is loaded there and the
+/// operation goes through.
+#[tokio::test]
+async fn scripts_are_reloaded_where_missing() {
+    let Some(cluster) = RedisCluster::start(false) else {
+        return;
+    };
+    let store = connect(&cluster, Duration::from_secs(2)).await;
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        store
+            .increment(key, 1, tower_kv::store::Expiration::Never)
+            .await
+            .unwrap();
+    }
+    for master in cluster.masters() {
+        assert_eq!(master.cli(&["script", "flush"]), "OK");
+    }
+    for key in &keys {
+        assert_eq!(
+            store
+                .increment(key, 1, tower_kv::store::Expiration::Never)
+                .await
+                .unwrap(),
+            2
+        );
+    }
+}
+
 /// A write or increment retried after its reply was lost lands once: the
 /// scripts recognise their own version.
 #[tokio::test]
