@@ -110,7 +110,9 @@ mod cases {
     pub async fn setters_after_tests_apply<S: KvStore>(h: Harness<S>) {
         let clock = Clock::manual();
         configure(&h.store, r#"{"variants": ["a"], "weights": [1]}"#).await;
-        let layer = AbTestLayer::new(h.store.clone(), Identity::header("x-user"))
+        // A store that announces no changes: only the TTL ends the cache.
+        let silent = support::Counting::new(h.store.clone());
+        let layer = AbTestLayer::new(silent, Identity::header("x-user"))
             .test("checkout")
             .config_ttl(Duration::from_secs(60))
             .clock(clock.clone());

@@ -51,6 +51,30 @@ async fn evaluate<S: KvStore>(
 mod cases {
     use super::*;
 
+    /// Two instances: 100 flag changes on one, each seen by the other
+    /// within a second — not when its 600 s cache runs out.
+    pub async fn flag_changes_reach_the_other_instance<S: KvStore>(h: Harness<S>) {
+        let (a, b) = (
+            FeatureFlags::new(h.store.clone()),
+            FeatureFlags::new(h.twin.clone()),
+        );
+        b.document().await;
+        let delays = support::propagation(
+            100,
+            Duration::from_secs(1),
+            |i| {
+                let a = a.clone();
+                async move { a.set_flag("kill", Flag::Bool(i % 2 == 0)).await.unwrap() }
+            },
+            |i| {
+                let b = b.clone();
+                async move { evaluate(&b, "kill", None).await.enabled == (i % 2 == 0) }
+            },
+        )
+        .await;
+        eprintln!("flag propagation over 100 changes: {delays:?}");
+    }
+
     pub async fn boolean_and_rule_flags<S: KvStore>(h: Harness<S>) {
         let clock = Clock::manual();
         let flags = flags_for(h.store.clone(), &clock);
@@ -292,6 +316,7 @@ mod cases {
 }
 
 both_backends!(
+    flag_changes_reach_the_other_instance,
     boolean_and_rule_flags,
     rollout_is_accurate_and_monotonic,
     allow_and_deny_lists_take_precedence,

@@ -167,6 +167,7 @@ async fn scripts_are_safe_to_replay() {
             .arg("77")
             .arg("none")
             .arg(0)
+            .arg("")
             .invoke_async(&mut conn)
             .await
             .unwrap();
@@ -186,7 +187,8 @@ async fn scripts_are_safe_to_replay() {
             .arg("")
             .arg(new_version)
             .arg("none")
-            .arg(0);
+            .arg(0)
+            .arg("");
         call
     };
     for _ in 0..2 {

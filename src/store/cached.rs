@@ -1,6 +1,8 @@
 //! A document read from the store at most once per TTL per process and kept
 //! parsed in memory — for configuration that every
-//! request reads (the flag document, A/B test configs).
+//! request reads (the flag document, A/B test configs). When the store
+//! announces changes, a change anywhere in the fleet makes the next request
+//! read it again; the TTL stays as the safety net.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use super::{KvStore, StoreError, Version};
+use super::{Change, KvStore, StoreError, TaskGuard, Version};
 use crate::clock::duration_ms_ceil;
 use crate::Clock;
 
@@ -30,6 +32,9 @@ pub(crate) struct CachedDocument<St, T> {
     parse: Parse<T>,
     snapshot: RwLock<Snapshot<T>>,
     reading: AtomicBool,
+    /// Set when the store announced a change to the key.
+    changed: Arc<AtomicBool>,
+    _listener: Option<TaskGuard>,
 }
 
 struct Snapshot<T> {
@@ -56,7 +61,21 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
         clock: Clock,
         parse: Parse<T>,
     ) -> Self {
+        let changed = Arc::new(AtomicBool::new(false));
+        let listener = store.watch(&key).and_then(|mut changes| {
+            let (changed, key) = (changed.clone(), key.clone());
+            TaskGuard::spawn(async move {
+                while let Some(change) = changes.next().await {
+                    if matches!(&change, Change::Key(k) if *k != key) {
+                        continue;
+                    }
+                    changed.store(true, Ordering::Release);
+                }
+            })
+        });
         Self {
+            changed,
+            _listener: listener,
             store,
             key,
             ttl,
@@ -90,7 +109,8 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
     /// `Some(None)` known unusable and not due for a retry, `None` due for a read.
     pub(crate) fn cached(&self) -> Option<Option<Arc<T>>> {
         let snapshot = self.snapshot.read();
-        let fresh = self.clock.now_ms() < snapshot.fresh_until;
+        let fresh =
+            self.clock.now_ms() < snapshot.fresh_until && !self.changed.load(Ordering::Acquire);
         // While another request reads, a stale document is good enough.
         let busy = self.reading.load(Ordering::Acquire) && snapshot.doc.is_some();
         (fresh || busy).then(|| snapshot.doc.clone())
@@ -106,7 +126,10 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
 
     /// Reads the store now.
     pub async fn refresh(&self) -> Result<(), StoreError> {
-        let entry = self.store.get(&self.key).await?;
+        self.changed.store(false, Ordering::Release);
+        let entry = self.store.get(&self.key).await.inspect_err(|_| {
+            self.changed.store(true, Ordering::Release);
+        })?;
         self.install(entry.as_ref().map(|e| (&e.value[..], e.version)));
         Ok(())
     }
@@ -118,6 +141,8 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
 
     async fn read(&self) -> Option<Arc<T>> {
         self.reading.store(true, Ordering::Release);
+        // A change announced from here on is read next time.
+        self.changed.store(false, Ordering::Release);
         let result = self.store.get(&self.key).await;
         self.reading.store(false, Ordering::Release);
         match result {

@@ -14,8 +14,8 @@ use parking_lot::{Mutex, MutexGuard};
 use super::limits::{check_expiration, check_key, check_list, check_rate, check_value};
 use super::rate::{self, Fields, Verdict};
 use super::{
-    CasOutcome, Entry, Expiration, KeyInfo, KvStore, ListOptions, ListPage, PutOptions,
-    RateDecision, RateRequest, StoreError, Version, DEFAULT_MAX_VALUE_LEN,
+    Announcer, CasOutcome, Change, Changes, Entry, Expiration, KeyInfo, KvStore, ListOptions,
+    ListPage, PutOptions, RateDecision, RateRequest, StoreError, Version, DEFAULT_MAX_VALUE_LEN,
 };
 use crate::clock::{duration_ms_ceil, system_time_ms};
 use crate::Clock;
@@ -55,6 +55,7 @@ struct Inner {
     max_value_len: usize,
     next_version: AtomicU64,
     sweep_cursor: AtomicU64,
+    announcer: Announcer,
 }
 
 /// Configures a [`MemoryStore`].
@@ -131,6 +132,7 @@ impl MemoryStoreBuilder {
                 max_value_len,
                 next_version: AtomicU64::new(1),
                 sweep_cursor: AtomicU64::new(0),
+                announcer: Announcer::default(),
             }),
         }
     }
@@ -240,7 +242,7 @@ impl MemoryStore {
         if !condition(shard.live(key, now)) {
             return Ok(None);
         }
-        Ok(Some(match slot {
+        let version = match slot {
             Some(slot) => {
                 let version = slot.version;
                 shard.insert(key, slot, now);
@@ -250,7 +252,18 @@ impl MemoryStore {
                 shard.remove(key);
                 self.next_version()
             }
-        }))
+        };
+        drop(shard);
+        self.announce_write(key);
+        Ok(Some(version))
+    }
+
+    /// Tells this process's watchers that `key` changed, if it is watched.
+    fn announce_write(&self, key: &str) {
+        let announcer = &self.inner.announcer;
+        if announcer.announces(key) {
+            announcer.notify(Change::Key(key.to_owned()));
+        }
     }
 }
 
@@ -277,6 +290,8 @@ impl KvStore for MemoryStore {
         let mut shard = self.shard(key);
         let was_live = shard.live(key, now).is_some();
         shard.remove(key);
+        drop(shard);
+        self.announce_write(key);
         Ok(was_live)
     }
 
@@ -358,7 +373,17 @@ impl KvStore for MemoryStore {
         if slot.is_live(now) {
             shard.insert(key, slot, now);
         }
+        drop(shard);
+        self.announce_write(key);
         Ok(total)
+    }
+
+    fn watch(&self, prefix: &str) -> Option<Changes> {
+        Some(self.inner.announcer.watch(prefix))
+    }
+
+    fn announce(&self, prefix: &str) {
+        self.inner.announcer.announce(prefix);
     }
 
     async fn rate_limit(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {

@@ -46,6 +46,7 @@ use std::future::Future;
 use bytes::Bytes;
 
 mod cached;
+mod changes;
 mod dyn_store;
 mod error;
 mod json;
@@ -59,6 +60,8 @@ mod types;
 pub(crate) mod update;
 
 pub(crate) use cached::CachedDocument;
+pub(crate) use changes::{Announcer, TaskGuard};
+pub use changes::{Change, Changes};
 pub(crate) use dyn_store::DynStore;
 pub use error::StoreError;
 pub use json::KvStoreExt;
@@ -148,6 +151,26 @@ pub trait KvStore: Clone + Send + Sync + 'static {
         &self,
         requests: &[RateRequest],
     ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+
+    /// Change notices for keys under `prefix`: writes made through any
+    /// handle on this data — in this process ([`MemoryStore`]), or anywhere
+    /// in the fleet (`RedisStore`, over pub/sub) — so cached copies can be
+    /// dropped at once. `None` when this store cannot announce changes.
+    ///
+    /// Watching a prefix also makes this process announce its own writes
+    /// under it (a message per write; rate decisions are never announced).
+    /// Notices are best effort: [`Change::Missed`] says some may be lost,
+    /// and a cached copy should keep a TTL as the safety net.
+    fn watch(&self, prefix: &str) -> Option<Changes> {
+        let _ = prefix;
+        None
+    }
+
+    /// Announces writes under `prefix` without watching them: for a process
+    /// that writes what others watch (an admin tool).
+    fn announce(&self, prefix: &str) {
+        let _ = prefix;
+    }
 
     /// The same decision made synchronously, for stores that need no I/O
     /// for it (the in-memory store); `None` means "use

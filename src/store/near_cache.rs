@@ -1,12 +1,14 @@
 //! A bounded process-local read cache in front of any store (a per-read `cache_ttl`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{
-    CasOutcome, Entry, Expiration, KvStore, ListOptions, ListPage, PutOptions, RateDecision,
-    RateRequest, ReadOptions, StoreError, Version,
+    CasOutcome, Change, Entry, Expiration, KvStore, ListOptions, ListPage, PutOptions,
+    RateDecision, RateRequest, ReadOptions, StoreError, TaskGuard, Version,
 };
 use crate::clock::{duration_ms_ceil, system_time_ms};
 use crate::Clock;
@@ -17,8 +19,14 @@ const DEFAULT_CAPACITY: u64 = 10_000;
 ///
 /// Reads ask the wrapped store at most once per `cache_ttl` per key (absent
 /// keys are cached too); writes through this wrapper go to the store and drop
-/// the local copy. Other processes' writes become visible when the local copy's
-/// `cache_ttl` runs out, so choose it as the staleness you accept. With
+/// the local copy. When the wrapped store announces changes
+/// ([`KvStore::watch`]: both backends do), a write anywhere in the fleet
+/// drops the local copy at once; while the subscription is lost copies live
+/// by their `cache_ttl` (and may answer with `stale_on_error`), and a new
+/// subscription drops every copy, so nothing changed meanwhile is missed. By
+/// default every key is watched, so every write through the wrapped store's
+/// handles in this process is announced; narrow it with
+/// [`NearCacheBuilder::watch_prefix`]. With
 /// [`ReadOptions::stale_on_error`] a read that fails because the store is down
 /// answers with the last value seen instead.
 ///
@@ -42,6 +50,9 @@ pub struct NearCache<S> {
     local: moka::sync::Cache<String, Cached>,
     default_ttl: Option<Duration>,
     clock: Clock,
+    /// Counts change notices: a read that raced one is not kept.
+    notices: Arc<AtomicU64>,
+    _listener: Option<Arc<TaskGuard>>,
 }
 
 #[derive(Clone, Debug)]
@@ -57,9 +68,18 @@ pub struct NearCacheBuilder<S> {
     max_entries: u64,
     default_ttl: Option<Duration>,
     clock: Clock,
+    watch_prefix: Option<String>,
 }
 
 impl<S: KvStore> NearCacheBuilder<S> {
+    /// Listen for changes to keys under `prefix` only (default: every key,
+    /// `Some("")`); `None` never listens, leaving staleness to `cache_ttl`.
+    #[must_use]
+    pub fn watch_prefix(mut self, prefix: Option<&str>) -> Self {
+        self.watch_prefix = prefix.map(str::to_owned);
+        self
+    }
+
     /// Keep at most this many keys locally (default 10,000).
     #[must_use]
     pub fn max_entries(mut self, max: u64) -> Self {
@@ -84,11 +104,30 @@ impl<S: KvStore> NearCacheBuilder<S> {
 
     /// Builds the cache.
     pub fn build(self) -> NearCache<S> {
+        let local = moka::sync::Cache::new(self.max_entries);
+        let notices = Arc::new(AtomicU64::new(0));
+        let changes = self
+            .watch_prefix
+            .and_then(|prefix| self.store.watch(&prefix));
+        let listener = changes.and_then(|mut changes| {
+            let (local, notices) = (local.clone(), notices.clone());
+            TaskGuard::spawn(async move {
+                while let Some(change) = changes.next().await {
+                    notices.fetch_add(1, Ordering::AcqRel);
+                    match change {
+                        Change::Key(key) => local.invalidate(&key),
+                        _ => local.invalidate_all(),
+                    }
+                }
+            })
+        });
         NearCache {
             store: self.store,
-            local: moka::sync::Cache::new(self.max_entries),
+            local,
             default_ttl: self.default_ttl,
             clock: self.clock,
+            notices,
+            _listener: listener.map(Arc::new),
         }
     }
 }
@@ -106,6 +145,7 @@ impl<S: KvStore> NearCache<S> {
             max_entries: DEFAULT_CAPACITY,
             default_ttl: None,
             clock: Clock::system(),
+            watch_prefix: Some(String::new()),
         }
     }
 
@@ -151,13 +191,17 @@ impl<S: KvStore> KvStore for NearCache<S> {
                 return Ok(cached.entry.clone());
             }
         }
+        let notices = self.notices.load(Ordering::Acquire);
         match self.store.get(key).await {
             Ok(entry) => {
-                let fetched = Cached {
-                    entry: entry.clone(),
-                    fetched_at_ms: now,
-                };
-                self.local.insert(key.to_owned(), fetched);
+                // A change announced while reading may be newer than this.
+                if self.notices.load(Ordering::Acquire) == notices {
+                    let fetched = Cached {
+                        entry: entry.clone(),
+                        fetched_at_ms: now,
+                    };
+                    self.local.insert(key.to_owned(), fetched);
+                }
                 Ok(entry)
             }
             Err(e) if e.is_unavailable() && options.stale_on_error => match cached {
@@ -227,6 +271,14 @@ impl<S: KvStore> KvStore for NearCache<S> {
         let result = self.store.increment(key, delta, expiration_on_create).await;
         self.invalidate(key);
         result
+    }
+
+    fn watch(&self, prefix: &str) -> Option<super::Changes> {
+        self.store.watch(prefix)
+    }
+
+    fn announce(&self, prefix: &str) {
+        self.store.announce(prefix);
     }
 
     fn rate_limit_now(&self, requests: &[RateRequest]) -> Option<Result<RateDecision, StoreError>> {

@@ -226,8 +226,15 @@ impl RedisCluster {
                             .contains("master_link_status:up")
                 })
                 .count();
+            // Every node's slot map names every master and replica, so a
+            // client's first topology read sees the replicas too.
+            let masters = self.nodes.len() - self.replicas;
             linked >= self.replicas
-                && running().all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+                && running().all(|n| {
+                    n.cli(&["cluster", "info"]).contains("cluster_state:ok")
+                        && n.cli(&["cluster", "slots"]).matches("127.0.0.1").count()
+                            >= masters + self.replicas
+                })
         })
     }
 

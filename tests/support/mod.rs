@@ -578,3 +578,45 @@ pub mod warnings {
         fn exit(&self, _: &Id) {}
     }
 }
+
+/// How long changes took to be seen elsewhere.
+#[derive(Debug)]
+pub struct Delays {
+    pub p50: Duration,
+    pub max: Duration,
+}
+
+/// Makes `n` changes with `change(i)` and after each polls `seen(i)` (every
+/// millisecond) until it is true; panics when one takes longer than
+/// `limit`. Real time: the propagation under test is real I/O.
+pub async fn propagation<C, CF, V, VF>(
+    n: usize,
+    limit: Duration,
+    mut change: C,
+    mut seen: V,
+) -> Delays
+where
+    C: FnMut(usize) -> CF,
+    CF: std::future::Future<Output = ()>,
+    V: FnMut(usize) -> VF,
+    VF: std::future::Future<Output = bool>,
+{
+    let mut delays = Vec::with_capacity(n);
+    for i in 0..n {
+        change(i).await;
+        let started = Instant::now();
+        while !seen(i).await {
+            assert!(
+                started.elapsed() < limit,
+                "change {i} not seen within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        delays.push(started.elapsed());
+    }
+    delays.sort_unstable();
+    Delays {
+        p50: delays[n / 2],
+        max: delays[n - 1],
+    }
+}

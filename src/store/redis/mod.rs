@@ -3,11 +3,12 @@
 
 mod connection;
 mod layout;
+mod subscriber;
 mod tls;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -23,8 +24,9 @@ use super::json::decode_json;
 use super::limits::{check_expiration, check_key, check_list, check_rate, check_value};
 use super::rate;
 use super::{
-    CasOutcome, Entry, Expiration, KeyInfo, KvStore, ListOptions, ListPage, PutOptions, Rate,
-    RateDecision, RateRequest, RateState, StoreError, Version, DEFAULT_MAX_VALUE_LEN,
+    Announcer, CasOutcome, Changes, Entry, Expiration, KeyInfo, KvStore, ListOptions, ListPage,
+    PutOptions, Rate, RateDecision, RateRequest, RateState, StoreError, TaskGuard, Version,
+    DEFAULT_MAX_VALUE_LEN,
 };
 use crate::clock::{duration_ms_ceil, system_time_ms};
 
@@ -92,6 +94,14 @@ pub struct RedisStore {
 
 struct Inner {
     layout: Layout,
+    announcer: Announcer,
+    /// Where change notices are published and subscribed to.
+    channel: String,
+    /// The subscription, started by the first `watch`.
+    subscription: OnceLock<TaskGuard>,
+    /// The nodes a subscription may use, and the TLS roots to reach them.
+    nodes: Vec<String>,
+    roots: tls::Roots,
     /// `get` may be answered by a replica (cluster, opt-in).
     replica_reads: bool,
     timeout: Duration,
@@ -224,6 +234,14 @@ impl RedisStoreBuilder {
             conn,
             inner: Arc::new(Inner {
                 layout,
+                announcer: Announcer::default(),
+                channel: format!("{}changes", self.prefix),
+                subscription: OnceLock::new(),
+                nodes: match &self.target {
+                    Target::Node(url) => vec![url.clone()],
+                    Target::Cluster { nodes, .. } => nodes.clone(),
+                },
+                roots: tls,
                 replica_reads: matches!(
                     self.target,
                     Target::Cluster {
@@ -322,6 +340,14 @@ impl RedisStore {
         }
     }
 
+    /// The channel a write to `key` publishes on: empty when not announced.
+    fn channel_for(&self, key: &str) -> &str {
+        match self.inner.announcer.announces(key) {
+            true => &self.inner.channel,
+            false => "",
+        }
+    }
+
     /// The bucket of `key` and the Redis key of its entry.
     fn place(&self, key: &str) -> (&Bucket, String) {
         let bucket = self.inner.layout.bucket(key);
@@ -379,7 +405,8 @@ impl RedisStore {
             .arg(metadata.unwrap_or_default())
             .arg(version.0.to_string())
             .arg(mode)
-            .arg(ms);
+            .arg(ms)
+            .arg(self.channel_for(key));
         let written: Option<i64> = self.run(call, key).await?;
         Ok(written.map(|_| version))
     }
@@ -529,7 +556,10 @@ impl KvStore for RedisStore {
         check_key(key)?;
         let (bucket, data) = self.place(key);
         let mut call = self.inner.scripts.delete.prepare_invoke();
-        call.key(data).key(&bucket.index).arg(key);
+        call.key(data)
+            .key(&bucket.index)
+            .arg(key)
+            .arg(self.channel_for(key));
         let removed: i64 = self.run(call, key).await?;
         Ok(removed > 0)
     }
@@ -604,8 +634,31 @@ impl KvStore for RedisStore {
             .arg(delta)
             .arg(Version::random().0.to_string())
             .arg(mode)
-            .arg(ms);
+            .arg(ms)
+            .arg(self.channel_for(key));
         self.run(call, key).await
+    }
+
+    fn watch(&self, prefix: &str) -> Option<Changes> {
+        let inner = &self.inner;
+        let changes = inner.announcer.watch(prefix);
+        if inner.subscription.get().is_none() {
+            let task = subscriber::run(
+                inner.nodes.clone(),
+                inner.roots.clone(),
+                inner.channel.clone(),
+                inner.announcer.clone(),
+            );
+            // Outside a runtime nothing listens: the TTLs still hold.
+            if let Some(guard) = TaskGuard::spawn(task) {
+                let _ = inner.subscription.set(guard);
+            }
+        }
+        Some(changes)
+    }
+
+    fn announce(&self, prefix: &str) {
+        self.inner.announcer.announce(prefix);
     }
 
     async fn rate_limit(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {

@@ -5,10 +5,12 @@ use redis::{Client, RedisError};
 
 /// The roots a TLS connection trusts: the system's, or the configured PEM.
 #[cfg(feature = "tls")]
+#[derive(Clone)]
 pub(super) struct Roots(Option<Vec<u8>>);
 
 /// Without feature `tls`, `rediss://` is refused by the client.
 #[cfg(not(feature = "tls"))]
+#[derive(Clone)]
 pub(super) struct Roots;
 
 #[cfg(feature = "tls")]

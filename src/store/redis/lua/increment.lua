@@ -1,6 +1,7 @@
 -- KEYS: data, index. ARGV: data prefix, name, delta, new version, expiry
--- mode, expiry ms. Returns the new count. Safe to replay: a retry of an
--- increment that already landed finds its version and returns the count.
+-- mode, expiry ms, change channel ('' for none). Returns the new count.
+-- Safe to replay: a retry of an increment that already landed finds its
+-- version and returns the count.
 local data, idx = KEYS[1], KEYS[2]
 local current = redis.call('HGET', data, 'r')
 if current == ARGV[4] then
@@ -16,4 +17,5 @@ if existed == 0 then
   set_expiry(data, ARGV[5], ARGV[6])
   index_add(idx, ARGV[1], ARGV[2])
 end
+announce(ARGV[7], ARGV[2])
 return count

@@ -21,3 +21,11 @@ local function set_expiry(data, mode, ms)
     redis.call('PEXPIREAT', data, ms)
   end
 end
+
+-- Tells the processes watching this store that `name` changed (a channel
+-- of '' means nobody watches it).
+local function announce(channel, name)
+  if channel ~= '' then
+    redis.call('PUBLISH', channel, name)
+  end
+end

@@ -1,6 +1,7 @@
 -- KEYS: data, index. ARGV: data prefix, name, condition (any|absent|version),
 -- expected version, value, has metadata (0|1), metadata, new version,
--- expiry mode (none|px|pxat), expiry ms. Returns 1, or nil when the
+-- expiry mode (none|px|pxat), expiry ms, change channel ('' for none).
+-- Returns 1, or nil when the
 -- condition failed. Safe to replay: a retry of a write that already landed
 -- finds its own new version and succeeds without writing again.
 local data, idx = KEYS[1], KEYS[2]
@@ -26,4 +27,5 @@ else
 end
 set_expiry(data, ARGV[9], ARGV[10])
 index_add(idx, ARGV[1], ARGV[2])
+announce(ARGV[11], ARGV[2])
 return 1
