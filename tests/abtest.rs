@@ -107,6 +107,39 @@ where
 mod cases {
     use super::*;
 
+    /// Two instances: 100 config changes on one, each seen by the other
+    /// within a second — not when its 3,600 s config cache runs out.
+    pub async fn config_changes_reach_the_other_instance<S: KvStore>(h: Harness<S>) {
+        let a = AbTestLayer::new(h.store.clone(), Identity::header("x-user")).test("checkout");
+        let b = app(AbTestLayer::new(h.twin.clone(), Identity::header("x-user")).test("checkout"));
+        configure(&h.store, r#"{"variants": ["b"], "weights": [1]}"#).await;
+        variant_of(&b, "warm-up").await;
+        let config = |i: usize| match i % 2 {
+            0 => r#"{"variants": ["a"], "weights": [1]}"#,
+            _ => r#"{"variants": ["b"], "weights": [1]}"#,
+        };
+        let delays = support::propagation(
+            100,
+            Duration::from_secs(1),
+            |i| {
+                let a = a.clone();
+                async move {
+                    a.set_config("checkout", config(i).as_bytes())
+                        .await
+                        .unwrap()
+                }
+            },
+            |i| {
+                let b = b.clone();
+                let want = if i % 2 == 0 { "a" } else { "b" };
+                // A new user each time: assignments are sticky.
+                async move { variant_of(&b, &format!("u{i}-{}", rand_suffix())).await == want }
+            },
+        )
+        .await;
+        eprintln!("A/B config propagation over 100 changes: {delays:?}");
+    }
+
     pub async fn setters_after_tests_apply<S: KvStore>(h: Harness<S>) {
         let clock = Clock::manual();
         configure(&h.store, r#"{"variants": ["a"], "weights": [1]}"#).await;
@@ -394,7 +427,14 @@ mod cases {
     }
 }
 
+/// A user id never seen before (each poll is a first visit).
+fn rand_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 both_backends!(
+    config_changes_reach_the_other_instance,
     setters_after_tests_apply,
     weights_split_ten_thousand_users,
     assignments_are_sticky_and_survive_weight_changes,

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tower_kv::store::{
-    CasOutcome, Expiration, GcraRate, KvStore, KvStoreExt, ListOptions, PutOptions, Rate,
-    RateRequest, StoreError, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN,
+    CasOutcome, Change, Expiration, GcraRate, KvStore, KvStoreExt, ListOptions, PutOptions, Rate,
+    RateRequest, ReadOptions, StoreError, DEFAULT_MAX_VALUE_LEN, MAX_KEY_LEN,
 };
 use tower_kv::Clock;
 
@@ -603,6 +603,104 @@ mod cases {
         );
     }
 
+    /// A watcher hears of every kind of write to keys under its prefix, by
+    /// key, from the other handle; writes elsewhere and rate decisions are
+    /// not announced.
+    pub async fn watchers_hear_of_writes<S: KvStore>(h: Harness<S>) {
+        let Some(mut changes) = h.twin.watch("w:") else {
+            return;
+        };
+        h.store.announce("w:");
+        // The subscription is up (and has pinged) once a write is heard.
+        let subscribed = std::time::Instant::now();
+        loop {
+            h.store
+                .put("w:ready", Bytes::new(), PutOptions::new())
+                .await
+                .unwrap();
+            let next = tokio::time::timeout(Duration::from_millis(200), changes.next()).await;
+            if matches!(next, Ok(Some(Change::Key(ref k))) if k == "w:ready") {
+                break;
+            }
+            assert!(
+                subscribed.elapsed() < Duration::from_secs(5),
+                "never subscribed"
+            );
+        }
+        // Notices of the repeated `w:ready` writes still queued.
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(100), changes.next()).await
+        {}
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        h.store
+            .put("x:elsewhere", Bytes::new(), PutOptions::new())
+            .await
+            .unwrap();
+        let rate = GcraRate::per(5, Duration::from_secs(60));
+        h.store
+            .rate_limit(&[RateRequest::new("w:bucket", rate, 1)])
+            .await
+            .unwrap();
+        h.store
+            .put("w:a", Bytes::new(), PutOptions::new())
+            .await
+            .unwrap();
+        h.store
+            .insert_if_absent("w:b", Bytes::new(), PutOptions::new())
+            .await
+            .unwrap();
+        h.store
+            .compare_and_swap("w:b", None, Bytes::new(), PutOptions::new())
+            .await
+            .unwrap();
+        h.store
+            .increment("w:n", 1, Expiration::Never)
+            .await
+            .unwrap();
+        h.store.delete("w:a").await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let next = tokio::time::timeout(Duration::from_secs(5), changes.next()).await;
+            match next.expect("a notice within 5 s") {
+                Some(Change::Key(key)) => seen.push(key),
+                other => panic!("a key notice, not {other:?}"),
+            }
+        }
+        // The failed compare-and-swap changed nothing and said nothing.
+        assert_eq!(seen, ["w:a", "w:b", "w:n", "w:a"]);
+    }
+
+    /// A copy a near cache holds follows another instance's writes within a
+    /// second (on stores without a near cache, reads go to the store).
+    pub async fn reads_follow_other_instances<S: KvStore>(h: Harness<S>) {
+        let read = ReadOptions::cache_ttl(Duration::from_secs(600));
+        h.store
+            .put("n:k", Bytes::from("start"), PutOptions::new())
+            .await
+            .unwrap();
+        h.twin.get_with("n:k", read).await.unwrap();
+        let delays = support::propagation(
+            100,
+            Duration::from_secs(1),
+            |i| {
+                let store = h.store.clone();
+                async move {
+                    let value = Bytes::from(i.to_string());
+                    store.put("n:k", value, PutOptions::new()).await.unwrap();
+                }
+            },
+            |i| {
+                let twin = h.twin.clone();
+                async move {
+                    let entry = twin.get_with("n:k", read).await.unwrap().unwrap();
+                    entry.value == i.to_string()
+                }
+            },
+        )
+        .await;
+        eprintln!("near-cache propagation over 100 changes: {delays:?}");
+    }
+
     pub async fn json_helpers_name_the_key_on_bad_data<S: KvStore>(h: Harness<S>) {
         #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
         struct Session {
@@ -663,6 +761,8 @@ macro_rules! conformance {
             mixed_algorithms_are_all_or_nothing,
             peeking_never_charges,
             json_helpers_name_the_key_on_bad_data,
+            watchers_hear_of_writes,
+            reads_follow_other_instances,
         );
     };
 }

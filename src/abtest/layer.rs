@@ -264,10 +264,13 @@ impl<St: KvStore> AbTestLayer<St> {
     }
 
     /// Validates and stores `json` as the config of `test`, taking effect
-    /// with this process's next request (other instances follow within the
-    /// config TTL).
+    /// with this process's next request; other instances follow as soon as
+    /// the store's change notice reaches them (within the config TTL at
+    /// worst).
     pub async fn set_config(&self, test: &str, json: &[u8]) -> Result<(), SetConfigError> {
         TestConfig::from_json(json)?;
+        // Other instances hear of the write (`KvStore::announce`).
+        self.settings.store.announce(&config_key(test));
         let value = Bytes::copy_from_slice(json);
         let written = self
             .settings
