@@ -643,3 +643,65 @@ mod cache_outage {
         );
     }
 }
+
+/// Change notices survive a Redis restart: while the subscription is down
+/// the TTL holds, and once it is back — resubscribed, told to refetch —
+/// changes propagate again, including the one made while it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flag_changes_resume_after_a_restart() {
+    use tower_kv::flags::{FeatureFlags, Flag};
+
+    let Some(mut server) = support::RedisServer::start() else {
+        return;
+    };
+    let prefix = support::unique_prefix();
+    let instance = || {
+        RedisStore::builder(server.url())
+            .prefix(&prefix)
+            .timeout(TIMEOUT)
+            .connect()
+    };
+    let (a, b) = (
+        FeatureFlags::new(instance().await.unwrap()),
+        FeatureFlags::new(instance().await.unwrap()),
+    );
+    let on = |flags: FeatureFlags<RedisStore>| async move {
+        let document = flags.document().await;
+        document
+            .flags
+            .get("kill")
+            .is_some_and(|flag| flag.evaluate("kill", None).enabled)
+    };
+    b.document().await;
+    let seen_within = |want: bool, limit: Duration| {
+        let b = b.clone();
+        async move {
+            let started = std::time::Instant::now();
+            while on(b.clone()).await != want {
+                assert!(
+                    started.elapsed() < limit,
+                    "{want} not seen within {limit:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            started.elapsed()
+        }
+    };
+    a.set_flag("kill", Flag::Bool(true)).await.unwrap();
+    seen_within(true, Duration::from_secs(1)).await;
+
+    server.restart();
+    // The restarted server is empty; the first write that lands turns the
+    // flag off again, before B has resubscribed.
+    let restarted = std::time::Instant::now();
+    while a.set_flag("kill", Flag::Bool(false)).await.is_err() {
+        assert!(restarted.elapsed() < HANG, "writes never resumed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resumed = seen_within(false, Duration::from_secs(5)).await;
+    eprintln!("after a restart, the first change was seen in {resumed:?}");
+    for i in 0..10 {
+        a.set_flag("kill", Flag::Bool(i % 2 == 0)).await.unwrap();
+        seen_within(i % 2 == 0, Duration::from_secs(1)).await;
+    }
+}
