@@ -32,6 +32,10 @@ fn origin(
     tower::service_fn(move |req: Request<()>| {
         let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
         async move {
+            // A stuck origin, for requests that ask for one.
+            if req.headers().contains_key("x-hang") {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
             let path = req.uri().path().to_owned();
             let body = match path.as_str() {
                 "/big" => "x".repeat(4096),
@@ -573,6 +577,66 @@ mod cases {
         assert_eq!(collapsed, 99);
     }
 
+    /// Two instances × 50 concurrent misses of one URL: one origin call for
+    /// the fleet (a lease in the store), the rest collapsed.
+    pub async fn fleet_misses_make_one_origin_call<S: KvStore>(h: Harness<S>) {
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let a = stack(h.store.clone(), &clock, &calls);
+        let b = stack(h.twin.clone(), &clock, &calls);
+        let handles: Vec<_> = (0..100)
+            .map(|i| {
+                let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move {
+                    let req = Request::get("http://example.test/slow").body(()).unwrap();
+                    let res = svc.oneshot(req).await.unwrap();
+                    res.headers()["cache-status"].to_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        let mut collapsed = 0;
+        for handle in handles {
+            collapsed += usize::from(handle.await.unwrap().contains("collapsed"));
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one origin call for the fleet"
+        );
+        assert_eq!(collapsed, 99);
+    }
+
+    /// A lease holder that hangs (or died) holds the others back at most
+    /// the lease's TTL: then they fetch themselves.
+    pub async fn a_stuck_lease_holder_delays_others_at_most_its_ttl<S: KvStore>(h: Harness<S>) {
+        const LEASE: Duration = Duration::from_millis(500);
+        let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
+        let layer = |store| {
+            CacheLayer::new(store)
+                .clock(clock.clone())
+                .fleet_single_flight(Some(LEASE))
+        };
+        let (a, b) = (
+            stack_with(layer(h.store.clone()), &calls),
+            stack_with(layer(h.twin.clone()), &calls),
+        );
+        let stuck =
+            tokio::spawn(
+                async move { send(&a, Method::GET, "/max-age", &[("x-hang", "1")]).await },
+            );
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = std::time::Instant::now();
+        let (status, _, body) = send(&b, Method::GET, "/max-age", &[]).await;
+        let waited = started.elapsed();
+        stuck.abort();
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "call=2"));
+        assert!(
+            waited >= LEASE - Duration::from_millis(100) && waited < LEASE + Duration::from_secs(2),
+            "waited {waited:?} for a {LEASE:?} lease"
+        );
+    }
+
     pub async fn stale_entries_are_revalidated_with_304<S: KvStore>(h: Harness<S>) {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
         let svc = stack(h.store.clone(), &clock, &calls);
@@ -745,6 +809,14 @@ mod cases {
         let store = support::Counting::new(h.store.clone());
         let svc = stack(store.clone(), &clock, &calls);
         send(&svc, Method::GET, "/max-age", &[]).await;
+        // The miss's fetch lease is released in the background.
+        loop {
+            let writes = store.writes();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if store.writes() == writes {
+                break;
+            }
+        }
         let (reads, writes) = (store.reads(), store.writes());
         let (_, headers, _) = send(&svc, Method::GET, "/max-age", &[]).await;
         assert!(status_of(&headers).contains("hit"));
@@ -932,6 +1004,8 @@ both_backends!(
     miss_store_then_hit_with_age,
     a_hit_is_one_store_read,
     concurrent_misses_make_one_origin_call,
+    fleet_misses_make_one_origin_call,
+    a_stuck_lease_holder_delays_others_at_most_its_ttl,
     stale_entries_are_revalidated_with_304,
     purge_by_url_prefix_and_tag,
     handler_ttl_and_poisoning_defence,

@@ -118,6 +118,11 @@ impl RequestKey {
         format!("{}{}", self.base, variant_suffix(names, request))
     }
 
+    /// The key of the fleet's fetch lease for this URL and variant.
+    pub(crate) fn lease(&self) -> String {
+        format!("{}|lease", self.base)
+    }
+
     /// The key listing the header names responses at this key vary on.
     pub(crate) fn vary_index(&self) -> String {
         format!("{}|vary", self.base)

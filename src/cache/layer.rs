@@ -13,6 +13,9 @@ use crate::routes::RouteTable;
 use crate::store::{KvStore, StoreError};
 use crate::Clock;
 
+/// How long one instance may fetch a cold URL while the others wait.
+const DEFAULT_FLEET_LEASE: Duration = Duration::from_secs(5);
+
 type KeyFunction = dyn Fn(&http::Uri, &http::HeaderMap) -> String + Send + Sync;
 
 /// A custom cache-key function.
@@ -56,6 +59,8 @@ pub(crate) struct CacheConfig<St> {
     pub(crate) set_cookie: SetCookieResponses,
     /// Serve stale responses up to this stale when the origin is unreachable.
     pub(crate) stale_if_unreachable: Option<Duration>,
+    /// The fleet-wide fetch lease's TTL (`None`: per-process coalescing only).
+    pub(crate) fleet_lease: Option<Duration>,
     /// Remove the targeted cache-control fields from responses that leave.
     pub(crate) strip_targeted: bool,
 }
@@ -100,6 +105,7 @@ impl<St: KvStore> CacheLayer<St> {
                 set_cookie: SetCookieResponses::Refuse,
                 stale_if_unreachable: None,
                 strip_targeted: false,
+                fleet_lease: Some(DEFAULT_FLEET_LEASE),
             }),
         }
     }
@@ -149,6 +155,19 @@ impl<St: KvStore> CacheLayer<St> {
     #[must_use]
     pub fn serve_stale_if_unreachable(self, max_staleness: Duration) -> Self {
         self.set(|c| c.stale_if_unreachable = Some(max_staleness))
+    }
+
+    /// Fleet-wide single flight (default: on, 5 s): concurrent misses of a
+    /// URL on instances sharing the store make one origin call. The first
+    /// instance takes a lease in the store for `ttl`; the others wait for
+    /// what it stores — at most `ttl`, after which (a holder that died or
+    /// hangs) they fetch themselves. A holder whose response cannot be
+    /// stored tells them to fetch at once. Costs a store write per miss
+    /// (and a poll every 20 ms per waiting instance); `None` keeps
+    /// coalescing per process.
+    #[must_use]
+    pub fn fleet_single_flight(self, ttl: Option<Duration>) -> Self {
+        self.set(|c| c.fleet_lease = ttl)
     }
 
     /// The targeted cache-control fields this cache obeys, most specific

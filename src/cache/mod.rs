@@ -79,6 +79,7 @@ pub(crate) mod fuzz;
 mod inflight;
 mod key;
 mod layer;
+mod lease;
 mod range;
 mod read_through;
 mod respond;

@@ -18,6 +18,7 @@ use super::entry::Entry;
 use super::inflight::{self, Role};
 use super::key::{align_host, Keyed, RequestKey};
 use super::layer::CacheConfig;
+use super::lease::{self, Lease, Turn};
 use super::respond::from_entry;
 use super::storage::Lookup;
 use super::{reuse, storable, CacheControl, CacheStatus, Forward, Reuse};
@@ -309,7 +310,7 @@ where
         request_cc: &CacheControl,
         miss: Miss,
     ) -> Result<Reply<ResB>, S::Error> {
-        let _leader = match self.ctx.coalesce(req.headers(), &miss).await {
+        let mut leader = match self.ctx.coalesce(req.headers(), &miss).await {
             Coalesced::Answered(res) => return Ok(*res),
             Coalesced::Fetch(leader) => leader,
         };
@@ -353,6 +354,9 @@ where
             .ctx
             .storable(&path, &request_headers, request_cc, &res, miss.reason);
         let Some(storable) = stored else {
+            if let Some(lease) = leader.as_mut().and_then(|l| l.lease.as_mut()) {
+                lease.nothing_stored();
+            }
             let code = res.status().as_u16();
             let status = CacheStatus::forwarded(miss.reason, code, false);
             return Ok(self.ctx.with_status(res.map(ResponseBody::inner), status));
@@ -395,33 +399,65 @@ impl<St: KvStore> Ctx<St> {
     }
 
     /// Concurrent misses of one URL: the first leads the fetch, the others
-    /// wait for it (bounded) and answer from what it stored.
-    async fn coalesce<B>(&self, request: &HeaderMap, miss: &Miss) -> Coalesced<B> {
+    /// wait for it (bounded) and answer from what it stored — in this
+    /// process, then across the fleet (a lease in the store).
+    async fn coalesce<B>(&self, request: &HeaderMap, miss: &Miss) -> Coalesced<B, St> {
         let coalesce = matches!(miss.reason, Forward::UriMiss | Forward::VaryMiss)
             && self.method == Method::GET;
         if !coalesce {
             return Coalesced::Fetch(None);
         }
         match self.config.inflight.join_or_lead(&self.key.base) {
-            Role::Leader(guard) => Coalesced::Fetch(Some(guard)),
-            Role::Follower(done) => match self.follow(done, request, miss.reason).await {
-                Some(res) => Coalesced::Answered(Box::new(res)),
-                None => Coalesced::Fetch(None),
+            Role::Leader(inflight) => match self.fleet_turn(request, miss.reason).await {
+                Ok(lease) => Coalesced::Fetch(Some(Leader {
+                    _inflight: inflight,
+                    lease,
+                })),
+                Err(answered) => Coalesced::Answered(answered),
             },
+            Role::Follower(done) => {
+                if !inflight::wait(done).await {
+                    return Coalesced::Fetch(None);
+                }
+                match self.answer_collapsed(request, miss.reason).await {
+                    Some(res) => Coalesced::Answered(Box::new(res)),
+                    None => Coalesced::Fetch(None),
+                }
+            }
         }
     }
 
-    /// Waits for the concurrent fetch of the same URL and answers from what
-    /// it stored; `None` when it stored nothing usable in time.
-    async fn follow<B>(
+    /// This process's leader takes the fleet's turn: the lease (`Ok`), or
+    /// the response another instance stored meanwhile (`Err`); fetching
+    /// without a lease (`Ok(None)`) when the holder stored nothing, the
+    /// lease's TTL ran out, or the store cannot say.
+    async fn fleet_turn<B>(
         &self,
-        done: tokio::sync::watch::Receiver<bool>,
         request: &HeaderMap,
         reason: Forward,
-    ) -> Option<Reply<B>> {
-        if !inflight::wait(done).await {
-            return None;
+    ) -> Result<Option<Lease<St>>, Box<Reply<B>>> {
+        let Some(ttl) = self.config.fleet_lease else {
+            return Ok(None);
+        };
+        let key = self.key.lease();
+        let deadline = std::time::Instant::now() + ttl;
+        loop {
+            match lease::take(&self.config.store, &key, ttl).await {
+                Turn::Mine(lease) => return Ok(Some(lease)),
+                Turn::Anyone => return Ok(None),
+                Turn::Theirs if std::time::Instant::now() >= deadline => return Ok(None),
+                Turn::Theirs => {}
+            }
+            tokio::time::sleep(lease::POLL).await;
+            if let Some(res) = self.answer_collapsed(request, reason).await {
+                return Err(Box::new(res));
+            }
         }
+    }
+
+    /// An answer from what a concurrent fetch stored, if it stored
+    /// something usable.
+    async fn answer_collapsed<B>(&self, request: &HeaderMap, reason: Forward) -> Option<Reply<B>> {
         let Ok(Lookup::Found(entry)) = self.config.lookup(&self.key, request).await else {
             return None;
         };
@@ -655,11 +691,18 @@ impl<St: KvStore> Ctx<St> {
 }
 
 /// What request coalescing decided.
-enum Coalesced<B> {
+enum Coalesced<B, St: KvStore> {
     /// Another request's fetch answered this one.
     Answered(Box<Reply<B>>),
     /// Fetch from the origin, leading the concurrent misses when `Some`.
-    Fetch(Option<inflight::InFlight>),
+    Fetch(Option<Leader<St>>),
+}
+
+/// The request that fetches for the others: this process's and, with a
+/// lease, the fleet's.
+struct Leader<St: KvStore> {
+    _inflight: inflight::InFlight,
+    lease: Option<Lease<St>>,
 }
 
 /// A body read for storing.
