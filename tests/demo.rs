@@ -93,6 +93,56 @@ async fn redis_cluster() {
     the_demo_serves_its_contract(Demo::start(harness.store).await).await;
 }
 
+/// Two demo instances on one store: an admin flag change on one is served
+/// by the other within moments (a change notice), not after its 600 s
+/// flag cache.
+async fn a_flag_change_reaches_the_other_instance<St: tower_kv::store::KvStore>(a: St, b: St) {
+    let (a, b) = (Demo::start(a).await, Demo::start(b).await);
+    assert_eq!(
+        b.send(Method::GET, "/beta", &[], "").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let admin = [("authorization", "Bearer secret")];
+    let flags = r#"{"beta_feature": true}"#;
+    let status = a.send(Method::PUT, "/admin/flags", &admin, flags).await.0;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let changed = std::time::Instant::now();
+    while b.send(Method::GET, "/beta", &[], "").await.0 != StatusCode::OK {
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "not served within 1 s"
+        );
+    }
+    eprintln!(
+        "the other instance served the flag after {:?}",
+        changed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_memory() {
+    let store = MemoryStore::new();
+    a_flag_change_reaches_the_other_instance(store.clone(), store).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_redis() {
+    let Some(h) = support::redis().await else {
+        return;
+    };
+    a_flag_change_reaches_the_other_instance(h.store, h.twin).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_redis_cluster() {
+    let Some(h) = support::redis_cluster().await else {
+        return;
+    };
+    a_flag_change_reaches_the_other_instance(h.store, h.twin).await;
+}
+
 /// A half-sent request, and an idle keep-alive connection, are closed by
 /// the header-read timeout instead of holding a connection forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
