@@ -200,7 +200,9 @@ impl<St: KvStore> AbTestLayer<St> {
         self.set(|s| s.tests.push((name.to_owned(), header)))
     }
 
-    /// Read each test config at most once per `ttl` (default 3600 s).
+    /// Read each test config at most once per `ttl` (default 3600 s), or
+    /// again at once when another instance changes it (a store change
+    /// notice, [`KvStore::watch`]).
     #[must_use]
     pub fn config_ttl(self, ttl: Duration) -> Self {
         self.set(|s| s.config_ttl = ttl)

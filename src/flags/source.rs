@@ -7,7 +7,9 @@ use crate::store::{CachedDocument, CasOutcome, KvStore, PutOptions, StoreError};
 use crate::Clock;
 
 /// The flag document, read from the store at most once per `cache_ttl` per
-/// process (default 600 s) and kept parsed in memory.
+/// process (default 600 s) and kept parsed in memory — and read again on the
+/// next request when another instance changes it, if the store announces
+/// changes ([`KvStore::watch`]: both backends do).
 ///
 /// If the store fails or holds malformed JSON, the last good document stays
 /// in use (and the failure is logged); before any document was ever loaded,
