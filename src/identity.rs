@@ -279,12 +279,17 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 /// and since it is a digest, no user-supplied text (a route pattern's
 /// `{id}`, a `}` in an identity) decides where a key lives.
 pub(crate) fn push_hash_tag(key: &mut String, value: &str) {
-    use std::fmt::Write as _;
     // FNV-1a: placement needs spread, not secrecy.
     let hash = value.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    let _ = write!(key, "{{{hash:08x}}}");
+    key.push('{');
+    for shift in (0..8).rev() {
+        key.push(char::from(
+            b"0123456789abcdef"[(hash >> (shift * 4)) as usize & 0xf],
+        ));
+    }
+    key.push('}');
 }
 
 pub(crate) fn digest(value: &[u8]) -> String {
@@ -439,6 +444,18 @@ fn forwarded_for(element: &str) -> Option<Option<IpAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_tags_are_eight_hex_digits_in_braces() {
+        let mut key = "rl:".to_owned();
+        push_hash_tag(&mut key, "");
+        assert_eq!(key, "rl:{811c9dc5}", "the FNV-1a offset basis");
+        let mut other = String::new();
+        push_hash_tag(&mut other, "203.0.113.7}{");
+        assert_eq!(other.len(), 10);
+        assert!(other.starts_with('{') && other.ends_with('}'));
+        assert!(other[1..9].bytes().all(|b| b.is_ascii_hexdigit()));
+    }
 
     fn request(peer: &str, header: (&str, &str)) -> Request<()> {
         let mut req = Request::builder()

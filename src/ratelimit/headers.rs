@@ -71,19 +71,51 @@ pub(crate) fn policy(quotas: &[Quota]) -> HeaderValue {
     to_header(list.finish())
 }
 
-/// `"minute";r=42;t=17, …`: the state of every quota after this request.
-pub(crate) fn current(quotas: &[Quota], states: &[RateState]) -> HeaderValue {
-    // Sized once: this runs on every limited request.
-    let mut buffer = String::with_capacity(quotas.iter().map(|q| q.name().len() + 32).sum());
-    let mut list = ListSerializer::with_buffer(&mut buffer);
-    for (q, s) in quotas.iter().zip(states) {
-        let _ = list
-            .bare_item(string_ref(q.name()))
-            .parameter(key_ref("r"), sf_int(u64::from(s.remaining)))
-            .parameter(key_ref("t"), sf_int(ceil_secs(s.reset_after)));
+/// Each quota's serialized name and first parameter key (`"minute";r=`),
+/// built once per route so a request only writes numbers.
+pub(crate) fn current_prefixes(quotas: &[Quota]) -> Box<[Box<str>]> {
+    quotas
+        .iter()
+        .map(|q| {
+            let mut list = ListSerializer::new();
+            let _ = list.bare_item(string_ref(q.name()));
+            format!("{};r=", list.finish().unwrap_or_default()).into()
+        })
+        .collect()
+}
+
+/// `"minute";r=42;t=17, …`: the state of every quota after this request,
+/// from the prefixes [`current_prefixes`] built (the same RFC 9651 list sfv
+/// would write, without serializing the names again on every request).
+pub(crate) fn current(prefixes: &[Box<str>], states: &[RateState]) -> HeaderValue {
+    let mut out = Vec::with_capacity(prefixes.iter().map(|p| p.len() + 24).sum());
+    for (i, (prefix, s)) in prefixes.iter().zip(states).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(prefix.as_bytes());
+        push_integer(&mut out, u64::from(s.remaining));
+        out.extend_from_slice(b";t=");
+        push_integer(&mut out, ceil_secs(s.reset_after));
     }
-    let _ = list.finish();
-    to_header(Some(buffer))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .expect("structured fields are valid header values")
+}
+
+/// An RFC 9651 integer (at most 15 digits), in decimal.
+fn push_integer(out: &mut Vec<u8>, n: u64) {
+    let mut n = n.min(999_999_999_999_999);
+    let mut digits = [0u8; 15];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// `Retry-After` in whole seconds, rounded up and never 0.
@@ -126,8 +158,13 @@ mod tests {
         );
         let states = [state(42, 16_200), state(999, 3_599_999)];
         assert_eq!(
-            current(&quotas, &states),
+            current(&current_prefixes(&quotas), &states),
             r#""minute";r=42;t=17, "hourly";r=999;t=3600"#
+        );
+        let zero = [state(0, 0)];
+        assert_eq!(
+            current(&current_prefixes(&quotas[..1]), &zero),
+            r#""minute";r=0;t=0"#
         );
     }
 

@@ -56,6 +56,8 @@ pub(crate) struct Prepared {
     key_prefix: String,
     route_id: String,
     pub(crate) policy: HeaderValue,
+    /// `"{quota}";r=` per quota, for the `RateLimit` field.
+    pub(crate) current_prefixes: Box<[Box<str>]>,
 }
 
 impl Prepared {
@@ -64,6 +66,7 @@ impl Prepared {
             key_prefix: key_prefix.to_owned(),
             route_id: route_id.to_owned(),
             policy: headers::policy(&limit.quotas),
+            current_prefixes: headers::current_prefixes(&limit.quotas),
             limit,
         })
     }

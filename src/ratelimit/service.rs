@@ -85,7 +85,7 @@ impl<St: KvStore> Config<St> {
         let quotas = &prepared.limit.quotas;
         Annotation {
             policy: prepared.policy.clone(),
-            current: headers::current(quotas, &decision.states),
+            current: headers::current(&prepared.current_prefixes, &decision.states),
             legacy: self
                 .legacy_headers
                 .then(|| headers::legacy(quotas, &decision.states))

@@ -148,7 +148,16 @@ impl RedisCluster {
     }
 
     fn start_with(replicas: bool, tls: Option<Arc<TlsFiles>>) -> Option<Self> {
-        match Self::try_start(replicas, tls) {
+        // A port chosen free can be taken before the node binds it (other
+        // tests start servers too): start again on fresh ports.
+        let mut attempt = Self::try_start(replicas, tls.clone());
+        for _ in 0..2 {
+            if attempt.is_ok() {
+                break;
+            }
+            attempt = Self::try_start(replicas, tls.clone());
+        }
+        match attempt {
             Ok(cluster) => Some(cluster),
             Err(reason) if ci() => {
                 panic!("CI=true and no Redis Cluster could be started: {reason}")

@@ -3,7 +3,18 @@
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+};
+
+/// A distinguished name with just a common name: the CA and the server
+/// must differ, or OpenSSL (`redis-cli`) takes the server's certificate
+/// for a self-signed one.
+fn named(common_name: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name
+}
 
 pub struct TlsFiles {
     dir: tempfile::TempDir,
@@ -16,11 +27,13 @@ impl TlsFiles {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name = named("tower-kv test CA");
         let ca_key = KeyPair::generate().unwrap();
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
-        let server_params =
+        let mut server_params =
             CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        server_params.distinguished_name = named("127.0.0.1");
         let server_key = KeyPair::generate().unwrap();
         let server = server_params.signed_by(&server_key, &issuer).unwrap();
         let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
