@@ -148,6 +148,7 @@ fn redis(c: &mut Criterion) {
         Some(server) => {
             let store = connect(RedisStore::builder(server.url()));
             redis_group(c, "store_redis", &rt, store);
+            plain_get(c, &rt, &server.url());
         }
         None => eprintln!("redis-server not found: skipping the RedisStore benchmarks"),
     }
@@ -158,6 +159,60 @@ fn redis(c: &mut Criterion) {
         }
         None => eprintln!("no Redis Cluster: skipping its benchmarks"),
     }
+}
+
+/// The baseline: a plain `GET` on one multiplexed connection to the same
+/// server — one round trip and no script, the floor for every operation.
+#[cfg(feature = "redis")]
+fn plain_get(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
+    let conn = rt.block_on(async {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("plain")
+            .arg(vec![7u8; 128])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        conn
+    });
+    let get = |mut conn: redis::aio::MultiplexedConnection| async move {
+        let value: Vec<u8> = redis::cmd("GET")
+            .arg("plain")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(value.len(), 128, "the baseline read the value");
+    };
+    let mut group = c.benchmark_group("store_redis");
+    group.bench_function(BenchmarkId::new("plain_get", "sequential"), |b| {
+        b.to_async(rt).iter(|| get(conn.clone()))
+    });
+    group.bench_function(BenchmarkId::new("plain_get", "64_in_flight"), |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let conn = conn.clone();
+            async move {
+                let start = Instant::now();
+                let workers: Vec<_> = (0..64u64)
+                    .map(|w| {
+                        let conn = conn.clone();
+                        tokio::spawn(async move {
+                            let mut i = w;
+                            while i < iters {
+                                get(conn.clone()).await;
+                                i += 64;
+                            }
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    w.await.unwrap();
+                }
+                start.elapsed()
+            }
+        })
+    });
+    group.finish();
 }
 
 #[cfg(feature = "redis")]

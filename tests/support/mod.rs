@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 mod cluster;
 mod tls;
+#[allow(unused_imports)] // used with feature `redis` only
 pub use cluster::RedisCluster;
 pub use tls::TlsFiles;
 
