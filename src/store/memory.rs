@@ -401,8 +401,28 @@ impl MemoryStore {
         let now_ms = self.inner.clock.now_ms();
         let now_us = now_ms.saturating_mul(1000);
         if let [r] = requests {
-            // One bucket (the common case): one lock, no bookkeeping vectors.
+            // One bucket (the common case): one lock, no bookkeeping vectors,
+            // and a live bucket updated where it is (one lookup).
             let mut shard = self.shard(&r.key);
+            // (Only a rate state: replacing another value changes its size.)
+            let live = shard.live_mut(&r.key, now_ms);
+            if let Some(slot) = live.filter(|slot| matches!(slot.value, Value::Rate(_))) {
+                let v = rate::decide(r.rate, r.cost, slot.value.rate_state(), now_us);
+                let allowed = v.state.allowed;
+                if allowed && r.charge && r.cost > 0 {
+                    let expires_at = now_ms + rate_state_lifetime(&v);
+                    slot.value = Value::Rate(v.new_state);
+                    slot.version = self.next_version();
+                    slot.expires_at = Some(expires_at);
+                    if slot.indexed_at.is_some_and(|filed| filed > expires_at) {
+                        shard.refile_key(&r.key);
+                    }
+                }
+                return Ok(RateDecision {
+                    allowed,
+                    states: vec![v.state],
+                });
+            }
             let stored = shard.live(&r.key, now_ms);
             let v = rate::decide(
                 r.rate,
@@ -459,12 +479,20 @@ impl MemoryStore {
         let slot = Slot {
             value: Value::Rate(v.new_state),
             metadata: None,
-            expires_at: Some(now_ms + v.ttl_us / 1000 + 1),
+            expires_at: Some(now_ms + rate_state_lifetime(v)),
             version: self.next_version(),
             indexed_at: None,
         };
         shard.insert(&r.key, slot, now_ms);
     }
+}
+
+/// How long a rate bucket's new state is kept, in milliseconds: as long as
+/// it matters, and at least a second, so a bucket visited again soon is
+/// updated in place instead of re-created (a state past its time decides
+/// like no state, so keeping it longer changes no decision).
+fn rate_state_lifetime(v: &Verdict) -> u64 {
+    (v.ttl_us / 1000 + 1).max(1_000)
 }
 
 /// The already locked shard `index` among `guards`.
@@ -603,6 +631,20 @@ impl Shard {
         }
         self.remove(key);
         None
+    }
+
+    /// The live slot at `key` for an update in place, marked as most
+    /// recently used; `None` when absent or expired (left for `live`).
+    fn live_mut(&mut self, key: &str, now: u64) -> Option<&mut Slot> {
+        self.entries.get_mut(key).filter(|slot| slot.is_live(now))
+    }
+
+    /// Files `key` again after its slot's expiry moved earlier.
+    fn refile_key(&mut self, key: &str) {
+        if let Some((key, _)) = self.entries.get_key_value(key) {
+            let key = key.clone();
+            self.refile(&key);
+        }
     }
 
     /// The live slot at `key`, marked as most recently used.
