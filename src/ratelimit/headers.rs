@@ -30,6 +30,7 @@ pub struct Annotation {
 
 impl AddHeaders for Annotation {
     fn add_to(self, h: &mut HeaderMap) {
+        h.reserve(if self.legacy.is_some() { 5 } else { 2 });
         h.insert(RATELIMIT_POLICY, self.policy);
         h.insert(RATELIMIT, self.current);
         if let Some(legacy) = self.legacy {

@@ -71,30 +71,27 @@ impl Prepared {
         })
     }
 
-    /// One store request per quota for `identity`: keys
+    /// One store request per quota for `identity`.
+    pub(crate) fn requests(&self, identity: &str, cost: u32) -> Vec<RateRequest> {
+        (0..self.limit.quotas.len())
+            .map(|i| self.request(i, identity, cost))
+            .collect()
+    }
+
+    /// The store request of quota `index` for `identity`: key
     /// `{prefix}{tag}{route}|{quota}|{identity}`, where the identity's hash
     /// tag keeps all its buckets in one cluster slot (one atomic decision).
-    pub(crate) fn requests(&self, identity: &str, cost: u32) -> Vec<RateRequest> {
-        self.limit
-            .quotas
-            .iter()
-            .map(|q| {
-                let mut key = String::with_capacity(
-                    self.key_prefix.len()
-                        + 10
-                        + self.route_id.len()
-                        + q.name().len()
-                        + identity.len()
-                        + 2,
-                );
-                key.push_str(&self.key_prefix);
-                push_hash_tag(&mut key, identity);
-                for part in [self.route_id.as_str(), "|", q.name(), "|", identity] {
-                    key.push_str(part);
-                }
-                RateRequest::new(key, q.rate(), cost)
-            })
-            .collect()
+    pub(crate) fn request(&self, index: usize, identity: &str, cost: u32) -> RateRequest {
+        let q = &self.limit.quotas[index];
+        let parts = [self.route_id.as_str(), "|", q.name(), "|", identity];
+        let len = self.key_prefix.len() + 10 + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut key = String::with_capacity(len);
+        key.push_str(&self.key_prefix);
+        push_hash_tag(&mut key, identity);
+        for part in parts {
+            key.push_str(part);
+        }
+        RateRequest::new(key, q.rate(), cost)
     }
 }
 

@@ -120,9 +120,16 @@ layer_service! {
         };
         let limit = &prepared.limit;
         if limit.count_when.is_none() {
-            // Fast path: a store that decides without I/O needs no boxed future.
-            let requests = prepared.requests(&identity, limit.cost);
-            match config.store.rate_limit_now(&requests) {
+            // Fast path: a store that decides without I/O needs no boxed
+            // future (nor, for one quota, a vector of requests).
+            let decided = match limit.quotas.len() {
+                1 => {
+                    let request = prepared.request(0, &identity, limit.cost);
+                    config.store.rate_limit_now(std::slice::from_ref(&request))
+                }
+                _ => config.store.rate_limit_now(&prepared.requests(&identity, limit.cost)),
+            };
+            match decided {
                 Some(Ok(d)) if d.allowed => {
                     let annotation = config.annotation(&prepared, &d);
                     return ResponseFuture::inner(self.inner.call(req), Some(annotation));
