@@ -161,6 +161,32 @@ fn redis(c: &mut Criterion) {
     }
 }
 
+/// Runs operations `0..iters` with 64 in flight; the wall time.
+#[cfg(feature = "redis")]
+async fn in_flight<F, Fut>(iters: u64, op: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let workers: Vec<_> = (0..64u64)
+        .map(|w| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut i = w;
+                while i < iters {
+                    op(i).await;
+                    i += 64;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    start.elapsed()
+}
+
 /// The baseline: a plain `GET` on one multiplexed connection to the same
 /// server — one round trip and no script, the floor for every operation.
 #[cfg(feature = "redis")]
@@ -191,25 +217,7 @@ fn plain_get(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
     group.bench_function(BenchmarkId::new("plain_get", "64_in_flight"), |b| {
         b.to_async(rt).iter_custom(|iters| {
             let conn = conn.clone();
-            async move {
-                let start = Instant::now();
-                let workers: Vec<_> = (0..64u64)
-                    .map(|w| {
-                        let conn = conn.clone();
-                        tokio::spawn(async move {
-                            let mut i = w;
-                            while i < iters {
-                                get(conn.clone()).await;
-                                i += 64;
-                            }
-                        })
-                    })
-                    .collect();
-                for w in workers {
-                    w.await.unwrap();
-                }
-                start.elapsed()
-            }
+            in_flight(iters, move |_| get(conn.clone()))
         })
     });
     group.finish();
@@ -226,7 +234,7 @@ fn redis_group(
     let mut group = c.benchmark_group(group_name);
     for (op, name) in Op::ALL {
         let names = keys(name);
-        let keys: Vec<String> = (0..KEYS).map(|i| key_for(op, &names, i)).collect();
+        let keys: std::sync::Arc<[String]> = (0..KEYS).map(|i| key_for(op, &names, i)).collect();
         group.bench_function(BenchmarkId::new(name, "sequential"), |b| {
             let mut i = 0;
             b.to_async(rt).iter(|| {
@@ -238,25 +246,10 @@ fn redis_group(
         group.bench_function(BenchmarkId::new(name, "64_in_flight"), |b| {
             b.to_async(rt).iter_custom(|iters| {
                 let (store, keys, value) = (store.clone(), keys.clone(), value.clone());
-                async move {
-                    let start = Instant::now();
-                    let workers: Vec<_> = (0..64u64)
-                        .map(|w| {
-                            let (store, keys, value) = (store.clone(), keys.clone(), value.clone());
-                            tokio::spawn(async move {
-                                let mut i = w as usize;
-                                while (i as u64) < iters {
-                                    op.run(&store, &keys[i % KEYS], &value).await;
-                                    i += 64;
-                                }
-                            })
-                        })
-                        .collect();
-                    for w in workers {
-                        w.await.unwrap();
-                    }
-                    start.elapsed()
-                }
+                in_flight(iters, move |i| {
+                    let (store, keys, value) = (store.clone(), keys.clone(), value.clone());
+                    async move { op.run(&store, &keys[i as usize % KEYS], &value).await }
+                })
             })
         });
     }

@@ -182,6 +182,32 @@ fn stack_with<S: KvStore>(
         .service(origin(calls.clone()))
 }
 
+/// 100 concurrent `GET /slow`, spread over `stacks`; how many were
+/// answered collapsed.
+async fn hundred_misses<S>(stacks: &[S]) -> usize
+where
+    S: Service<Request<()>, Response = Reply, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static,
+{
+    let handles: Vec<_> = (0..100)
+        .map(|i| {
+            let svc = stacks[i % stacks.len()].clone();
+            tokio::spawn(async move {
+                let req = Request::get("http://example.test/slow").body(()).unwrap();
+                let res = svc.oneshot(req).await.unwrap();
+                res.headers()["cache-status"].to_str().unwrap().to_owned()
+            })
+        })
+        .collect();
+    let mut collapsed = 0;
+    for handle in handles {
+        collapsed += usize::from(handle.await.unwrap().contains("collapsed"));
+    }
+    collapsed
+}
+
 async fn send<S>(
     svc: &S,
     method: Method,
@@ -555,24 +581,11 @@ mod cases {
     pub async fn concurrent_misses_make_one_origin_call<S: KvStore>(h: Harness<S>) {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
         let svc = stack(h.store.clone(), &clock, &calls);
-        let handles: Vec<_> = (0..100)
-            .map(|_| {
-                let svc = svc.clone();
-                tokio::spawn(async move {
-                    let req = Request::get("http://example.test/slow").body(()).unwrap();
-                    let res = svc.oneshot(req).await.unwrap();
-                    res.headers()["cache-status"].to_str().unwrap().to_owned()
-                })
-            })
-            .collect();
-        let mut collapsed = 0;
-        for handle in handles {
-            collapsed += usize::from(handle.await.unwrap().contains("collapsed"));
-        }
+        let collapsed = hundred_misses(&[svc]).await;
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
-            "one origin call for 100 concurrent misses"
+            "one origin call for 100 misses"
         );
         assert_eq!(collapsed, 99);
     }
@@ -583,20 +596,7 @@ mod cases {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
         let a = stack(h.store.clone(), &clock, &calls);
         let b = stack(h.twin.clone(), &clock, &calls);
-        let handles: Vec<_> = (0..100)
-            .map(|i| {
-                let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
-                tokio::spawn(async move {
-                    let req = Request::get("http://example.test/slow").body(()).unwrap();
-                    let res = svc.oneshot(req).await.unwrap();
-                    res.headers()["cache-status"].to_str().unwrap().to_owned()
-                })
-            })
-            .collect();
-        let mut collapsed = 0;
-        for handle in handles {
-            collapsed += usize::from(handle.await.unwrap().contains("collapsed"));
-        }
+        let collapsed = hundred_misses(&[a, b]).await;
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
