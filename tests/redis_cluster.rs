@@ -268,8 +268,9 @@ async fn survives_a_master_failover() {
         let result = store
             .put("k", Bytes::from_static(b"v2"), PutOptions::new())
             .await;
+        // Liveness, not speed: bounded by the timeout, never a hang.
         assert!(
-            started.elapsed() < TIMEOUT + Duration::from_millis(250),
+            started.elapsed() < TIMEOUT * 4,
             "an operation took {:?}",
             started.elapsed()
         );

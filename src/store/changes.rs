@@ -8,6 +8,7 @@
 //! an application watches the same prefixes, so each announces its own
 //! writes to the others.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -55,6 +56,9 @@ impl Changes {
 #[derive(Clone, Debug)]
 pub(crate) struct Announcer {
     prefixes: Arc<RwLock<Vec<String>>>,
+    /// Whether any prefix is announced: most stores announce none, and
+    /// then a write checks one flag instead of taking a shared lock.
+    any: Arc<AtomicBool>,
     notices: broadcast::Sender<Change>,
 }
 
@@ -62,6 +66,7 @@ impl Default for Announcer {
     fn default() -> Self {
         Self {
             prefixes: Arc::default(),
+            any: Arc::default(),
             notices: broadcast::channel(BACKLOG).0,
         }
     }
@@ -75,12 +80,17 @@ impl Announcer {
             prefixes.retain(|p| !p.starts_with(prefix));
             prefixes.push(prefix.to_owned());
         }
+        self.any.store(true, Ordering::Release);
     }
 
     /// Whether a write to `key` is announced.
     pub(crate) fn announces(&self, key: &str) -> bool {
-        let prefixes = self.prefixes.read();
-        !prefixes.is_empty() && prefixes.iter().any(|p| key.starts_with(p.as_str()))
+        self.any.load(Ordering::Acquire)
+            && self
+                .prefixes
+                .read()
+                .iter()
+                .any(|p| key.starts_with(p.as_str()))
     }
 
     /// Watches `prefix` (and announces it).

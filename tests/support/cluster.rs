@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::tls::TlsFiles;
-use super::{ci, Watched};
+use super::{ci, strings, throwaway, Watched};
 
 pub struct Node {
     pub port: u16,
@@ -27,39 +27,30 @@ pub struct RedisCluster {
 impl Node {
     fn spawn(&mut self) -> Result<(), String> {
         let port = self.port.to_string();
-        let dir = self.dir.path().to_str().expect("UTF-8 temp path");
-        let mut args: Vec<String> = match &self.tls {
-            None => vec!["--port".into(), port],
+        let mut args = match &self.tls {
+            None => strings(&["--port", &port]),
             Some(tls) => {
-                let mut args: Vec<String> = ["--port", "0", "--tls-port", &port]
-                    .into_iter()
-                    .chain(["--tls-cluster", "yes", "--tls-replication", "yes"])
-                    .map(str::to_owned)
-                    .collect();
+                let mut args = strings(&["--port", "0", "--tls-port", &port]);
+                args.extend(strings(&[
+                    "--tls-cluster",
+                    "yes",
+                    "--tls-replication",
+                    "yes",
+                ]));
                 args.extend(tls.server_args());
                 args
             }
         };
-        let rest = [
+        args.extend(strings(&[
             "--bind",
             "127.0.0.1",
             "--cluster-enabled",
             "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-            "--cluster-node-timeout",
-            "2000",
-            "--repl-diskless-sync-delay",
-            "0",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            dir,
-        ];
-        args.extend(rest.into_iter().map(str::to_owned));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ]));
+        args.extend(strings(&["--cluster-config-file", "nodes.conf"]));
+        args.extend(strings(&["--cluster-node-timeout", "2000"]));
+        args.extend(strings(&["--repl-diskless-sync-delay", "0"]));
+        args.extend(throwaway(self.dir.path()));
         self.process = Some(Watched::spawn("redis-server", &args)?);
         Ok(())
     }

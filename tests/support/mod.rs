@@ -64,7 +64,7 @@ pub struct Watched {
 }
 
 impl Watched {
-    pub fn spawn(program: &str, args: &[&str]) -> Result<Self, String> {
+    pub fn spawn(program: &str, args: &[String]) -> Result<Self, String> {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!(r#"{program} "$@" >/dev/null 2>&1 & pid=$!; echo $pid; trap 'kill -9 $pid 2>/dev/null; wait $pid' EXIT; read _"#))
@@ -182,30 +182,14 @@ impl RedisServer {
 
     fn spawn(&mut self) -> Result<(), String> {
         let socket = self.socket();
-        let (socket_arg, dir) = (
-            socket.to_str().expect("UTF-8 temp path"),
-            self.dir.path().to_str().expect("UTF-8 temp path"),
-        );
-        let args = [
-            "--port",
-            "0",
-            "--unixsocket",
-            socket_arg,
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            dir,
-        ];
-        let mut args: Vec<String> = args.map(str::to_owned).to_vec();
+        let socket_arg = socket.to_str().expect("UTF-8 temp path");
+        let mut args = strings(&["--port", "0", "--unixsocket", socket_arg]);
+        args.extend(strings(&["--unixsocketperm", "700"]));
+        args.extend(throwaway(self.dir.path()));
         if let Some((tls, port)) = &self.tls {
             args.extend(["--tls-port".to_owned(), port.to_string()]);
             args.extend(tls.server_args());
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut process = Watched::spawn("redis-server", &args)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -251,6 +235,18 @@ impl RedisServer {
         self.stop();
         self.spawn().expect("redis-server restarts");
     }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// `redis-server` arguments for a throwaway server: nothing persisted, its
+/// files in `dir`.
+fn throwaway(dir: &std::path::Path) -> Vec<String> {
+    let mut args = strings(&["--save", "", "--appendonly", "no", "--dir"]);
+    args.push(dir.to_str().expect("UTF-8 temp path").to_owned());
+    args
 }
 
 fn ping(socket: &PathBuf) -> bool {

@@ -150,6 +150,26 @@ enum Target {
     },
 }
 
+impl Target {
+    /// The nodes to reach the data through.
+    fn nodes(&self) -> &[String] {
+        match self {
+            Self::Node(url) => std::slice::from_ref(url),
+            Self::Cluster { nodes, .. } => nodes,
+        }
+    }
+
+    fn replica_reads(&self) -> bool {
+        matches!(
+            self,
+            Self::Cluster {
+                replica_reads: true,
+                ..
+            }
+        )
+    }
+}
+
 impl RedisStoreBuilder {
     /// Namespace every key under this prefix (default `tower-kv:`). On a
     /// cluster it must not contain `{` or `}`.
@@ -221,11 +241,9 @@ impl RedisStoreBuilder {
         let conn = with_timeout(timeout, async {
             match &self.target {
                 Target::Node(url) => connect_node(url, &tls, timeout).await,
-                Target::Cluster {
-                    nodes,
-                    replica_reads,
-                    ..
-                } => connect_cluster(nodes, *replica_reads, &tls, timeout).await,
+                Target::Cluster { nodes, .. } => {
+                    connect_cluster(nodes, self.target.replica_reads(), &tls, timeout).await
+                }
             }
             .map_err(|e| map_error(e, timeout))
         })
@@ -237,18 +255,9 @@ impl RedisStoreBuilder {
                 announcer: Announcer::default(),
                 channel: format!("{}changes", self.prefix),
                 subscription: OnceLock::new(),
-                nodes: match &self.target {
-                    Target::Node(url) => vec![url.clone()],
-                    Target::Cluster { nodes, .. } => nodes.clone(),
-                },
+                nodes: self.target.nodes().to_vec(),
                 roots: tls,
-                replica_reads: matches!(
-                    self.target,
-                    Target::Cluster {
-                        replica_reads: true,
-                        ..
-                    }
-                ),
+                replica_reads: self.target.replica_reads(),
                 timeout: self.timeout,
                 max_value_len: self.max_value_len,
                 scripts: Scripts {
