@@ -72,7 +72,12 @@ impl Clock {
 fn system_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        // Seconds and sub-second millis: no 128-bit division on a hot path.
+        .map_or(0, |d| {
+            d.as_secs()
+                .saturating_mul(1000)
+                .saturating_add(u64::from(d.subsec_millis()))
+        })
 }
 
 /// Whole milliseconds in `d`, rounded up, saturating.

@@ -137,14 +137,14 @@ impl Identity {
             Self::ClientIp(proxies) => proxies.client_ip(req).map(ip_identity),
             Self::Header(name) => {
                 let value = req.headers().get(name)?.as_bytes();
-                (!value.is_empty()).then(|| format!("h:{}", digest(value)))
+                (!value.is_empty()).then(|| tagged_digest("h:", value))
             }
             Self::User => req
                 .extensions()
                 .get::<UserId>()
                 .map(|u| format!("user:{}", shorten(&u.0))),
             Self::Cookie(name) => {
-                cookie_value(req, name).map(|v| format!("c:{}", digest(v.as_bytes())))
+                cookie_value(req, name).map(|v| tagged_digest("c:", v.as_bytes()))
             }
             Self::Global => Some("global".to_owned()),
             Self::Either(first, second) => first.of(req).or_else(|| second.of(req)),
@@ -293,7 +293,24 @@ pub(crate) fn push_hash_tag(key: &mut String, value: &str) {
 }
 
 pub(crate) fn digest(value: &[u8]) -> String {
-    hex::encode(&Sha256::digest(value)[..16])
+    let mut out = String::with_capacity(32);
+    push_digest(&mut out, value);
+    out
+}
+
+/// `tag` followed by [`digest`]`(value)`.
+fn tagged_digest(tag: &str, value: &[u8]) -> String {
+    let mut out = String::with_capacity(tag.len() + 32);
+    out.push_str(tag);
+    push_digest(&mut out, value);
+    out
+}
+
+/// Appends [`digest`]`(value)` to `out` (no intermediate `String`).
+pub(crate) fn push_digest(out: &mut String, value: &[u8]) {
+    let mut hex = [0u8; 32];
+    hex::encode_to_slice(&Sha256::digest(value)[..16], &mut hex).expect("32 bytes hold 16 in hex");
+    out.push_str(std::str::from_utf8(&hex).expect("hex is ASCII"));
 }
 
 /// The TCP peer's address, from a `SocketAddr` extension or axum's `ConnectInfo`.

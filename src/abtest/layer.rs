@@ -15,7 +15,7 @@ use tower_layer::Layer;
 use super::config::{is_variant_name, InvalidTestConfig, TestConfig};
 use super::AbTestService;
 use crate::bucket::bucket;
-use crate::identity::{digest, Identity, UserSourceCheck};
+use crate::identity::{push_digest, Identity, UserSourceCheck};
 use crate::store::{CachedDocument, CasOutcome, KvStore, PutOptions, StoreError};
 use crate::Clock;
 
@@ -51,7 +51,8 @@ impl Variants {
 /// the layer builds its service.
 #[derive(Clone)]
 pub struct AbTestLayer<St> {
-    settings: Settings<St>,
+    /// Shared, so cloning the layer (as handler state, per request) is cheap.
+    settings: Arc<Settings<St>>,
     /// Built on the first service (or config write) and shared by every
     /// service of this layer; a setter starts a new one.
     runtime: Arc<OnceLock<Arc<Config<St>>>>,
@@ -76,7 +77,7 @@ pub(crate) struct Settings<St> {
 
 /// What the services run on: the settings and each test's config cache.
 pub(crate) struct Config<St> {
-    pub(crate) settings: Settings<St>,
+    pub(crate) settings: Arc<Settings<St>>,
     pub(crate) tests: Vec<Test<St>>,
 }
 
@@ -132,7 +133,7 @@ impl<St: KvStore> AbTestLayer<St> {
     /// first-party visitor cookie (`ab_visitor`) the layer sets.
     pub fn new(store: St, identity: Identity) -> Self {
         Self {
-            settings: Settings {
+            settings: Arc::new(Settings {
                 store,
                 tests: Vec::new(),
                 user_check: UserSourceCheck::new("AbTestLayer", &identity),
@@ -145,13 +146,13 @@ impl<St: KvStore> AbTestLayer<St> {
                 echo: false,
                 exposure: None,
                 qa_key: None,
-            },
+            }),
             runtime: Arc::default(),
         }
     }
 
     fn set(mut self, change: impl FnOnce(&mut Settings<St>)) -> Self {
-        change(&mut self.settings);
+        change(Arc::make_mut(&mut self.settings));
         self.runtime = Arc::default();
         self
     }
@@ -354,7 +355,11 @@ impl<St: KvStore> Config<St> {
             return chosen.to_owned();
         }
         let store = &self.settings.store;
-        let key = format!("test:{}:user:{}", test.name, digest(identity.as_bytes()));
+        let mut key = String::with_capacity(test.name.len() + 43);
+        key.push_str("test:");
+        key.push_str(&test.name);
+        key.push_str(":user:");
+        push_digest(&mut key, identity.as_bytes());
         let current = match store.get(&key).await {
             Ok(entry) => entry,
             Err(e) => return unavailable(&test.name, &e),

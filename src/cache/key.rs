@@ -15,7 +15,7 @@ use http::{Method, Request, Uri};
 
 use super::layer::CacheConfig;
 use crate::abtest::Variants;
-use crate::identity::digest;
+use crate::identity::{digest, push_digest};
 
 /// Where a request's responses are stored.
 #[derive(Clone, Debug)]
@@ -222,7 +222,10 @@ fn variant_suffix(names: &[String], request: &HeaderMap) -> String {
             material.push('\u{1e}');
         }
     }
-    format!("|v|{}", digest(material.as_bytes()))
+    let mut suffix = String::with_capacity(35);
+    suffix.push_str("|v|");
+    push_digest(&mut suffix, material.as_bytes());
+    suffix
 }
 
 /// The field names a response varies on, lowercased, sorted, once each.
