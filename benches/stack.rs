@@ -15,8 +15,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::routing::get;
-use axum::{Json, Router};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{Request, StatusCode};
 use tower::ServiceExt;
@@ -51,24 +49,6 @@ async fn ok(
     res
 }
 
-fn bare() -> Router {
-    Router::new()
-        .route(
-            "/api/users",
-            get(|| async {
-                Json(serde_json::json!({"users": ["ada", "grace", "linus"], "generation": 1}))
-            }),
-        )
-        .route(
-            "/me",
-            get(|| async { Json(serde_json::json!({"user_id": "ada"})) }),
-        )
-        .route(
-            "/checkout",
-            get(|| async { Json(serde_json::json!({"variant": "control"})) }),
-        )
-}
-
 fn stack(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -88,7 +68,7 @@ fn stack(c: &mut Criterion) {
         let set = res.headers()["set-cookie"].to_str().unwrap();
         set.split(';').next().unwrap().to_owned()
     });
-    let bare = bare();
+    let bare = demo::bare_app();
     let mut group = c.benchmark_group("stack");
     for (param, path, cookie) in [
         ("cache_hit", "/api/users", None),

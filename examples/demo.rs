@@ -46,8 +46,58 @@ struct App<St: KvStore> {
     purger: CachePurger<St>,
 }
 
+/// The demo's per-client-IP rate limits.
+pub struct RateLimits {
+    /// Every route without its own quota.
+    pub default: Quota,
+    /// `/api/…`.
+    pub api: Quota,
+    /// `POST /login`.
+    pub login: Quota,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            default: Quota::per_minute(1000),
+            api: Quota::per_minute(100),
+            login: Quota::per_minute(5),
+        }
+    }
+}
+
 /// Builds the demo's router on `store`.
 pub async fn app<St: KvStore>(store: St, admin_token: String) -> Router {
+    app_with(store, admin_token, RateLimits::default()).await
+}
+
+/// The demo's read paths answered as the demo answers them, without any
+/// tower-kv layer: the baseline of `benches/stack.rs` and `load --bare`.
+pub fn bare_app() -> Router {
+    let generation = Arc::new(AtomicU64::new(0));
+    Router::new()
+        .route("/", get(|| async { "standard" }))
+        .route(
+            "/api/users",
+            get(move || {
+                let generation = generation.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    Json(serde_json::json!({"users": ["ada", "grace", "linus"], "generation": generation}))
+                }
+            }),
+        )
+        .route(
+            "/me",
+            get(|| async { Json(serde_json::json!({"user_id": "ada"})) }),
+        )
+        .route(
+            "/checkout",
+            get(|| async { Json(serde_json::json!({"variant": "control"})) }),
+        )
+}
+
+/// [`app`] with other rate limits.
+pub async fn app_with<St: KvStore>(store: St, admin_token: String, limits: RateLimits) -> Router {
     let flags = FeatureFlags::new(store.clone());
     let abtest = AbTestLayer::new(store.clone(), Identity::User).test("checkout");
     let checkout_config = br#"{"variants": ["control", "treatment"], "weights": [0.5, 0.5]}"#;
@@ -63,9 +113,9 @@ pub async fn app<St: KvStore>(store: St, admin_token: String) -> Router {
         purger: cache.purger(),
     };
     let limits = RateLimitLayer::new(store.clone(), Identity::PeerIp)
-        .default_limit(Quota::per_minute(1000))
-        .route_any("/api/{*rest}", Quota::per_minute(100))
-        .route(Method::POST, "/login", Quota::per_minute(5));
+        .default_limit(limits.default)
+        .route_any("/api/{*rest}", limits.api)
+        .route(Method::POST, "/login", limits.login);
     let flags_layer = FeatureFlagsLayer::new(flags, Identity::User);
     Router::new()
         .route("/", get(home))

@@ -5,6 +5,13 @@
 //! `cargo run --release --example load --features redis -- --redis redis://127.0.0.1:6379/`
 //! (or `--redis-cluster 127.0.0.1:7000,127.0.0.1:7001,…`)
 //!
+//! The demo's own limits (100 requests/min per client on `/api`) would
+//! turn most of a run into 429s, so by default the load runs with limits it
+//! stays under (one million per second per client): it measures the layers
+//! admitting requests. `--demo-limits` keeps the demo's. `--bare` also runs
+//! the same paths without any tower-kv layer (`demo::bare_app`) and prints
+//! each backend's 2xx requests/s as a share of the bare server's.
+//!
 //! A soak: `--redis-only --seconds 600 --rate 50 --report 10` runs only the
 //! Redis backend for up to 15 minutes, each client at most `--rate`
 //! requests/s, and prints every `--report` seconds the requests answered in
@@ -30,7 +37,8 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use tower_kv::store::{KvStore, MemoryStore};
+use tower_kv::ratelimit::Quota;
+use tower_kv::store::MemoryStore;
 
 const PATHS: [&str; 3] = ["/api/users", "/", "/checkout"];
 
@@ -51,13 +59,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .transpose()?,
     };
     println!("{clients} clients for {:?}, paths {PATHS:?}", plan.duration);
-    if !std::env::args().any(|a| a == "--redis-only") {
-        run("MemoryStore", MemoryStore::new(), &plan).await?;
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    let bare = match flag("--bare") {
+        true => Some(run("bare (no layers)", demo::bare_app(), &plan).await?),
+        false => None,
+    };
+    let share = |ok_per_s: f64| {
+        if let Some(bare) = bare {
+            println!(
+                "  = {:.0} % of the bare server's 2xx requests/s",
+                100.0 * ok_per_s / bare
+            );
+        }
+    };
+    if !flag("--redis-only") {
+        let app = demo::app_with(MemoryStore::new(), "load-test".into(), limits()).await;
+        share(run("MemoryStore", app, &plan).await?);
     }
     if let Some(target) = RedisTarget::from_args() {
-        redis(&target, &plan).await?;
+        share(redis(&target, &plan).await?);
     }
     Ok(())
+}
+
+/// The demo's limits with `--demo-limits`, else ones the load stays under.
+fn limits() -> demo::RateLimits {
+    if std::env::args().any(|a| a == "--demo-limits") {
+        return demo::RateLimits::default();
+    }
+    let admit = || Quota::per_second(1_000_000);
+    demo::RateLimits {
+        default: admit(),
+        api: admit(),
+        login: admit(),
+    }
 }
 
 /// How hard and how long to load the demo.
@@ -113,24 +148,25 @@ async fn report(counts: Arc<Counts>, every: Duration, deadline: Instant) {
 }
 
 #[cfg(feature = "redis")]
-async fn redis(target: &RedisTarget, plan: &Plan) -> Result<(), Box<dyn std::error::Error>> {
+async fn redis(target: &RedisTarget, plan: &Plan) -> Result<f64, Box<dyn std::error::Error>> {
     let prefix = format!("tower-kv-load-{}:", rand::random::<u32>());
     let store = target.builder().prefix(prefix).connect().await?;
-    run("RedisStore", store, plan).await
+    let app = demo::app_with(store, "load-test".into(), limits()).await;
+    run("RedisStore", app, plan).await
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis(_: &RedisTarget, _: &Plan) -> Result<(), Box<dyn std::error::Error>> {
+async fn redis(_: &RedisTarget, _: &Plan) -> Result<f64, Box<dyn std::error::Error>> {
     Err("--redis needs `--features redis`".into())
 }
 
-async fn run<St: KvStore>(
+/// Loads `router` and prints what it answered; returns its 2xx requests/s.
+async fn run(
     backend: &str,
-    store: St,
+    router: axum::Router,
     plan: &Plan,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<f64, Box<dyn std::error::Error>> {
     let (clients, duration) = (plan.clients, plan.duration);
-    let router = demo::app(store, "load-test".into()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
@@ -223,5 +259,5 @@ async fn run<St: KvStore>(
         "{backend}: {:.0} requests/s{latency} ({ok} ok, {limited} rate-limited, {other} other)",
         total / duration.as_secs_f64(),
     );
-    Ok(())
+    Ok(ok as f64 / duration.as_secs_f64())
 }
