@@ -9,45 +9,39 @@
 -- charging nothing.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local floor, max, min = math.floor, math.max, math.min
+local floor, max, min, match, format = math.floor, math.max, math.min, string.match, string.format
 
-local function fields(stored)
-  local out = {}
+-- A stored state's fields: as many non-negative integers as the algorithm
+-- keeps (gcra 1, fixed 2, sliding 3), else none (decided as no state).
+local shapes = {gcra = '^(%d+)$', fixed = '^(%d+):(%d+)$', sliding = '^(%d+):(%d+):(%d+)$'}
+local function fields(stored, algorithm)
   if not stored then
-    return out
+    return {}
   end
-  for f in string.gmatch(stored, '[^:]+') do
-    local n = tonumber(f)
-    if not n or n < 0 or n ~= floor(n) or not string.match(f, '^%d+$') then
-      return {}
-    end
-    out[#out + 1] = n
+  local a, b, c = match(stored, shapes[algorithm])
+  if not a then
+    return {}
   end
-  return out
-end
-
-local function state(allowed, remaining, retry, reset)
-  return {allowed and 1 or 0, remaining, retry, reset}
+  return {tonumber(a), tonumber(b), tonumber(c)}
 end
 
 local function gcra(interval, burst, cost, f)
   interval = max(interval, 1)
   local tolerance = interval * burst
   local tat = now
-  if #f == 1 and f[1] > now then
+  if f[1] and f[1] > now then
     tat = f[1]
   end
   local new_tat = tat + interval * cost
   local allow_at = new_tat - tolerance
-  local function remaining(used)
-    return floor(max(tolerance - used, 0) / interval)
-  end
-  local unconsumed = state(true, remaining(tat - now), 0, tat - now)
+  local waited = tat - now
+  local unconsumed = {1, floor(max(tolerance - waited, 0) / interval), 0, waited}
   if now >= allow_at then
     local used = new_tat - now
-    return state(true, remaining(used), 0, used), unconsumed, string.format('%.0f', new_tat), used
+    return {1, floor(max(tolerance - used, 0) / interval), 0, used}, unconsumed,
+      format('%.0f', new_tat), used
   end
-  local denied = state(false, remaining(tat - now), allow_at - now, tat - now)
+  local denied = {0, unconsumed[2], allow_at - now, waited}
   return denied, denied, nil, 0
 end
 
@@ -55,20 +49,20 @@ local function fixed(window, limit, cost, f)
   local start = now - now % window
   local finish = start + window
   local count = 0
-  if #f == 2 and f[1] == start then
+  if f[1] == start then
     count = f[2]
   end
-  local function reset(c)
-    if c > 0 then return finish - now end
-    return 0
-  end
-  local unconsumed = state(true, max(limit - count, 0), 0, reset(count))
+  local reset = 0
+  if count > 0 then reset = finish - now end
+  local unconsumed = {1, max(limit - count, 0), 0, reset}
   if count + cost <= limit then
     local after = count + cost
-    return state(true, limit - after, 0, reset(after)), unconsumed,
-      string.format('%.0f:%.0f', start, after), finish - now
+    local after_reset = 0
+    if after > 0 then after_reset = finish - now end
+    return {1, limit - after, 0, after_reset}, unconsumed,
+      format('%.0f:%.0f', start, after), finish - now
   end
-  local denied = state(false, max(limit - count, 0), finish - now, reset(count))
+  local denied = {0, unconsumed[2], finish - now, reset}
   return denied, denied, nil, 0
 end
 
@@ -82,9 +76,9 @@ end
 local function sliding(window, limit, cost, f)
   local start = now - now % window
   local current, previous = 0, 0
-  if #f == 3 and f[1] == start then
+  if f[1] == start then
     current, previous = f[2], f[3]
-  elseif #f == 3 and f[1] + window == start then
+  elseif f[1] and f[1] + window == start then
     previous = f[2]
   end
   local elapsed = now - start
@@ -100,11 +94,11 @@ local function sliding(window, limit, cost, f)
     if c == 0 then return start + window - now end
     return start + 2 * window - now
   end
-  local unconsumed = state(true, remaining(current), 0, reset(current))
+  local unconsumed = {1, remaining(current), 0, reset(current)}
   if estimate(current + cost) <= capacity then
     local after = current + cost
-    return state(true, remaining(after), 0, reset(after)), unconsumed,
-      string.format('%.0f:%.0f:%.0f', start, after, previous), start + 2 * window - now
+    return {1, remaining(after), 0, reset(after)}, unconsumed,
+      format('%.0f:%.0f:%.0f', start, after, previous), start + 2 * window - now
   end
   local retry_at
   if current + cost <= limit then
@@ -112,45 +106,50 @@ local function sliding(window, limit, cost, f)
   else
     retry_at = start + 2 * window - room_share(limit - cost, current, window)
   end
-  local denied = state(false, remaining(current), max(retry_at - now, 1), reset(current))
+  local denied = {0, unconsumed[2], max(retry_at - now, 1), unconsumed[4]}
   return denied, denied, nil, 0
 end
 
 local algorithms = {gcra = gcra, fixed = fixed, sliding = sliding}
 local n = #KEYS - 1
+-- Per bucket: applied state, unconsumed state, new value, ttl µs, charge,
+-- existed, fields, algorithm, period, capacity (positional: no hashing).
 local verdicts = {}
 local all_allowed = true
 local replayed = false
 for i = 1, n do
   local a = 1 + (i - 1) * 7
+  local algorithm = ARGV[a + 2]
   local period, capacity, cost = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local stored = redis.call('HMGET', KEYS[i], 'v', 'r')
-  local f = fields(stored[1])
+  local f = fields(stored[1], algorithm)
   local charge = cost > 0 and ARGV[a + 6] == '1'
   replayed = replayed or (charge and stored[2] == ARGV[a + 7])
-  local applied, unconsumed, value, ttl = algorithms[ARGV[a + 2]](period, capacity, cost, f)
-  verdicts[i] = {applied = applied, unconsumed = unconsumed, value = value, ttl = ttl, charge = charge,
-    f = f, algorithm = ARGV[a + 2], period = period, capacity = capacity}
+  local applied, unconsumed, value, ttl = algorithms[algorithm](period, capacity, cost, f)
+  verdicts[i] = {applied, unconsumed, value, ttl, charge, stored[1] ~= false, f, algorithm, period, capacity}
   all_allowed = all_allowed and applied[1] == 1
 end
 local states = {}
 if replayed then
   for i, v in ipairs(verdicts) do
-    states[i] = algorithms[v.algorithm](v.period, v.capacity, 0, v.f)
+    states[i] = algorithms[v[8]](v[9], v[10], 0, v[7])
   end
   return {1, states}
 end
 for i, v in ipairs(verdicts) do
   if all_allowed then
-    if v.charge then
+    if v[5] then
       local a = 1 + (i - 1) * 7
-      redis.call('HSET', KEYS[i], 'v', v.value, 'r', ARGV[a + 7])
-      redis.call('PEXPIRE', KEYS[i], floor(v.ttl / 1000) + 1)
-      index_add(KEYS[#KEYS], ARGV[1], ARGV[a + 1])
+      redis.call('HSET', KEYS[i], 'v', v[3], 'r', ARGV[a + 7])
+      redis.call('PEXPIRE', KEYS[i], floor(v[4] / 1000) + 1)
+      -- A key that existed is indexed already (the index only drops dead names).
+      if not v[6] then
+        index_add(KEYS[#KEYS], ARGV[1], ARGV[a + 1])
+      end
     end
-    states[i] = v.applied
+    states[i] = v[1]
   else
-    states[i] = v.unconsumed
+    states[i] = v[2]
   end
 end
 return {all_allowed and 1 or 0, states}
