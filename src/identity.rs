@@ -102,6 +102,27 @@ impl Identity {
         Self::Either(Box::new(self), Box::new(other))
     }
 
+    /// The client's address as this identity sees it: the proxies-resolved
+    /// client for [`ClientIp`](Self::ClientIp) (also inside
+    /// [`Either`](Self::Either)), else the TCP peer.
+    pub(crate) fn client_address<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        match self {
+            Self::ClientIp(proxies) => proxies.client_ip(req),
+            Self::Either(first, second) => first
+                .client_address_if_ip(req)
+                .or_else(|| second.client_address_if_ip(req))
+                .or_else(|| peer_ip(req).map(canonical)),
+            _ => peer_ip(req).map(canonical),
+        }
+    }
+
+    fn client_address_if_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        match self {
+            Self::ClientIp(_) | Self::PeerIp | Self::Either(..) => self.client_address(req),
+            _ => None,
+        }
+    }
+
     /// The identity's plain value, for comparing with lists kept in memory
     /// (feature-flag allow lists, A/B assignment): the user id, the header
     /// or cookie value, the address — untagged and not digested. Never

@@ -134,6 +134,7 @@ mod future;
 pub mod fuzzing;
 pub mod identity;
 mod live;
+pub mod metrics;
 mod once;
 mod privacy;
 pub mod ratelimit;

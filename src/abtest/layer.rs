@@ -16,6 +16,7 @@ use super::config::{is_variant_name, InvalidTestConfig, TestConfig};
 use super::AbTestService;
 use crate::bucket::bucket;
 use crate::identity::{push_digest, Identity, UserSourceCheck};
+use crate::metrics::{self, count};
 use crate::store::{CachedDocument, CasOutcome, KvStore, PutOptions, StoreError};
 use crate::Clock;
 
@@ -388,6 +389,7 @@ impl<St: KvStore> Config<St> {
     }
 
     async fn report_exposure(&self, test: &Test<St>, variant: &str, identity: &str) {
+        count_exposure(&test.name, variant);
         if let Some(hook) = &self.settings.exposure {
             hook(Exposure {
                 test: test.name.clone(),
@@ -397,6 +399,11 @@ impl<St: KvStore> Config<St> {
             .await;
         }
     }
+}
+
+/// Counts a first exposure of a visitor to `variant` of `test`.
+pub(crate) fn count_exposure(test: &str, variant: &str) {
+    count!(metrics::ABTEST_EXPOSURES, 1, "test" => test, "variant" => variant);
 }
 
 fn control() -> String {

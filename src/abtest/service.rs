@@ -5,7 +5,7 @@ use cookie::{Cookie, SameSite};
 use http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
 use http::Request;
 
-use super::layer::{Config, Variants, OVERRIDE_HEADER};
+use super::layer::{count_exposure, Config, Variants, OVERRIDE_HEADER};
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
 use crate::identity::{cookie_value, random_hex};
@@ -135,6 +135,12 @@ layer_service! {
             let mut echo = Vec::new();
             let mut by_test = BTreeMap::new();
             for (header, test, variant) in variants {
+                // A new visitor whose assignment is not stored is exposed now.
+                if visitor.new_cookie.is_some() && !visitor.sticky && !forced.contains_key(&test) {
+                    count_exposure(&test, &variant);
+                }
+                let span = tracing::debug_span!("abtest", test = %test, variant = %variant);
+                span.in_scope(|| tracing::debug!("variant assigned"));
                 // Variant names are validated header values; a value that is
                 // not one is never sent.
                 if let Ok(value) = HeaderValue::from_str(&variant) {

@@ -221,6 +221,14 @@ impl<St: KvStore> CacheLayer<St> {
         self.set(|c| c.key_prefix = prefix.into())
     }
 
+    /// This cache's name in `Cache-Status` and in its metrics' `cache` label
+    /// (default `tower-kv`): an RFC 9651 token such as `edge` or `api-cache`;
+    /// anything else is sent as `tower-kv`.
+    #[must_use]
+    pub fn name(self, name: &str) -> Self {
+        self.set(|c| c.name = name.to_owned())
+    }
+
     /// Disclose the cache key in `Cache-Status` (off by default).
     #[must_use]
     pub fn expose_key(self, expose: bool) -> Self {

@@ -4,6 +4,8 @@
 use http::header::HeaderValue;
 use sfv::{integer, key_ref, token_ref, ItemSerializer};
 
+use crate::metrics::{self, count};
+
 /// Why a request went to the origin (RFC 9211 §2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -73,7 +75,44 @@ impl CacheStatus {
 
     /// The field value, naming this cache `cache` and disclosing `key` only
     /// when given.
+    /// How metrics and traces name this outcome: `hit`, `stale` (served
+    /// stale), `revalidated` (a 304 refreshed it), `collapsed` (waited for
+    /// another request's fetch), `bypass` (not served from the cache:
+    /// method, request directives, credentials), `miss` (fetched and
+    /// stored), `uncacheable` (fetched, not storable).
+    fn outcome(&self) -> &'static str {
+        match self {
+            CacheStatus::Hit { ttl, .. } if *ttl < 0 => "stale",
+            CacheStatus::Hit { .. } => "hit",
+            CacheStatus::Forward {
+                collapsed: true, ..
+            } => "collapsed",
+            CacheStatus::Forward {
+                reason: Forward::Stale,
+                status: Some(304),
+                ..
+            } => "revalidated",
+            CacheStatus::Forward {
+                reason: Forward::Bypass | Forward::Method | Forward::Request,
+                ..
+            } => "bypass",
+            CacheStatus::Forward { stored: true, .. } => "miss",
+            CacheStatus::Forward { .. } => "uncacheable",
+        }
+    }
+
+    /// Counts and traces the outcome of a response of cache `cache` about to be sent.
+    fn record(&self, cache: &str) {
+        let outcome = self.outcome();
+        count!(metrics::CACHE_REQUESTS, 1, "cache" => cache, "outcome" => outcome);
+        let span = tracing::debug_span!("cache", outcome, cache);
+        span.in_scope(|| tracing::debug!("cache decision"));
+    }
+
+    /// The field value (each response's status is rendered once, so this
+    /// also counts it).
     pub(crate) fn header_value(&self, cache: &str, key: Option<&str>) -> HeaderValue {
+        self.record(cache);
         let mut out = String::with_capacity(64);
         let item = ItemSerializer::with_buffer(&mut out);
         let token = sfv::TokenRef::from_str(cache).unwrap_or(token_ref("tower-kv"));

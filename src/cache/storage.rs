@@ -9,6 +9,7 @@ use super::entry::Entry;
 use super::key::{is_response, vary_names, RequestKey};
 use super::layer::{CacheConfig, SetCookieResponses};
 use crate::identity::digest;
+use crate::metrics::{self, count};
 use crate::store::update::KeyPages;
 use crate::store::{CasOutcome, KvStore, PutOptions, StoreError};
 
@@ -113,8 +114,12 @@ impl<St: KvStore> CacheConfig<St> {
     /// Stores `entry` as the response to `request` (best effort: a store
     /// failure is logged, the client still gets its response).
     pub(crate) async fn save(&self, key: &RequestKey, request: &HeaderMap, entry: &Entry) {
-        if let Err(e) = self.try_save(key, request, entry).await {
-            tracing::warn!(error = %e, "response not cached: store unavailable");
+        match self.try_save(key, request, entry).await {
+            Ok(()) => {
+                count!(metrics::CACHE_STORED, 1, "cache" => self.name);
+                count!(metrics::CACHE_STORED_BYTES, entry.body.len() as u64, "cache" => self.name);
+            }
+            Err(e) => tracing::warn!(error = %e, "response not cached: store unavailable"),
         }
     }
 

@@ -236,6 +236,20 @@ pub enum Reason {
     Error,
 }
 
+impl Reason {
+    /// The reason as metrics and traces name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Static => "static",
+            Self::Rollout => "rollout",
+            Self::AllowList => "allow_list",
+            Self::DenyList => "deny_list",
+            Self::Missing => "missing",
+            Self::Error => "error",
+        }
+    }
+}
+
 /// The outcome of evaluating one flag for one request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {

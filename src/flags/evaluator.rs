@@ -3,6 +3,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::document::{Evaluation, FlagDocument, Reason};
+use crate::metrics::{self, count};
 
 /// The flags of one request, in request extensions: the document and the
 /// request's targeting key. Cheap to clone.
@@ -33,13 +34,14 @@ impl Flags {
 
     /// The full evaluation of flag `name`, with the reason (for debugging).
     pub fn evaluate(&self, name: &str) -> Evaluation {
-        let Some(doc) = &self.doc else {
-            return Evaluation::off(Reason::Error);
+        let (label, evaluation) = match self.doc.as_ref().map(|doc| doc.flags.get_key_value(name)) {
+            Some(Some((name, flag))) => (name.as_str(), flag.evaluate(name, self.key.as_deref())),
+            // A name the document does not define is not a label: it may come from anywhere.
+            Some(None) => ("(undefined)", Evaluation::off(Reason::Missing)),
+            None => ("(undefined)", Evaluation::off(Reason::Error)),
         };
-        match doc.flags.get(name) {
-            Some(flag) => flag.evaluate(name, self.key.as_deref()),
-            None => Evaluation::off(Reason::Missing),
-        }
+        record(label, &evaluation);
+        evaluation
     }
 
     /// The variant value of flag `name` as `T`, when the flag is on for this
@@ -53,4 +55,13 @@ impl Flags {
     pub fn targeting_key(&self) -> Option<&str> {
         self.key.as_deref()
     }
+}
+
+/// Counts and traces one evaluation; `flag` is a name the document defines.
+fn record(flag: &str, evaluation: &Evaluation) {
+    let reason = evaluation.reason.as_str();
+    let value = if evaluation.enabled { "on" } else { "off" };
+    count!(metrics::FLAG_EVALUATIONS, 1, "flag" => flag, "reason" => reason, "value" => value);
+    let span = tracing::trace_span!("flag", flag, reason, value);
+    span.in_scope(|| tracing::trace!("flag evaluated"));
 }

@@ -2,10 +2,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::Method;
+use http::{Method, Request};
 use tower_layer::Layer;
 
+use super::access::{AccessList, AccessLists};
+use super::known::KnownLimited;
 use super::limit::{Limit, MissingIdentity, OnStoreError};
+use super::tiers::{RouteLimit, RouteLimitKind, SelectTier};
 use super::{headers, RateLimitService};
 use crate::identity::{push_hash_tag, Identity, UserSourceCheck};
 use crate::routes::RouteTable;
@@ -23,13 +26,16 @@ pub struct RateLimitLayer<St> {
     identity: Identity,
     user_check: Option<UserSourceCheck>,
     /// `None` values are exempt routes.
-    routes: RouteTable<Option<Limit>>,
-    default: Option<Limit>,
+    routes: RouteTable<Option<RouteLimit>>,
+    default: Option<RouteLimit>,
     key_prefix: String,
     missing_identity: MissingIdentity,
     on_store_error: OnStoreError,
     legacy_headers: bool,
     rejection: (HeaderValue, Bytes),
+    shadow: bool,
+    access: AccessLists,
+    known_limited: usize,
 }
 
 /// What a service of the layer runs on: the configuration with each limit
@@ -41,12 +47,85 @@ pub(crate) struct Config<St> {
     pub(crate) identity: Identity,
     pub(crate) user_check: Option<UserSourceCheck>,
     /// `None` values are exempt routes.
-    pub(crate) routes: RouteTable<Option<Arc<Prepared>>>,
-    pub(crate) default: Option<Arc<Prepared>>,
+    pub(crate) routes: RouteTable<Option<Rule>>,
+    pub(crate) default: Option<Rule>,
     pub(crate) missing_identity: MissingIdentity,
     pub(crate) on_store_error: OnStoreError,
     pub(crate) legacy_headers: bool,
     pub(crate) rejection: (HeaderValue, Bytes),
+    pub(crate) access: AccessLists,
+    pub(crate) known_limited: KnownLimited,
+}
+
+/// A route's prepared limit: one, or one per tier.
+pub(crate) enum Rule {
+    One(Arc<Prepared>),
+    Tiered {
+        select: SelectTier,
+        /// Never empty; the first is the fallback.
+        tiers: Vec<(String, Arc<Prepared>)>,
+    },
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::One(prepared) => f.debug_tuple("One").field(prepared).finish(),
+            Self::Tiered { tiers, .. } => f
+                .debug_struct("Tiered")
+                .field("tiers", tiers)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Rule {
+    fn new(prefix: &str, route_id: &str, limit: &RouteLimit, shadow: bool) -> Option<Self> {
+        match &limit.0 {
+            RouteLimitKind::One(limit) => Some(Self::One(Prepared::new(
+                prefix,
+                route_id,
+                route_id.to_owned(),
+                limit.clone(),
+                shadow,
+            ))),
+            RouteLimitKind::Tiered(tiers) if tiers.tiers.is_empty() => {
+                tracing::warn!(
+                    route = route_id,
+                    "Tiers without any tier: the route is not limited"
+                );
+                None
+            }
+            RouteLimitKind::Tiered(tiers) => Some(Self::Tiered {
+                select: tiers.select.clone(),
+                tiers: tiers
+                    .tiers
+                    .iter()
+                    .map(|(name, limit)| {
+                        // Each tier counts in buckets of its own.
+                        let id = format!("{route_id}|tier:{name}");
+                        let label = format!("{route_id} [{name}]");
+                        let prepared = Prepared::new(prefix, &id, label, limit.clone(), shadow);
+                        (name.clone(), prepared)
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    /// The limit that applies to `req`.
+    pub(crate) fn select<B>(&self, req: &Request<B>) -> &Arc<Prepared> {
+        match self {
+            Self::One(prepared) => prepared,
+            Self::Tiered { select, tiers } => {
+                let name = select(req.headers(), req.extensions());
+                tiers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(&tiers[0].1, |(_, prepared)| prepared)
+            }
+        }
+    }
 }
 
 /// A route's limit with what can be computed once: its key stem and policy header.
@@ -55,16 +134,28 @@ pub(crate) struct Prepared {
     pub(crate) limit: Limit,
     key_prefix: String,
     route_id: String,
+    /// The route as metrics and traces name it (`GET /users/{id}`, `default`, `… [pro]`).
+    pub(crate) label: String,
+    /// Decide and charge, never refuse.
+    pub(crate) shadow: bool,
     pub(crate) policy: HeaderValue,
     /// `"{quota}";r=` per quota, for the `RateLimit` field.
     pub(crate) current_prefixes: Box<[Box<str>]>,
 }
 
 impl Prepared {
-    fn new(key_prefix: &str, route_id: &str, limit: Limit) -> Arc<Self> {
+    fn new(
+        key_prefix: &str,
+        route_id: &str,
+        label: String,
+        limit: Limit,
+        shadow: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
             key_prefix: key_prefix.to_owned(),
             route_id: route_id.to_owned(),
+            label,
+            shadow: limit.shadow.unwrap_or(shadow),
             policy: headers::policy(&limit.quotas),
             current_prefixes: headers::current_prefixes(&limit.quotas),
             limit,
@@ -115,13 +206,16 @@ impl<St: KvStore> RateLimitLayer<St> {
                 HeaderValue::from_static("text/plain; charset=utf-8"),
                 Bytes::from_static(b"Too Many Requests\n"),
             ),
+            shadow: false,
+            access: AccessLists::default(),
+            known_limited: 10_000,
         }
     }
 
     /// The limit for requests that match no route (as a per-route layer
     /// under axum's `route_layer`, the only limit).
     #[must_use]
-    pub fn default_limit(mut self, limit: impl Into<Limit>) -> Self {
+    pub fn default_limit(mut self, limit: impl Into<RouteLimit>) -> Self {
         self.default = Some(limit.into());
         self
     }
@@ -132,13 +226,13 @@ impl<St: KvStore> RateLimitLayer<St> {
     ///
     /// If the pattern is invalid or conflicts with another for that method.
     #[must_use]
-    pub fn route(self, method: Method, pattern: &str, limit: impl Into<Limit>) -> Self {
+    pub fn route(self, method: Method, pattern: &str, limit: impl Into<RouteLimit>) -> Self {
         self.add_route(Some(method), pattern, Some(limit.into()))
     }
 
     /// The limit for requests of any method to `pattern`.
     #[must_use]
-    pub fn route_any(self, pattern: &str, limit: impl Into<Limit>) -> Self {
+    pub fn route_any(self, pattern: &str, limit: impl Into<RouteLimit>) -> Self {
         self.add_route(None, pattern, Some(limit.into()))
     }
 
@@ -148,7 +242,12 @@ impl<St: KvStore> RateLimitLayer<St> {
         self.add_route(None, pattern, None)
     }
 
-    fn add_route(mut self, method: Option<Method>, pattern: &str, limit: Option<Limit>) -> Self {
+    fn add_route(
+        mut self,
+        method: Option<Method>,
+        pattern: &str,
+        limit: Option<RouteLimit>,
+    ) -> Self {
         self.routes = std::mem::take(&mut self.routes).route(method, pattern, limit);
         self
     }
@@ -196,6 +295,44 @@ impl<St: KvStore> RateLimitLayer<St> {
         self.local = MemoryStore::builder().max_entries(buckets).build();
         self
     }
+
+    /// Shadow mode for every route without its own
+    /// [`Limit::shadow`]: decide and charge as usual, never refuse. A request
+    /// that would have been refused goes through with a [`ShadowLimited`](super::ShadowLimited)
+    /// extension and counts as `shadow_limited` (see [`crate::metrics`]) —
+    /// try a new limit on real traffic before enforcing it.
+    #[must_use]
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Never limit these clients (on every route; routes can add their own
+    /// with [`Limit::allow`]).
+    #[must_use]
+    pub fn allow(mut self, list: AccessList) -> Self {
+        self.access.allow = Some(list);
+        self
+    }
+
+    /// Answer these clients `403 Forbidden` (on every limited route). A
+    /// deny wins over an allow.
+    #[must_use]
+    pub fn deny(mut self, list: AccessList) -> Self {
+        self.access.deny = Some(list);
+        self
+    }
+
+    /// How many refused keys this instance remembers (default 10,000; 0
+    /// turns it off). Once the store refuses a request until *t*, repeats on
+    /// this instance are refused until *t* without asking the store again —
+    /// on Redis, a flood of over-limit requests costs no round trips.
+    /// Exact: a refusal consumes nothing and the wait only grows elsewhere.
+    #[must_use]
+    pub fn known_limited_capacity(mut self, keys: usize) -> Self {
+        self.known_limited = keys;
+        self
+    }
 }
 
 impl<St: Clone> RateLimitLayer<St> {
@@ -207,17 +344,21 @@ impl<St: Clone> RateLimitLayer<St> {
             local: self.local.clone(),
             identity: self.identity.clone(),
             user_check: self.user_check.clone(),
-            routes: self
-                .routes
-                .map(|id, limit| limit.clone().map(|l| Prepared::new(prefix, id, l))),
+            routes: self.routes.map(|id, limit| {
+                limit
+                    .as_ref()
+                    .and_then(|l| Rule::new(prefix, id, l, self.shadow))
+            }),
             default: self
                 .default
-                .clone()
-                .map(|l| Prepared::new(prefix, "default", l)),
+                .as_ref()
+                .and_then(|l| Rule::new(prefix, "default", l, self.shadow)),
             missing_identity: self.missing_identity,
             on_store_error: self.on_store_error,
             legacy_headers: self.legacy_headers,
             rejection: self.rejection.clone(),
+            access: self.access.clone(),
+            known_limited: KnownLimited::new(self.known_limited),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use http::response;
 use http::StatusCode;
 
+use super::access::{AccessList, AccessLists};
 use super::Quota;
 
 /// What to do when the store cannot be reached (timeout, connection refused).
@@ -71,6 +72,8 @@ pub struct Limit {
     pub(crate) cost: u32,
     pub(crate) count_when: Option<CountWhen>,
     pub(crate) on_store_error: Option<OnStoreError>,
+    pub(crate) shadow: Option<bool>,
+    pub(crate) access: AccessLists,
 }
 
 impl fmt::Debug for Limit {
@@ -80,6 +83,8 @@ impl fmt::Debug for Limit {
             .field("cost", &self.cost)
             .field("count_when", &self.count_when.as_ref().map(|_| ".."))
             .field("on_store_error", &self.on_store_error)
+            .field("shadow", &self.shadow)
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -98,6 +103,8 @@ impl Limit {
             cost: 1,
             count_when: None,
             on_store_error: None,
+            shadow: None,
+            access: AccessLists::default(),
         }
     }
 
@@ -159,4 +166,38 @@ impl Limit {
         self.on_store_error = Some(policy);
         self
     }
+
+    /// Shadow mode for this route (overrides the layer's
+    /// [`shadow`](super::RateLimitLayer::shadow)): decide and charge as
+    /// usual, but never refuse; see [`ShadowLimited`].
+    #[must_use]
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = Some(shadow);
+        self
+    }
+
+    /// Never limit these clients on this route (besides the layer's list).
+    #[must_use]
+    pub fn allow(mut self, list: AccessList) -> Self {
+        self.access.allow = Some(list);
+        self
+    }
+
+    /// Answer these clients `403 Forbidden` on this route (besides the
+    /// layer's list). A deny wins over an allow.
+    #[must_use]
+    pub fn deny(mut self, list: AccessList) -> Self {
+        self.access.deny = Some(list);
+        self
+    }
+}
+
+/// In request extensions when a [shadow-mode](Limit::shadow) limit would
+/// have refused the request: it was let through, charged nothing, and counted
+/// as `shadow_limited`. Its response carries no rate-limit fields (a limit
+/// in shadow mode is not in force, so clients are not told of it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowLimited {
+    /// When the limit would have let it through.
+    pub retry_after: Duration,
 }

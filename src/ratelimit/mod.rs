@@ -69,15 +69,20 @@
 //! - Client IPs behind proxies come only from [`TrustedProxies`](crate::identity::TrustedProxies):
 //!   a spoofed `X-Forwarded-For` from anyone else changes nothing.
 
+mod access;
 mod headers;
+mod known;
 mod layer;
 mod limit;
 mod quota;
 mod service;
+mod tiers;
 
 pub use crate::future::ResponseFuture;
+pub use access::{AccessList, InvalidNetwork};
 pub use headers::{RATELIMIT, RATELIMIT_POLICY};
 pub use layer::RateLimitLayer;
-pub use limit::{Limit, MissingIdentity, OnStoreError, RateLimitBypassed};
+pub use limit::{Limit, MissingIdentity, OnStoreError, RateLimitBypassed, ShadowLimited};
 pub use quota::{Algorithm, Quota};
 pub use service::RateLimitService;
+pub use tiers::{RouteLimit, Tiers};

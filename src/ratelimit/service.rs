@@ -6,11 +6,13 @@ use http::header::CONTENT_TYPE;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
+use super::access::{Access, AccessLists};
 use super::headers::{self, Annotation};
-use super::layer::{Config, Prepared};
-use super::limit::{MissingIdentity, OnStoreError, RateLimitBypassed};
+use super::layer::{Config, Prepared, Rule};
+use super::limit::{MissingIdentity, OnStoreError, RateLimitBypassed, ShadowLimited};
 use crate::body::ResponseBody;
 use crate::future::{AddHeaders, ResponseFuture};
+use crate::metrics::{self, count};
 use crate::service::{inner_accessors, layer_service, take_ready};
 use crate::store::{KvStore, RateDecision, RateRequest};
 
@@ -36,11 +38,56 @@ enum Verdict {
     Unavailable(Duration),
 }
 
+/// How a request fared, as metrics and traces name it.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Allowed,
+    Limited,
+    ShadowLimited,
+    AllowListed,
+    DenyListed,
+    /// The store failed and the policy let the request through.
+    Bypassed,
+    /// The store failed and the policy refused the request (503).
+    StoreError,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Limited => "limited",
+            Self::ShadowLimited => "shadow_limited",
+            Self::AllowListed => "allow_listed",
+            Self::DenyListed => "deny_listed",
+            Self::Bypassed => "bypassed",
+            Self::StoreError => "store_error",
+        }
+    }
+}
+
+/// Counts the decision and traces it. A refused request counts under each
+/// quota that refused it; any other outcome under each quota of the route.
+fn record(prepared: &Prepared, outcome: Outcome, decision: Option<&RateDecision>) {
+    let outcome_name = outcome.as_str();
+    for (i, quota) in prepared.limit.quotas.iter().enumerate() {
+        let refused = decision
+            .and_then(|d| d.states.get(i))
+            .is_some_and(|s| !s.allowed);
+        if matches!(outcome, Outcome::Limited | Outcome::ShadowLimited) && !refused {
+            continue;
+        }
+        count!(metrics::RATELIMIT_DECISIONS, 1, "route" => prepared.label, "quota" => quota.name(), "outcome" => outcome_name);
+    }
+    let span = tracing::debug_span!("ratelimit", route = %prepared.label, outcome = outcome_name);
+    span.in_scope(|| tracing::debug!("rate-limit decision"));
+}
+
 impl<St: KvStore> Config<St> {
-    fn limit_for<B>(&self, req: &Request<B>) -> Option<Arc<Prepared>> {
+    fn rule_for<B>(&self, req: &Request<B>) -> Option<&Rule> {
         match self.routes.at(req.method(), req.uri().path()) {
-            Some(route) => route.clone(),
-            None => self.default.clone(),
+            Some(route) => route.as_ref(),
+            None => self.default.as_ref(),
         }
     }
 
@@ -93,18 +140,65 @@ impl<St: KvStore> Config<St> {
                 .map(Box::new),
         }
     }
+
+    /// What a decided request gets: through with the rate-limit fields, a
+    /// 429, or (shadow mode) through, marked, without fields.
+    fn apply<B>(
+        &self,
+        prepared: &Prepared,
+        decision: &RateDecision,
+        req: &mut Request<B>,
+    ) -> Applied {
+        if decision.allowed {
+            record(prepared, Outcome::Allowed, Some(decision));
+            if prepared.shadow {
+                return Applied::Pass(None);
+            }
+            return Applied::Pass(Some(self.annotation(prepared, decision)));
+        }
+        if prepared.shadow {
+            record(prepared, Outcome::ShadowLimited, Some(decision));
+            req.extensions_mut().insert(ShadowLimited {
+                retry_after: decision.retry_after(),
+            });
+            return Applied::Pass(None);
+        }
+        record(prepared, Outcome::Limited, Some(decision));
+        Applied::Refuse
+    }
+}
+
+/// A decision applied to its request.
+enum Applied {
+    /// Call the inner service; add these fields to its response.
+    Pass(Option<Annotation>),
+    /// Answer 429.
+    Refuse,
 }
 
 layer_service! {
     impl<S, St: KvStore> RateLimitService<S, St>
     { future: S::Future, headers: Annotation }
-    fn call(&mut self, req) {
+    fn call(&mut self, mut req) {
         let config = &self.config;
-        let Some(prepared) = config.limit_for(&req) else {
+        let Some(rule) = config.rule_for(&req) else {
             return ResponseFuture::inner(self.inner.call(req), None);
         };
+        let prepared = rule.select(&req);
         if let Some(check) = &config.user_check {
             check.check(&req);
+        }
+        match AccessLists::check(&config.identity, &req, [&config.access, &prepared.limit.access]) {
+            Access::Limited => {}
+            Access::Allowed => {
+                record(prepared, Outcome::AllowListed, None);
+                return ResponseFuture::inner(self.inner.call(req), None);
+            }
+            Access::Denied => {
+                record(prepared, Outcome::DenyListed, None);
+                let body = Bytes::from_static(b"Forbidden\n");
+                return ResponseFuture::ready(config.respond(StatusCode::FORBIDDEN, body));
+            }
         }
         let identity = match (config.identity.of(&req), config.missing_identity) {
             (Some(id), _) => id,
@@ -129,20 +223,18 @@ layer_service! {
                 }
                 _ => config.store.rate_limit_now(&prepared.requests(&identity, limit.cost)),
             };
-            match decided {
-                Some(Ok(d)) if d.allowed => {
-                    let annotation = config.annotation(&prepared, &d);
-                    return ResponseFuture::inner(self.inner.call(req), Some(annotation));
-                }
-                Some(Ok(d)) => return ResponseFuture::ready(config.too_many(&prepared, &d)),
-                Some(Err(_)) | None => {}
+            if let Some(Ok(d)) = decided {
+                return match config.apply(prepared, &d, &mut req) {
+                    Applied::Pass(annotation) => ResponseFuture::inner(self.inner.call(req), annotation),
+                    Applied::Refuse => ResponseFuture::ready(config.too_many(prepared, &d)),
+                };
             }
         }
         let inner = take_ready(&mut self.inner);
         ResponseFuture::waiting(wait_then_call(
             inner,
             config.clone(),
-            prepared,
+            prepared.clone(),
             identity,
             req,
         ))
@@ -156,7 +248,7 @@ async fn wait_then_call<S, St, ReqB, ResB>(
     config: Arc<Config<St>>,
     prepared: Arc<Prepared>,
     identity: String,
-    req: Request<ReqB>,
+    mut req: Request<ReqB>,
 ) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -164,18 +256,37 @@ where
 {
     let limit = &prepared.limit;
     let mut requests = prepared.requests(&identity, limit.cost);
+    // Refused by the store a moment ago: refused again without asking
+    // (not in shadow mode, which must still charge; not with `count_when`,
+    // whose check is a peek).
+    let remembered = !prepared.shadow && limit.count_when.is_none();
+    if remembered {
+        if let Some(known) = config.known_limited.get(&requests[0].key) {
+            record(&prepared, Outcome::Limited, Some(&known));
+            return Ok(config.too_many(&prepared, &known));
+        }
+    }
     if limit.count_when.is_some() {
         requests = requests.into_iter().map(RateRequest::peek).collect();
     }
     let mut decision = match config.decide(&prepared, &requests).await {
-        Verdict::Decided(d) if d.allowed => d,
-        Verdict::Decided(d) => return Ok(config.too_many(&prepared, &d)),
+        Verdict::Decided(d) => {
+            if remembered {
+                config.known_limited.remember(&requests[0].key, &d);
+            }
+            match config.apply(&prepared, &d, &mut req) {
+                Applied::Pass(_) => d,
+                Applied::Refuse => return Ok(config.too_many(&prepared, &d)),
+            }
+        }
         Verdict::Unavailable(retry) => {
+            record(&prepared, Outcome::StoreError, None);
             let mut res = config.respond(StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
             headers::retry_after(res.headers_mut(), retry);
             return Ok(res);
         }
         Verdict::Bypass => {
+            record(&prepared, Outcome::Bypassed, None);
             let mut res = inner.call(req).await?.map(ResponseBody::inner);
             res.extensions_mut().insert(RateLimitBypassed);
             return Ok(res);
@@ -191,8 +302,10 @@ where
         }
     }
     let mut res = Response::from_parts(parts, ResponseBody::inner(body));
-    config
-        .annotation(&prepared, &decision)
-        .add_to(res.headers_mut());
+    if !prepared.shadow {
+        config
+            .annotation(&prepared, &decision)
+            .add_to(res.headers_mut());
+    }
     Ok(res)
 }

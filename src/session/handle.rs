@@ -10,6 +10,7 @@ use super::id::SessionId;
 use super::record::{Change, Record};
 use super::settings::Settings;
 use crate::body::ResponseBody;
+use crate::metrics::{self, count};
 use crate::privacy::mark_private;
 use crate::store::{StoreError, Version};
 
@@ -101,6 +102,7 @@ impl Session {
         let outcome = match settings.save(&state).await {
             Ok(outcome) => outcome,
             Err(e) => {
+                count!(metrics::SESSION_EVENTS, 1, "event" => "store_error");
                 tracing::error!(error = %e, "session could not be saved");
                 let mut res = Response::new(ResponseBody::empty());
                 *res.status_mut() = on_store_error;
@@ -151,9 +153,21 @@ impl Session {
         if !state.loaded {
             let settings = &self.inner.settings;
             state.stored = match &state.presented {
-                Some(id) => settings.load(id).await?,
+                Some(id) => {
+                    count!(metrics::SESSION_EVENTS, 1, "event" => "load");
+                    settings.load(id).await.inspect_err(|_| {
+                        count!(metrics::SESSION_EVENTS, 1, "event" => "store_error");
+                    })?
+                }
                 None => None,
             };
+            let found = if state.stored.is_some() {
+                "found"
+            } else {
+                "none"
+            };
+            let span = tracing::debug_span!("session", record = found);
+            span.in_scope(|| tracing::debug!("session loaded"));
             if let (None, Some(id)) = (&state.stored, &state.presented) {
                 tracing::info!(session = %id, "unknown or expired session id: starting a fresh session");
             }

@@ -11,6 +11,7 @@ use super::transport::Transport;
 use crate::clock::duration_ms_ceil;
 use crate::identity::digest;
 use crate::live::Live;
+use crate::metrics::{self, count};
 use crate::store::update::{CasAttempts, KeyPages};
 use crate::store::{CasOutcome, DynStore, PutOptions, StoreError, Version};
 use crate::Clock;
@@ -148,6 +149,7 @@ impl Settings {
                 .is_some()
             {
                 self.index(&id, record, ttl_ms).await?;
+                count!(metrics::SESSION_EVENTS, 1, "event" => "create");
                 return Ok(id);
             }
             tracing::warn!("session id collision: generating another");
@@ -224,8 +226,10 @@ impl Settings {
                 .await?;
             if let CasOutcome::Swapped(_) = swapped {
                 self.reindex(id, &base, &record, ttl).await?;
+                count!(metrics::SESSION_EVENTS, 1, "event" => "save");
                 return Ok(Outcome::default());
             }
+            count!(metrics::SESSION_EVENTS, 1, "event" => "cas_retry");
             let Some(fresh) = self.load(id).await? else {
                 tracing::info!(session = %id, "session ended meanwhile: changes dropped, not resurrected");
                 return Ok(Outcome::revoke());

@@ -29,6 +29,8 @@ use super::{
     DEFAULT_MAX_VALUE_LEN,
 };
 use crate::clock::{duration_ms_ceil, system_time_ms};
+#[cfg(feature = "metrics")]
+use crate::metrics::{self, count, observe};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 const DEFAULT_CLUSTER_BUCKETS: u16 = 64;
@@ -363,13 +365,40 @@ impl RedisStore {
         (bucket, format!("{}{key}", bucket.data_prefix))
     }
 
+    /// Awaits `operation`, timing it and counting its failure (feature `metrics`).
+    async fn metered<T>(
+        &self,
+        operation: &'static str,
+        run: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
+        let result = run.await;
+        #[cfg(feature = "metrics")]
+        {
+            let backend = match self.conn {
+                Connection::Single(_) => "redis",
+                Connection::Cluster(_) => "redis_cluster",
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            observe!(metrics::STORE_OPERATION_SECONDS, seconds, "operation" => operation, "backend" => backend);
+            if result.is_err() {
+                count!(metrics::STORE_ERRORS, 1, "operation" => operation, "backend" => backend);
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = operation;
+        result
+    }
+
     async fn run<T: redis::FromRedisValue>(
         &self,
+        operation: &'static str,
         invocation: redis::ScriptInvocation<'_>,
         key: &str,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
-        with_timeout(self.inner.timeout, async move {
+        let run = with_timeout(self.inner.timeout, async move {
             invocation.invoke_async(&mut conn).await.map_err(|e| {
                 if e.code() == Some("NOTCOUNTER") {
                     StoreError::NotACounter {
@@ -379,8 +408,8 @@ impl RedisStore {
                     map_error(e, self.inner.timeout)
                 }
             })
-        })
-        .await
+        });
+        self.metered(operation, run).await
     }
 
     /// A write with a condition; `None` when the condition failed.
@@ -416,7 +445,7 @@ impl RedisStore {
             .arg(mode)
             .arg(ms)
             .arg(self.channel_for(key));
-        let written: Option<i64> = self.run(call, key).await?;
+        let written: Option<i64> = self.run("write", call, key).await?;
         Ok(written.map(|_| version))
     }
 }
@@ -513,7 +542,7 @@ impl RedisStore {
             .arg(options.cursor.as_deref().unwrap_or(""))
             .arg(options.limit);
         type Reply = (Vec<(String, i64, Option<Vec<u8>>)>, i64);
-        let (rows, more): Reply = self.run(call, &options.prefix).await?;
+        let (rows, more): Reply = self.run("list", call, &options.prefix).await?;
         let keys = rows
             .into_iter()
             .map(|(name, pttl, metadata)| {
@@ -534,11 +563,11 @@ impl KvStore for RedisStore {
         let data = self.place(key).1;
         type Reply = Option<(Vec<u8>, Option<Vec<u8>>, Option<String>, i64)>;
         let reply: Reply = if self.inner.replica_reads {
-            self.get_from_replica(&data).await?
+            self.metered("get", self.get_from_replica(&data)).await?
         } else {
             let mut call = self.inner.scripts.get.prepare_invoke();
             call.key(data);
-            self.run(call, key).await?
+            self.run("get", call, key).await?
         };
         let Some((value, metadata, version, pttl)) = reply else {
             return Ok(None);
@@ -569,7 +598,7 @@ impl KvStore for RedisStore {
             .key(&bucket.index)
             .arg(key)
             .arg(self.channel_for(key));
-        let removed: i64 = self.run(call, key).await?;
+        let removed: i64 = self.run("delete", call, key).await?;
         Ok(removed > 0)
     }
 
@@ -645,7 +674,7 @@ impl KvStore for RedisStore {
             .arg(mode)
             .arg(ms)
             .arg(self.channel_for(key));
-        self.run(call, key).await
+        self.run("increment", call, key).await
     }
 
     fn watch(&self, prefix: &str) -> Option<Changes> {
@@ -700,7 +729,7 @@ impl KvStore for RedisStore {
                 .arg(Version::random().0.to_string());
         }
         type Reply = (i64, Vec<(i64, i64, i64, i64)>);
-        let (allowed, states): Reply = self.run(call, &requests[0].key).await?;
+        let (allowed, states): Reply = self.run("rate_limit", call, &requests[0].key).await?;
         let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
         Ok(RateDecision {
             allowed: allowed == 1,
