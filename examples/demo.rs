@@ -293,6 +293,40 @@ async fn admin_purge<St: KvStore>(
     }
 }
 
+/// Adds `GET /metrics`: what the layers counted (see `tower_kv::metrics`),
+/// in Prometheus text format, from `handle`'s recorder. It sits outside the
+/// layers: a scrape is not rate-limited, cached or given a session.
+#[cfg(feature = "metrics")]
+pub fn with_metrics(
+    router: Router,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) -> Router {
+    router.route(
+        "/metrics",
+        get(move || {
+            let text = handle.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+        }),
+    )
+}
+
+/// Installs the process's Prometheus recorder; histograms are compacted
+/// every 5 s.
+#[cfg(feature = "metrics")]
+pub fn install_prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the first recorder of this process");
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    handle
+}
+
 /// Serves the demo's router on `listener` within `limits` (the defaults: a
 /// 10 s header-read and keep-alive idle timeout, 30 s per request, 1,024
 /// connections), giving the layers each request's peer address as axum's
@@ -333,6 +367,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         Some(target) => (redis_app(&target, token.clone()).await?, target.describe()),
     };
+    #[cfg(feature = "metrics")]
+    let router = with_metrics(router, install_prometheus());
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     println!("tower-kv demo on http://{addr} — backend: {backend}");
@@ -345,6 +381,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -i -c jar -b jar http://{addr}/checkout");
     println!("  curl -i -X PUT -H 'authorization: Bearer {token}' -d '{{\"beta_feature\":true}}' http://{addr}/admin/flags");
     println!("  curl -i http://{addr}/beta");
+    #[cfg(feature = "metrics")]
+    println!("  curl http://{addr}/metrics          # what the layers counted (Prometheus)");
     serve(listener, router, Limits::default()).await?;
     Ok(())
 }

@@ -42,11 +42,52 @@ pub const FLAG_EVALUATIONS: &str = "tower_kv_flag_evaluations_total";
 /// New A/B assignments (counter).
 pub const ABTEST_EXPOSURES: &str = "tower_kv_abtest_exposures_total";
 
-/// Adds `value` to counter `name` with `labels` (nothing without the feature).
+/// A counter whose key (name and label values) is built once, so counting
+/// allocates nothing: for hot paths with labels from configuration.
+#[derive(Debug)]
+pub(crate) struct Counter {
+    #[cfg(feature = "metrics")]
+    key: ::metrics::Key,
+}
+
+#[cfg(feature = "metrics")]
+static METADATA: ::metrics::Metadata<'static> =
+    ::metrics::Metadata::new(module_path!(), ::metrics::Level::INFO, Some(module_path!()));
+
+impl Counter {
+    pub(crate) fn new(name: &'static str, labels: &[(&'static str, &str)]) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let labels: Vec<::metrics::Label> = labels
+                .iter()
+                .map(|(k, v)| ::metrics::Label::new(*k, (*v).to_owned()))
+                .collect();
+            Self {
+                key: ::metrics::Key::from_parts(name, labels),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = (name, labels);
+            Self {}
+        }
+    }
+
+    /// Adds `n` in the installed recorder.
+    pub(crate) fn increment(&self, n: u64) {
+        #[cfg(feature = "metrics")]
+        ::metrics::with_recorder(|r| r.register_counter(&self.key, &METADATA).increment(n));
+        #[cfg(not(feature = "metrics"))]
+        let _ = n;
+    }
+}
+
+/// Adds `value` to counter `name` with `labels` (nothing without the
+/// feature). Label values are `&'static str` (no allocation) or `String`.
 macro_rules! count {
     ($name:expr, $value:expr $(, $label:literal => $v:expr)* $(,)?) => {{
         #[cfg(feature = "metrics")]
-        ::metrics::counter!($name $(, $label => $v.to_owned())*).increment($value);
+        ::metrics::counter!($name $(, $label => $v)*).increment($value);
         #[cfg(not(feature = "metrics"))]
         {
             let _ = ($name, $value $(, &$v)*);
@@ -58,7 +99,7 @@ macro_rules! count {
 #[cfg(all(feature = "redis", feature = "metrics"))]
 macro_rules! observe {
     ($name:expr, $seconds:expr $(, $label:literal => $v:expr)* $(,)?) => {
-        ::metrics::histogram!($name $(, $label => $v.to_owned())*).record($seconds)
+        ::metrics::histogram!($name $(, $label => $v)*).record($seconds)
     };
 }
 

@@ -24,6 +24,15 @@ struct Demo {
 impl Demo {
     async fn start<St: tower_kv::store::KvStore>(store: St) -> Self {
         let router = demo::app(store, "secret".into()).await;
+        #[cfg(feature = "metrics")]
+        let router = {
+            static PROMETHEUS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+                std::sync::OnceLock::new();
+            demo::with_metrics(
+                router,
+                PROMETHEUS.get_or_init(demo::install_prometheus).clone(),
+            )
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // Short limits, so the timeout tests finish quickly.
@@ -312,4 +321,23 @@ async fn the_demo_serves_its_contract(demo: Demo) {
             .unwrap()
             >= 1
     );
+
+    // What the layers counted, as Prometheus text (outside the layers).
+    #[cfg(feature = "metrics")]
+    {
+        let (status, headers, text) = get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            !headers.contains_key("ratelimit"),
+            "a scrape is not rate-limited"
+        );
+        for series in [
+            "tower_kv_ratelimit_decisions_total{route=\"POST /login\",quota=\"minute\",outcome=\"limited\"}",
+            "tower_kv_cache_requests_total{cache=\"tower-kv\",outcome=\"hit\"}",
+            "tower_kv_session_events_total{event=\"create\"}",
+            "tower_kv_flag_evaluations_total{flag=\"(undefined)\",reason=\"missing\",value=\"off\"}",
+        ] {
+            assert!(text.contains(series), "no {series} in\n{text}");
+        }
+    }
 }

@@ -131,11 +131,7 @@ impl Recorded {
 }
 
 /// The total of counter `name` over series carrying every label in `labels`.
-fn total(
-    counters: &[Series],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> u64 {
+fn total(counters: &[Series], name: &str, labels: &[(&str, &str)]) -> u64 {
     counters
         .iter()
         .filter(|(n, l, _)| {

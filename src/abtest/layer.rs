@@ -403,7 +403,7 @@ impl<St: KvStore> Config<St> {
 
 /// Counts a first exposure of a visitor to `variant` of `test`.
 pub(crate) fn count_exposure(test: &str, variant: &str) {
-    count!(metrics::ABTEST_EXPOSURES, 1, "test" => test, "variant" => variant);
+    count!(metrics::ABTEST_EXPOSURES, 1, "test" => test.to_owned(), "variant" => variant.to_owned());
 }
 
 fn control() -> String {

@@ -104,7 +104,7 @@ impl CacheStatus {
     /// Counts and traces the outcome of a response of cache `cache` about to be sent.
     fn record(&self, cache: &str) {
         let outcome = self.outcome();
-        count!(metrics::CACHE_REQUESTS, 1, "cache" => cache, "outcome" => outcome);
+        count!(metrics::CACHE_REQUESTS, 1, "cache" => cache.to_owned(), "outcome" => outcome);
         let span = tracing::debug_span!("cache", outcome, cache);
         span.in_scope(|| tracing::debug!("cache decision"));
     }

@@ -116,8 +116,8 @@ impl<St: KvStore> CacheConfig<St> {
     pub(crate) async fn save(&self, key: &RequestKey, request: &HeaderMap, entry: &Entry) {
         match self.try_save(key, request, entry).await {
             Ok(()) => {
-                count!(metrics::CACHE_STORED, 1, "cache" => self.name);
-                count!(metrics::CACHE_STORED_BYTES, entry.body.len() as u64, "cache" => self.name);
+                count!(metrics::CACHE_STORED, 1, "cache" => self.name.clone());
+                count!(metrics::CACHE_STORED_BYTES, entry.body.len() as u64, "cache" => self.name.clone());
             }
             Err(e) => tracing::warn!(error = %e, "response not cached: store unavailable"),
         }

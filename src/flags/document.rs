@@ -237,6 +237,17 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order.
+    #[cfg(feature = "metrics")]
+    pub(crate) const ALL: [Reason; 6] = [
+        Self::Static,
+        Self::Rollout,
+        Self::AllowList,
+        Self::DenyList,
+        Self::Missing,
+        Self::Error,
+    ];
+
     /// The reason as metrics and traces name it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -3,7 +3,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::document::{Evaluation, FlagDocument, Reason};
-use crate::metrics::{self, count};
+#[cfg(feature = "metrics")]
+use crate::metrics::{self, Counter};
 
 /// The flags of one request, in request extensions: the document and the
 /// request's targeting key. Cheap to clone.
@@ -61,7 +62,43 @@ impl Flags {
 fn record(flag: &str, evaluation: &Evaluation) {
     let reason = evaluation.reason.as_str();
     let value = if evaluation.enabled { "on" } else { "off" };
-    count!(metrics::FLAG_EVALUATIONS, 1, "flag" => flag, "reason" => reason, "value" => value);
+    #[cfg(feature = "metrics")]
+    count_evaluation(
+        flag,
+        evaluation.reason as usize * 2 + usize::from(evaluation.enabled),
+    );
     let span = tracing::trace_span!("flag", flag, reason, value);
     span.in_scope(|| tracing::trace!("flag evaluated"));
+}
+
+/// Counts outcome `index` (reason × off/on) of `flag` on counters built the
+/// first time the flag is evaluated and kept for the process: flag names are
+/// the documents' own, a bounded set.
+#[cfg(feature = "metrics")]
+fn count_evaluation(flag: &str, index: usize) {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    type ByFlag =
+        parking_lot::RwLock<HashMap<Box<str>, Box<[Counter]>, foldhash::fast::RandomState>>;
+    static BY_FLAG: OnceLock<ByFlag> = OnceLock::new();
+    let by_flag = BY_FLAG.get_or_init(Default::default);
+    if let Some(counters) = by_flag.read().get(flag) {
+        counters[index].increment(1);
+        return;
+    }
+    let counters: Box<[Counter]> = Reason::ALL
+        .iter()
+        .flat_map(|reason| {
+            ["off", "on"].map(|value| {
+                let labels = [
+                    ("flag", flag),
+                    ("reason", reason.as_str()),
+                    ("value", value),
+                ];
+                Counter::new(metrics::FLAG_EVALUATIONS, &labels)
+            })
+        })
+        .collect();
+    by_flag.write().entry(flag.into()).or_insert(counters)[index].increment(1);
 }

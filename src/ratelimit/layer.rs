@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use super::access::{AccessList, AccessLists};
 use super::known::KnownLimited;
 use super::limit::{Limit, MissingIdentity, OnStoreError};
+use super::outcome::Counters;
 use super::tiers::{RouteLimit, RouteLimitKind, SelectTier};
 use super::{headers, RateLimitService};
 use crate::identity::{push_hash_tag, Identity, UserSourceCheck};
@@ -138,6 +139,7 @@ pub(crate) struct Prepared {
     pub(crate) label: String,
     /// Decide and charge, never refuse.
     pub(crate) shadow: bool,
+    pub(crate) counters: Counters,
     pub(crate) policy: HeaderValue,
     /// `"{quota}";r=` per quota, for the `RateLimit` field.
     pub(crate) current_prefixes: Box<[Box<str>]>,
@@ -154,6 +156,7 @@ impl Prepared {
         Arc::new(Self {
             key_prefix: key_prefix.to_owned(),
             route_id: route_id.to_owned(),
+            counters: Counters::new(&label, &limit.quotas),
             label,
             shadow: limit.shadow.unwrap_or(shadow),
             policy: headers::policy(&limit.quotas),

@@ -74,6 +74,7 @@ mod headers;
 mod known;
 mod layer;
 mod limit;
+mod outcome;
 mod quota;
 mod service;
 mod tiers;

@@ -10,9 +10,9 @@ use super::access::{Access, AccessLists};
 use super::headers::{self, Annotation};
 use super::layer::{Config, Prepared, Rule};
 use super::limit::{MissingIdentity, OnStoreError, RateLimitBypassed, ShadowLimited};
+use super::outcome::{record, Outcome};
 use crate::body::ResponseBody;
 use crate::future::{AddHeaders, ResponseFuture};
-use crate::metrics::{self, count};
 use crate::service::{inner_accessors, layer_service, take_ready};
 use crate::store::{KvStore, RateDecision, RateRequest};
 
@@ -36,51 +36,6 @@ enum Verdict {
     Decided(RateDecision),
     Bypass,
     Unavailable(Duration),
-}
-
-/// How a request fared, as metrics and traces name it.
-#[derive(Clone, Copy, Debug)]
-enum Outcome {
-    Allowed,
-    Limited,
-    ShadowLimited,
-    AllowListed,
-    DenyListed,
-    /// The store failed and the policy let the request through.
-    Bypassed,
-    /// The store failed and the policy refused the request (503).
-    StoreError,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Allowed => "allowed",
-            Self::Limited => "limited",
-            Self::ShadowLimited => "shadow_limited",
-            Self::AllowListed => "allow_listed",
-            Self::DenyListed => "deny_listed",
-            Self::Bypassed => "bypassed",
-            Self::StoreError => "store_error",
-        }
-    }
-}
-
-/// Counts the decision and traces it. A refused request counts under each
-/// quota that refused it; any other outcome under each quota of the route.
-fn record(prepared: &Prepared, outcome: Outcome, decision: Option<&RateDecision>) {
-    let outcome_name = outcome.as_str();
-    for (i, quota) in prepared.limit.quotas.iter().enumerate() {
-        let refused = decision
-            .and_then(|d| d.states.get(i))
-            .is_some_and(|s| !s.allowed);
-        if matches!(outcome, Outcome::Limited | Outcome::ShadowLimited) && !refused {
-            continue;
-        }
-        count!(metrics::RATELIMIT_DECISIONS, 1, "route" => prepared.label, "quota" => quota.name(), "outcome" => outcome_name);
-    }
-    let span = tracing::debug_span!("ratelimit", route = %prepared.label, outcome = outcome_name);
-    span.in_scope(|| tracing::debug!("rate-limit decision"));
 }
 
 impl<St: KvStore> Config<St> {
