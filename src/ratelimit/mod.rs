@@ -68,6 +68,22 @@
 //!   [`RateLimitBypassed`]), or 503 with `Retry-After`.
 //! - Client IPs behind proxies come only from [`TrustedProxies`](crate::identity::TrustedProxies):
 //!   a spoofed `X-Forwarded-For` from anyone else changes nothing.
+//!
+//! # In production
+//!
+//! - [Shadow mode](RateLimitLayer::shadow) (layer or [route](Limit::shadow)):
+//!   decide and charge, never refuse; would-be refusals carry
+//!   [`ShadowLimited`] and count as `shadow_limited`.
+//! - [`Tiers`]: a route's limit chosen per request (the user's plan), each
+//!   tier in buckets of its own.
+//! - [`AccessList`]s: networks and users never limited
+//!   ([`allow`](RateLimitLayer::allow)) or answered 403
+//!   ([`deny`](RateLimitLayer::deny)), per layer or route.
+//! - Refusals are remembered in process until the store's wait is over
+//!   ([`known_limited_capacity`](RateLimitLayer::known_limited_capacity)):
+//!   over-limit floods cost no round trips.
+//! - Every decision is counted (`tower_kv_ratelimit_decisions_total`, see
+//!   [`crate::metrics`]) and traced (a `ratelimit` span at debug level).
 
 mod access;
 mod headers;
