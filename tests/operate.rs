@@ -298,7 +298,14 @@ mod cases {
                         .user("mallory"),
                 ),
             )
-            .allow(AccessList::new().network("10.0.0.0/8").unwrap().user("ops"))
+            .allow(
+                AccessList::new()
+                    .network("10.0.0.0/8")
+                    .unwrap()
+                    .user("ops")
+                    // The identity's plain value: here, the peer address.
+                    .identity("203.0.113.4"),
+            )
             .deny(AccessList::new().network("192.0.2.0/24").unwrap());
         let svc = app(layer);
         let office = statuses(&svc, 4, || from("/", "10.1.2.3:1", None)).await;
@@ -324,6 +331,10 @@ mod cases {
         assert_eq!(
             statuses(&svc, 2, || from("/", "203.0.113.2:1", Some("ops"))).await,
             [200, 200]
+        );
+        assert_eq!(
+            statuses(&svc, 3, || from("/", "203.0.113.4:1", None)).await,
+            [200, 200, 200]
         );
         // The route's deny-list wins over the layer's allow-list.
         assert_eq!(
@@ -352,7 +363,7 @@ mod cases {
                 &[("route", route), ("quota", &quota), ("outcome", outcome)],
             )
         };
-        assert_eq!(count("default", "allow_listed"), 9);
+        assert_eq!(count("default", "allow_listed"), 12);
         assert_eq!(count("default", "deny_listed"), 2);
         assert_eq!(count("* /strict", "deny_listed"), 2);
         assert_eq!(count("default", "limited"), 1);

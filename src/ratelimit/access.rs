@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::Request;
 use ipnet::IpNet;
@@ -15,18 +16,21 @@ use crate::identity::{Identity, UserId};
 /// Networks match the client address the layer's identity resolves
 /// ([`Identity::ClientIp`] behind trusted proxies, else the TCP peer), never a
 /// client-sent header; users match the [`UserId`] a session layer (or your
-/// own authentication) put in the request.
+/// own authentication) put in the request; identities match the plain value
+/// of the layer's identity (an API key, say).
 ///
 /// ```
 /// use tower_kv::ratelimit::AccessList;
 ///
 /// let office = AccessList::new().network("10.0.0.0/8")?.network("2001:db8::/32")?.user("ops-bot");
+/// let partners = AccessList::new().identity("partner-api-key"); // with Identity::header("x-api-key")
 /// # Ok::<(), tower_kv::ratelimit::InvalidNetwork>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct AccessList {
     networks: Vec<IpNet>,
     users: HashSet<String>,
+    identities: HashSet<String>,
 }
 
 /// A network that is not CIDR notation (`10.0.0.0/8`) or a single address.
@@ -60,8 +64,17 @@ impl AccessList {
         self
     }
 
+    /// Adds a client by the plain value of the layer's identity
+    /// ([`Identity::value_of`]): an API key for [`Identity::header`], a
+    /// cookie's value, a user id, an address.
+    #[must_use]
+    pub fn identity(mut self, value: impl Into<String>) -> Self {
+        self.identities.insert(value.into());
+        self
+    }
+
     fn is_empty(&self) -> bool {
-        self.networks.is_empty() && self.users.is_empty()
+        self.networks.is_empty() && self.users.is_empty() && self.identities.is_empty()
     }
 
     /// Whether `req`'s client (as `identity` resolves its address) or user is listed.
@@ -71,6 +84,13 @@ impl AccessList {
         }
         let user = req.extensions().get::<UserId>();
         if user.is_some_and(|u| self.users.contains(&u.0)) {
+            return true;
+        }
+        if !self.identities.is_empty()
+            && identity
+                .value_of(req)
+                .is_some_and(|v| self.identities.contains(&v))
+        {
             return true;
         }
         !self.networks.is_empty()
@@ -94,8 +114,8 @@ pub(crate) enum Access {
 /// The layer's and a route's allow- and deny-lists; a deny wins over an allow.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AccessLists {
-    pub(crate) allow: Option<AccessList>,
-    pub(crate) deny: Option<AccessList>,
+    pub(crate) allow: Option<Arc<AccessList>>,
+    pub(crate) deny: Option<Arc<AccessList>>,
 }
 
 impl AccessLists {
@@ -104,7 +124,7 @@ impl AccessLists {
         req: &Request<B>,
         lists: [&AccessLists; 2],
     ) -> Access {
-        let listed = |pick: fn(&AccessLists) -> Option<&AccessList>| {
+        let listed = |pick: fn(&AccessLists) -> Option<&Arc<AccessList>>| {
             lists
                 .iter()
                 .filter_map(|l| pick(l))
@@ -155,6 +175,13 @@ mod tests {
         assert!(list.matches(&id, &from("::ffff:10.0.0.9", None)));
         assert!(list.matches(&id, &from("192.0.2.1", Some("bot"))));
         assert!(!list.matches(&id, &from("192.0.2.1", Some("bob"))));
+        let keys = AccessList::new().identity("partner-key");
+        let by_key = Identity::header("x-api-key");
+        let mut req = from("192.0.2.1", None);
+        assert!(!keys.matches(&by_key, &req));
+        req.headers_mut()
+            .insert("x-api-key", "partner-key".parse().unwrap());
+        assert!(keys.matches(&by_key, &req));
         assert!(AccessList::new().network("10.0.0.0/33").is_err());
         assert!(AccessList::new().network("ten").is_err());
     }
@@ -162,6 +189,7 @@ mod tests {
     #[test]
     fn deny_wins_over_allow() {
         let both = AccessList::new().network("10.0.0.0/8").unwrap();
+        let both = Arc::new(both);
         let lists = AccessLists {
             allow: Some(both.clone()),
             deny: Some(both),

@@ -314,7 +314,7 @@ impl<St: KvStore> RateLimitLayer<St> {
     /// with [`Limit::allow`]).
     #[must_use]
     pub fn allow(mut self, list: AccessList) -> Self {
-        self.access.allow = Some(list);
+        self.access.allow = Some(Arc::new(list));
         self
     }
 
@@ -322,7 +322,7 @@ impl<St: KvStore> RateLimitLayer<St> {
     /// deny wins over an allow.
     #[must_use]
     pub fn deny(mut self, list: AccessList) -> Self {
-        self.access.deny = Some(list);
+        self.access.deny = Some(Arc::new(list));
         self
     }
 

@@ -179,7 +179,7 @@ impl Limit {
     /// Never limit these clients on this route (besides the layer's list).
     #[must_use]
     pub fn allow(mut self, list: AccessList) -> Self {
-        self.access.allow = Some(list);
+        self.access.allow = Some(Arc::new(list));
         self
     }
 
@@ -187,7 +187,7 @@ impl Limit {
     /// layer's list). A deny wins over an allow.
     #[must_use]
     pub fn deny(mut self, list: AccessList) -> Self {
-        self.access.deny = Some(list);
+        self.access.deny = Some(Arc::new(list));
         self
     }
 }
