@@ -36,7 +36,8 @@ pub struct RateLimitLayer<St> {
     rejection: (HeaderValue, Bytes),
     shadow: bool,
     access: AccessLists,
-    known_limited: usize,
+    /// Shared by every service of this layer (and its clones).
+    known_limited: Arc<KnownLimited>,
 }
 
 /// What a service of the layer runs on: the configuration with each limit
@@ -55,7 +56,7 @@ pub(crate) struct Config<St> {
     pub(crate) legacy_headers: bool,
     pub(crate) rejection: (HeaderValue, Bytes),
     pub(crate) access: AccessLists,
-    pub(crate) known_limited: KnownLimited,
+    pub(crate) known_limited: Arc<KnownLimited>,
 }
 
 /// A route's prepared limit: one, or one per tier.
@@ -211,7 +212,7 @@ impl<St: KvStore> RateLimitLayer<St> {
             ),
             shadow: false,
             access: AccessLists::default(),
-            known_limited: 10_000,
+            known_limited: Arc::new(KnownLimited::new(10_000)),
         }
     }
 
@@ -333,7 +334,7 @@ impl<St: KvStore> RateLimitLayer<St> {
     /// Exact: a refusal consumes nothing and the wait only grows elsewhere.
     #[must_use]
     pub fn known_limited_capacity(mut self, keys: usize) -> Self {
-        self.known_limited = keys;
+        self.known_limited = Arc::new(KnownLimited::new(keys));
         self
     }
 }
@@ -361,7 +362,7 @@ impl<St: Clone> RateLimitLayer<St> {
             legacy_headers: self.legacy_headers,
             rejection: self.rejection.clone(),
             access: self.access.clone(),
-            known_limited: KnownLimited::new(self.known_limited),
+            known_limited: self.known_limited.clone(),
         }
     }
 }

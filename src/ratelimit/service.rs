@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
@@ -33,7 +33,12 @@ impl<S, St> RateLimitService<S, St> {
 
 /// What the store said, after the store-failure policy.
 enum Verdict {
-    Decided(RateDecision),
+    /// By the store, or (`by_store: false`) by the in-process fallback
+    /// while the store is unavailable.
+    Decided {
+        decision: RateDecision,
+        by_store: bool,
+    },
     Bypass,
     Unavailable(Duration),
 }
@@ -48,14 +53,22 @@ impl<St: KvStore> Config<St> {
 
     async fn decide(&self, prepared: &Prepared, requests: &[RateRequest]) -> Verdict {
         let error = match self.store.rate_limit(requests).await {
-            Ok(decision) => return Verdict::Decided(decision),
+            Ok(decision) => {
+                return Verdict::Decided {
+                    decision,
+                    by_store: true,
+                }
+            }
             Err(e) => e,
         };
         let policy = prepared.limit.on_store_error.unwrap_or(self.on_store_error);
         tracing::warn!(error = %error, ?policy, "rate-limit store failed");
         match policy {
             OnStoreError::LocalFallback => match self.local.rate_limit(requests).await {
-                Ok(decision) => Verdict::Decided(decision),
+                Ok(decision) => Verdict::Decided {
+                    decision,
+                    by_store: false,
+                },
                 Err(_) => Verdict::Bypass,
             },
             OnStoreError::Allow => Verdict::Bypass,
@@ -151,8 +164,9 @@ layer_service! {
             }
             Access::Denied => {
                 record(prepared, Outcome::DenyListed, None);
-                let body = Bytes::from_static(b"Forbidden\n");
-                return ResponseFuture::ready(config.respond(StatusCode::FORBIDDEN, body));
+                let mut res = config.respond(StatusCode::FORBIDDEN, Bytes::from_static(b"Forbidden\n"));
+                res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                return ResponseFuture::ready(res);
             }
         }
         let identity = match (config.identity.of(&req), config.missing_identity) {
@@ -225,8 +239,12 @@ where
         requests = requests.into_iter().map(RateRequest::peek).collect();
     }
     let mut decision = match config.decide(&prepared, &requests).await {
-        Verdict::Decided(d) => {
-            if remembered {
+        Verdict::Decided {
+            decision: d,
+            by_store,
+        } => {
+            // Only the store's refusals hold fleet-wide; a fallback's are this instance's guess.
+            if remembered && by_store {
                 config.known_limited.remember(&requests[0].key, &d);
             }
             match config.apply(&prepared, &d, &mut req) {
@@ -251,7 +269,7 @@ where
     if let Some(count_when) = &limit.count_when {
         if count_when(&parts) {
             let charge = prepared.requests(&identity, limit.cost);
-            if let Verdict::Decided(d) = config.decide(&prepared, &charge).await {
+            if let Verdict::Decided { decision: d, .. } = config.decide(&prepared, &charge).await {
                 decision = d;
             }
         }
