@@ -64,7 +64,7 @@ pub(crate) struct State {
     /// Whether the store was read.
     pub(crate) loaded: bool,
     /// The stored record and its version, when the presented id is live.
-    pub(crate) stored: Option<(Record, Version)>,
+    pub(crate) stored: Option<(Arc<Record>, Version)>,
     /// The stored record with this request's changes, once it made one.
     pub(crate) view: Option<Record>,
     pub(crate) changes: Vec<Change>,
@@ -80,7 +80,9 @@ impl State {
         if self.destroy {
             return None;
         }
-        self.view.as_ref().or(self.stored.as_ref().map(|(r, _)| r))
+        self.view
+            .as_ref()
+            .or(self.stored.as_ref().map(|(r, _)| &**r))
     }
 }
 
@@ -184,7 +186,8 @@ impl Session {
         let mut state = self.loaded().await?;
         if state.view.is_none() {
             // Copy the stored record only when this request changes it.
-            let stored = (!state.destroy).then(|| state.stored.as_ref().map(|(r, _)| r.clone()));
+            let stored =
+                (!state.destroy).then(|| state.stored.as_ref().map(|(r, _)| Record::clone(r)));
             let now = self.inner.settings.clock.now_ms();
             state.view = Some(stored.flatten().unwrap_or_else(|| Record::new(now)));
         }

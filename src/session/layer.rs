@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::decoded::DecodedRecords;
 use super::settings::{SessionManager, Settings};
 use super::transport::{CookieConfig, Transport};
 use super::SessionService;
@@ -33,6 +34,7 @@ impl SessionLayer {
                 renew_fraction: 0.25,
                 transport: Transport::default(),
                 expose_user: false,
+                decoded: Arc::new(DecodedRecords::new()),
             }),
             on_store_error: http::StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -70,6 +70,7 @@
 //! (configurable) rather than pretending it was kept.
 
 #[cfg(feature = "axum")]
+mod decoded;
 mod extract;
 mod handle;
 mod id;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::decoded::DecodedRecords;
 use super::handle::State;
 use super::id::SessionId;
 use super::record::{Change, Record};
@@ -31,6 +32,8 @@ pub(crate) struct Settings {
     /// Load the session of every request that presents an id, and put its
     /// user in the request extensions as a `UserId`.
     pub(crate) expose_user: bool,
+    /// Recently loaded or written records, decoded.
+    pub(crate) decoded: Arc<DecodedRecords>,
 }
 
 impl fmt::Debug for Settings {
@@ -96,12 +99,12 @@ impl Settings {
     pub(crate) async fn load(
         &self,
         id: &SessionId,
-    ) -> Result<Option<(Record, Version)>, StoreError> {
+    ) -> Result<Option<(Arc<Record>, Version)>, StoreError> {
         let key = self.record_key(id);
         let Some(entry) = self.store.get(&key).await? else {
             return Ok(None);
         };
-        let record: Record = match serde_json::from_slice(&entry.value) {
+        let record = match self.decoded.decode(&key, &entry.value) {
             Ok(record) => record,
             Err(e) => {
                 tracing::warn!(session = %id, error = %e, "corrupt session record: treated as no session");
@@ -195,7 +198,7 @@ impl Settings {
     async fn update(
         &self,
         id: &SessionId,
-        stored: &(Record, Version),
+        stored: &(Arc<Record>, Version),
         state: &State,
     ) -> Result<Outcome, StoreError> {
         if state.changes.is_empty() && !state.cycle && !state.renew {
@@ -203,7 +206,7 @@ impl Settings {
         }
         let now = self.clock.now_ms();
         let key = self.record_key(id);
-        let (mut base, mut version) = stored.clone();
+        let (mut base, mut version) = (Record::clone(&stored.0), stored.1);
         let mut attempts = CasAttempts::new(&key);
         loop {
             attempts.next()?;
@@ -220,12 +223,14 @@ impl Settings {
                 return Ok(Outcome::issue(new_id));
             }
             let options = PutOptions::new().ttl(Duration::from_millis(ttl));
+            let bytes = encode(&record);
             let swapped = self
                 .store
-                .compare_and_swap(&key, Some(version), encode(&record), options)
+                .compare_and_swap(&key, Some(version), bytes.clone(), options)
                 .await?;
             if let CasOutcome::Swapped(_) = swapped {
                 self.reindex(id, &base, &record, ttl).await?;
+                self.decoded.remember(&key, bytes, Arc::new(record));
                 count!(metrics::SESSION_EVENTS, 1, "event" => "save");
                 return Ok(Outcome::default());
             }
@@ -234,7 +239,7 @@ impl Settings {
                 tracing::info!(session = %id, "session ended meanwhile: changes dropped, not resurrected");
                 return Ok(Outcome::revoke());
             };
-            (base, version) = fresh;
+            (base, version) = (Record::clone(&fresh.0), fresh.1);
         }
     }
 
