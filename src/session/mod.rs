@@ -69,8 +69,8 @@
 //! feature); a change that cannot be saved turns the response into a 503
 //! (configurable) rather than pretending it was kept.
 
-#[cfg(feature = "axum")]
 mod decoded;
+#[cfg(feature = "axum")]
 mod extract;
 mod handle;
 mod id;
