@@ -102,23 +102,20 @@ impl Identity {
         Self::Either(Box::new(self), Box::new(other))
     }
 
-    /// The client's address as this identity sees it: the proxies-resolved
-    /// client for [`ClientIp`](Self::ClientIp) (also inside
-    /// [`Either`](Self::Either)), else the TCP peer.
+    /// The client's address as this identity sees it: resolved through its
+    /// trusted proxies when it has a [`ClientIp`](Self::ClientIp) (also
+    /// inside [`Either`](Self::Either)), else the TCP peer.
     pub(crate) fn client_address<B>(&self, req: &Request<B>) -> Option<IpAddr> {
-        match self {
-            Self::ClientIp(proxies) => proxies.client_ip(req),
-            Self::Either(first, second) => first
-                .client_address_if_ip(req)
-                .or_else(|| second.client_address_if_ip(req))
-                .or_else(|| peer_ip(req).map(canonical)),
-            _ => peer_ip(req).map(canonical),
+        match self.proxies() {
+            Some(proxies) => proxies.client_ip(req),
+            None => peer_ip(req).map(canonical),
         }
     }
 
-    fn client_address_if_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+    fn proxies(&self) -> Option<&TrustedProxies> {
         match self {
-            Self::ClientIp(_) | Self::PeerIp | Self::Either(..) => self.client_address(req),
+            Self::ClientIp(proxies) => Some(proxies),
+            Self::Either(first, second) => first.proxies().or_else(|| second.proxies()),
             _ => None,
         }
     }
@@ -372,10 +369,18 @@ pub struct TrustedProxies {
     header: ForwardedHeader,
 }
 
-/// A CIDR that does not parse.
+/// A network that does not parse.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid proxy network {0:?} (expected an address or CIDR like 10.0.0.0/8)")]
+#[error("invalid network {0:?} (expected an address or CIDR like 10.0.0.0/8)")]
 pub struct InvalidNetwork(String);
+
+/// A network in CIDR notation, or one address.
+pub(crate) fn parse_network(network: &str) -> Result<IpNet, InvalidNetwork> {
+    network
+        .parse::<IpNet>()
+        .or_else(|_| network.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| InvalidNetwork(network.to_owned()))
+}
 
 impl TrustedProxies {
     /// Trust these networks (`"10.0.0.0/8"`, `"::1"`, …), reading `X-Forwarded-For`.
@@ -386,12 +391,7 @@ impl TrustedProxies {
     {
         let networks = networks
             .into_iter()
-            .map(|n| {
-                let n = n.as_ref();
-                n.parse::<IpNet>()
-                    .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| InvalidNetwork(n.to_owned()))
-            })
+            .map(|n| parse_network(n.as_ref()))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             networks,

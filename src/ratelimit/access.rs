@@ -1,11 +1,10 @@
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::Request;
 use ipnet::IpNet;
 
-use crate::identity::{Identity, UserId};
+use crate::identity::{parse_network, Identity, InvalidNetwork, UserId};
 
 /// Clients matched by network or signed-in user: an allow-list is never
 /// limited, a deny-list is answered `403 Forbidden`. Set per layer
@@ -24,7 +23,7 @@ use crate::identity::{Identity, UserId};
 ///
 /// let office = AccessList::new().network("10.0.0.0/8")?.network("2001:db8::/32")?.user("ops-bot");
 /// let partners = AccessList::new().identity("partner-api-key"); // with Identity::header("x-api-key")
-/// # Ok::<(), tower_kv::ratelimit::InvalidNetwork>(())
+/// # Ok::<(), tower_kv::identity::InvalidNetwork>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct AccessList {
@@ -32,11 +31,6 @@ pub struct AccessList {
     users: HashSet<String>,
     identities: HashSet<String>,
 }
-
-/// A network that is not CIDR notation (`10.0.0.0/8`) or a single address.
-#[derive(Debug, thiserror::Error)]
-#[error("not a network or address: {0:?}")]
-pub struct InvalidNetwork(pub String);
 
 impl AccessList {
     /// An empty list (matches nobody).
@@ -46,14 +40,7 @@ impl AccessList {
 
     /// Adds a network in CIDR notation, or one address (IPv4 or IPv6).
     pub fn network(mut self, cidr: &str) -> Result<Self, InvalidNetwork> {
-        let net = match cidr.parse::<IpNet>() {
-            Ok(net) => net.trunc(),
-            Err(_) => cidr
-                .parse::<IpAddr>()
-                .map(IpNet::from)
-                .map_err(|_| InvalidNetwork(cidr.to_owned()))?,
-        };
-        self.networks.push(net);
+        self.networks.push(parse_network(cidr)?);
         Ok(self)
     }
 

@@ -193,8 +193,8 @@ impl Limit {
 }
 
 /// In request extensions when a [shadow-mode](Limit::shadow) limit would
-/// have refused the request: it was let through, charged nothing, and counted
-/// as `shadow_limited`. Its response carries no rate-limit fields (a limit
+/// have refused the request: it was let through (like any refused decision,
+/// it consumed nothing) and counted as `shadow_limited`. Its response carries no rate-limit fields (a limit
 /// in shadow mode is not in force, so clients are not told of it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShadowLimited {

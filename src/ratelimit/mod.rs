@@ -96,7 +96,7 @@ mod service;
 mod tiers;
 
 pub use crate::future::ResponseFuture;
-pub use access::{AccessList, InvalidNetwork};
+pub use access::AccessList;
 pub use headers::{RATELIMIT, RATELIMIT_POLICY};
 pub use layer::RateLimitLayer;
 pub use limit::{Limit, MissingIdentity, OnStoreError, RateLimitBypassed, ShadowLimited};

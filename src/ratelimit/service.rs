@@ -109,39 +109,29 @@ impl<St: KvStore> Config<St> {
         }
     }
 
-    /// What a decided request gets: through with the rate-limit fields, a
-    /// 429, or (shadow mode) through, marked, without fields.
-    fn apply<B>(
-        &self,
-        prepared: &Prepared,
-        decision: &RateDecision,
-        req: &mut Request<B>,
-    ) -> Applied {
-        if decision.allowed {
-            record(prepared, Outcome::Allowed, Some(decision));
-            if prepared.shadow {
-                return Applied::Pass(None);
-            }
-            return Applied::Pass(Some(self.annotation(prepared, decision)));
-        }
-        if prepared.shadow {
-            record(prepared, Outcome::ShadowLimited, Some(decision));
-            req.extensions_mut().insert(ShadowLimited {
-                retry_after: decision.retry_after(),
-            });
-            return Applied::Pass(None);
-        }
-        record(prepared, Outcome::Limited, Some(decision));
-        Applied::Refuse
+    /// The rate-limit fields for a passing request; none in shadow mode,
+    /// whose limits are not in force.
+    fn fields(&self, prepared: &Prepared, decision: &RateDecision) -> Option<Annotation> {
+        (!prepared.shadow).then(|| self.annotation(prepared, decision))
     }
 }
 
-/// A decision applied to its request.
-enum Applied {
-    /// Call the inner service; add these fields to its response.
-    Pass(Option<Annotation>),
-    /// Answer 429.
-    Refuse,
+/// Counts a decision and whether its request passes: allowed, or
+/// refused in shadow mode (then marked [`ShadowLimited`]).
+fn passes<B>(prepared: &Prepared, decision: &RateDecision, req: &mut Request<B>) -> bool {
+    if decision.allowed {
+        record(prepared, Outcome::Allowed, Some(decision));
+        return true;
+    }
+    if prepared.shadow {
+        record(prepared, Outcome::ShadowLimited, Some(decision));
+        req.extensions_mut().insert(ShadowLimited {
+            retry_after: decision.retry_after(),
+        });
+        return true;
+    }
+    record(prepared, Outcome::Limited, Some(decision));
+    false
 }
 
 layer_service! {
@@ -193,10 +183,11 @@ layer_service! {
                 _ => config.store.rate_limit_now(&prepared.requests(&identity, limit.cost)),
             };
             if let Some(Ok(d)) = decided {
-                return match config.apply(prepared, &d, &mut req) {
-                    Applied::Pass(annotation) => ResponseFuture::inner(self.inner.call(req), annotation),
-                    Applied::Refuse => ResponseFuture::ready(config.too_many(prepared, &d)),
-                };
+                if !passes(prepared, &d, &mut req) {
+                    return ResponseFuture::ready(config.too_many(prepared, &d));
+                }
+                let fields = config.fields(prepared, &d);
+                return ResponseFuture::inner(self.inner.call(req), fields);
             }
         }
         let inner = take_ready(&mut self.inner);
@@ -247,10 +238,10 @@ where
             if remembered && by_store {
                 config.known_limited.remember(&requests[0].key, &d);
             }
-            match config.apply(&prepared, &d, &mut req) {
-                Applied::Pass(_) => d,
-                Applied::Refuse => return Ok(config.too_many(&prepared, &d)),
+            if !passes(&prepared, &d, &mut req) {
+                return Ok(config.too_many(&prepared, &d));
             }
+            d
         }
         Verdict::Unavailable(retry) => {
             record(&prepared, Outcome::StoreError, None);
@@ -275,10 +266,8 @@ where
         }
     }
     let mut res = Response::from_parts(parts, ResponseBody::inner(body));
-    if !prepared.shadow {
-        config
-            .annotation(&prepared, &decision)
-            .add_to(res.headers_mut());
+    if let Some(fields) = config.fields(&prepared, &decision) {
+        fields.add_to(res.headers_mut());
     }
     Ok(res)
 }
