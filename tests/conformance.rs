@@ -534,6 +534,62 @@ mod cases {
         );
     }
 
+    pub async fn rate_buckets_are_entries_like_any_other<S: KvStore>(h: Harness<S>) {
+        let rate = Rate::FixedWindow {
+            limit: 3,
+            window: Duration::from_secs(86_400),
+        };
+        let key = "rl:{c}:seen";
+        let req = [RateRequest::new(key, rate, 1)];
+        let remaining = || async { h.store.rate_limit(&req).await.unwrap().states[0].remaining };
+        assert_eq!(remaining().await, 2);
+        let bucket = h
+            .store
+            .get(key)
+            .await
+            .unwrap()
+            .expect("a bucket is an entry");
+        assert!(bucket.expires_at.is_some(), "a bucket expires");
+        let state = String::from_utf8(bucket.value.to_vec()).unwrap();
+        assert!(
+            state.ends_with(":1"),
+            "a window state is start:count, not {state}"
+        );
+        let page = h.store.list(ListOptions::prefix("rl:{c}:")).await.unwrap();
+        let names: Vec<String> = page.keys.into_iter().map(|k| k.name).collect();
+        assert_eq!(names, [key]);
+
+        // Compare-and-swap sees the bucket's version; a write replaces it,
+        // and a decision over a value that is no state starts afresh.
+        let stale = CasOutcome::Conflict;
+        let swap = h
+            .store
+            .compare_and_swap(key, None, b("x"), PutOptions::new());
+        assert_eq!(swap.await.unwrap(), stale);
+        let swap = h
+            .store
+            .compare_and_swap(key, Some(bucket.version), b("x"), PutOptions::new());
+        assert!(matches!(swap.await.unwrap(), CasOutcome::Swapped(_)));
+        assert_eq!(h.store.get(key).await.unwrap().unwrap().value, b("x"));
+        assert_eq!(remaining().await, 2);
+        assert_eq!(remaining().await, 1);
+
+        assert!(h.store.delete(key).await.unwrap());
+        assert!(h.store.get(key).await.unwrap().is_none());
+        assert!(h
+            .store
+            .list(ListOptions::prefix("rl:{c}:"))
+            .await
+            .unwrap()
+            .keys
+            .is_empty());
+        assert_eq!(remaining().await, 2, "a deleted bucket starts afresh");
+        assert_eq!(
+            h.store.increment(key, 1, Expiration::Never).await.ok(),
+            None
+        );
+    }
+
     pub async fn windows_allow_exactly_the_limit_under_contention<S: KvStore>(h: Harness<S>) {
         let day = Duration::from_secs(86_400);
         for (key, rate) in [
@@ -757,6 +813,7 @@ macro_rules! conformance {
             gcra_allows_exactly_the_burst_under_contention,
             gcra_reports_remaining_and_retry_after,
             gcra_several_buckets_are_all_or_nothing,
+            rate_buckets_are_entries_like_any_other,
             windows_allow_exactly_the_limit_under_contention,
             mixed_algorithms_are_all_or_nothing,
             peeking_never_charges,

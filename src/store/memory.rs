@@ -11,6 +11,7 @@ use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::{Mutex, MutexGuard};
 
+use self::rates::{Bucket, RateTable};
 use super::limits::{check_expiration, check_key, check_list, check_rate, check_value};
 use super::rate::{self, Fields, Verdict};
 use super::{
@@ -19,6 +20,8 @@ use super::{
 };
 use crate::clock::{duration_ms_ceil, system_time_ms};
 use crate::Clock;
+
+mod rates;
 
 /// Default byte budget of a [`MemoryStore`]: 1 GiB of keys, values and metadata.
 const DEFAULT_MAX_BYTES: usize = 1 << 30;
@@ -179,7 +182,7 @@ impl MemoryStore {
 
     /// Bytes charged for the entries held, expired ones included until reclaimed.
     pub fn bytes(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.lock().bytes).sum()
+        self.inner.shards.iter().map(|s| s.lock().bytes()).sum()
     }
 
     fn shard_index(&self, key: &str) -> usize {
@@ -241,6 +244,7 @@ impl MemoryStore {
         let slot = self.slot(key, value, options, now)?;
         self.sweep_one_shard(now);
         let mut shard = self.shard(key);
+        shard.demote(key, now);
         if !condition(shard.live(key, now)) {
             return Ok(None);
         }
@@ -273,7 +277,11 @@ impl KvStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         check_key(key)?;
         let now = self.inner.clock.now_ms();
-        Ok(self.shard(key).touch(key, now).map(Slot::to_entry))
+        let mut shard = self.shard(key);
+        if let Some(bucket) = shard.rates.get(key) {
+            return Ok(bucket.is_live(now).then(|| bucket_entry(bucket)));
+        }
+        Ok(shard.touch(key, now).map(Slot::to_entry))
     }
 
     async fn put(
@@ -290,6 +298,7 @@ impl KvStore for MemoryStore {
         check_key(key)?;
         let now = self.inner.clock.now_ms();
         let mut shard = self.shard(key);
+        shard.demote(key, now);
         let was_live = shard.live(key, now).is_some();
         shard.remove(key);
         drop(shard);
@@ -348,6 +357,7 @@ impl KvStore for MemoryStore {
         let version = self.next_version();
         self.sweep_one_shard(now);
         let mut shard = self.shard(key);
+        shard.demote(key, now);
         let slot = match shard.live(key, now) {
             Some(slot) => Slot {
                 value: Value::Counter(
@@ -406,32 +416,17 @@ impl MemoryStore {
             // One bucket (the common case): one lock, no bookkeeping vectors,
             // and a live bucket updated where it is (one lookup).
             let mut shard = self.shard(&r.key);
-            // (Only a rate state: replacing another value changes its size.)
-            let live = shard.live_mut(&r.key, now_ms);
-            if let Some(slot) = live.filter(|slot| matches!(slot.value, Value::Rate(_))) {
-                let v = rate::decide(r.rate, r.cost, slot.value.rate_state(), now_us);
-                let allowed = v.state.allowed;
-                if allowed && r.charge && r.cost > 0 {
-                    let expires_at = now_ms + rate_state_lifetime(&v);
-                    slot.value = Value::Rate(v.new_state);
-                    slot.version = self.next_version();
-                    slot.expires_at = Some(expires_at);
-                    if slot.indexed_at.is_some_and(|filed| filed > expires_at) {
-                        shard.refile_key(&r.key);
-                    }
+            if let Some(bucket) = shard.rates.live_mut(&r.key, now_ms) {
+                let v = rate::decide(r.rate, r.cost, bucket.state, now_us);
+                if v.state.allowed && r.charge && r.cost > 0 {
+                    *bucket = self.bucket(&v, now_ms);
                 }
                 return Ok(RateDecision {
-                    allowed,
+                    allowed: v.state.allowed,
                     states: vec![v.state],
                 });
             }
-            let stored = shard.live(&r.key, now_ms);
-            let v = rate::decide(
-                r.rate,
-                r.cost,
-                stored.map_or_else(Fields::default, |s| s.value.rate_state()),
-                now_us,
-            );
+            let v = rate::decide(r.rate, r.cost, shard.rate_state(&r.key, now_ms), now_us);
             let allowed = v.state.allowed;
             if allowed {
                 self.charge(&mut shard, r, &v, now_ms);
@@ -455,8 +450,7 @@ impl MemoryStore {
             .iter()
             .zip(&shard_of)
             .map(|(r, &index)| {
-                let stored = locked(&mut guards, index).live(&r.key, now_ms);
-                let state = stored.map_or_else(Fields::default, |s| s.value.rate_state());
+                let state = locked(&mut guards, index).rate_state(&r.key, now_ms);
                 rate::decide(r.rate, r.cost, state, now_us)
             })
             .collect();
@@ -478,14 +472,16 @@ impl MemoryStore {
         if !r.charge || r.cost == 0 {
             return;
         }
-        let slot = Slot {
-            value: Value::Rate(v.new_state),
-            metadata: None,
-            expires_at: Some(now_ms + rate_state_lifetime(v)),
+        shard.set_rate(&r.key, self.bucket(v, now_ms), now_ms);
+    }
+
+    /// The bucket holding a verdict's new state.
+    fn bucket(&self, v: &Verdict, now_ms: u64) -> Bucket {
+        Bucket {
+            state: v.new_state,
+            expires_at: now_ms + rate_state_lifetime(v),
             version: self.next_version(),
-            indexed_at: None,
-        };
-        shard.insert(&r.key, slot, now_ms);
+        }
     }
 }
 
@@ -595,14 +591,34 @@ impl Slot {
     }
 }
 
+/// Takes `key` out of the list index, if one is kept.
+fn unlist(order: &mut Option<BTreeSet<Arc<str>>>, key: &str) {
+    if let Some(order) = order {
+        order.remove(key);
+    }
+}
+
+/// A rate bucket as `get` shows it: the state's text, like Redis stores it.
+fn bucket_entry(bucket: &Bucket) -> Entry {
+    Entry {
+        value: Bytes::from(bucket.state.render()),
+        metadata: None,
+        expires_at: Some(ms_to_time(bucket.expires_at)),
+        version: bucket.version,
+    }
+}
+
 fn ms_to_time(ms: u64) -> std::time::SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// One independently locked part of the key space.
+/// One independently locked part of the key space. A key is either a
+/// general entry or a rate bucket: rate decisions keep it as a bucket,
+/// other writes as an entry.
 #[derive(Debug)]
 struct Shard {
     entries: LruCache<Arc<str>, Slot, foldhash::fast::RandomState>,
+    rates: RateTable,
     /// Key names in order, for `list`: built by the first `list` on this
     /// shard and maintained from then on, so stores nobody lists (rate
     /// limits, counters) never pay for it.
@@ -618,6 +634,7 @@ impl Shard {
     fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self {
             entries: LruCache::unbounded_with_hasher(foldhash::fast::RandomState::default()),
+            rates: RateTable::default(),
             order: None,
             expiries: BTreeSet::new(),
             bytes: 0,
@@ -635,18 +652,66 @@ impl Shard {
         None
     }
 
-    /// The live slot at `key` for an update in place, marked as most
-    /// recently used; `None` when absent or expired (left for `live`).
-    fn live_mut(&mut self, key: &str, now: u64) -> Option<&mut Slot> {
-        self.entries.get_mut(key).filter(|slot| slot.is_live(now))
+    /// Bytes charged for entries and buckets.
+    fn bytes(&self) -> usize {
+        self.bytes + self.rates.bytes()
     }
 
-    /// Files `key` again after its slot's expiry moved earlier.
-    fn refile_key(&mut self, key: &str) {
-        if let Some((key, _)) = self.entries.get_key_value(key) {
-            let key = key.clone();
-            self.refile(&key);
+    /// The rate state at `key`: its bucket's, or a general entry's value
+    /// read as one (fresh when absent or expired).
+    fn rate_state(&mut self, key: &str, now: u64) -> Fields {
+        if let Some(bucket) = self.rates.get(key) {
+            return match bucket.is_live(now) {
+                true => bucket.state,
+                false => Fields::default(),
+            };
         }
+        self.live(key, now)
+            .map_or_else(Fields::default, |s| s.value.rate_state())
+    }
+
+    /// Stores `bucket` at `key`, in place of a general entry there.
+    fn set_rate(&mut self, key: &str, bucket: Bucket, now: u64) {
+        self.remove(key);
+        if self.rates.due_for_sweep() {
+            let order = &mut self.order;
+            self.rates.sweep(now, |k| unlist(order, k));
+        }
+        if self.rates.insert(key, bucket) {
+            if let Some(order) = &mut self.order {
+                order.insert(Arc::from(key));
+            }
+            // Other buckets make room first, so a flood of new clients
+            // does not push out sessions and cached responses.
+            while self.over_capacity() && self.shrink_rates(now, Some(key)) {}
+            while self.over_capacity() && self.reclaim_expired(now, 1) == 1 {}
+            while self.over_capacity() && self.pop_lru() {}
+        }
+    }
+
+    /// Moves the bucket at `key`, if any, to the general entries, where a
+    /// general operation sees (and may replace) it like any entry.
+    fn demote(&mut self, key: &str, now: u64) {
+        let Some(bucket) = self.rates.remove(key) else {
+            return;
+        };
+        unlist(&mut self.order, key);
+        if bucket.is_live(now) {
+            let slot = Slot {
+                value: Value::Rate(bucket.state),
+                metadata: None,
+                expires_at: Some(bucket.expires_at),
+                version: bucket.version,
+                indexed_at: None,
+            };
+            self.insert(key, slot, now);
+        }
+    }
+
+    /// Drops expired buckets or, failing that, those closest to expiry.
+    fn shrink_rates(&mut self, now: u64, keep: Option<&str>) -> bool {
+        let order = &mut self.order;
+        self.rates.shrink(now, keep, |k| unlist(order, k))
     }
 
     /// The live slot at `key`, marked as most recently used.
@@ -744,20 +809,28 @@ impl Shard {
     }
 
     fn over_capacity(&self) -> bool {
-        self.entries.len() > self.max_entries || self.bytes > self.max_bytes
+        self.entries.len() + self.rates.len() > self.max_entries || self.bytes() > self.max_bytes
     }
 
+    /// Makes room after a general write: expired entries first, then the
+    /// least recently used (never the one just written), then buckets.
     fn evict(&mut self, now: u64) {
         while self.over_capacity() && self.reclaim_expired(now, 1) == 1 {}
-        while self.over_capacity() && self.entries.len() > 1 {
-            if let Some((key, slot)) = self.entries.pop_lru() {
-                self.forget(&key, &slot);
-            }
-        }
+        while self.over_capacity() && self.entries.len() > 1 && self.pop_lru() {}
+        while self.over_capacity() && self.shrink_rates(now, None) {}
+    }
+
+    /// Drops the least recently used entry; false when there is none.
+    fn pop_lru(&mut self) -> bool {
+        let Some((key, slot)) = self.entries.pop_lru() else {
+            return false;
+        };
+        self.forget(&key, &slot);
+        true
     }
 
     fn live_count(&self, now: u64) -> usize {
-        self.entries.iter().filter(|(_, s)| s.is_live(now)).count()
+        self.entries.iter().filter(|(_, s)| s.is_live(now)).count() + self.rates.live_count(now)
     }
 
     /// Appends up to `limit + 1` live keys of this shard after the cursor.
@@ -766,19 +839,24 @@ impl Shard {
             Some(cursor) => Bound::Excluded(cursor.as_str()),
             None => Bound::Included(options.prefix.as_str()),
         };
-        let entries = &self.entries;
-        let order = self
-            .order
-            .get_or_insert_with(|| entries.iter().map(|(k, _)| k.clone()).collect());
+        let (entries, rates) = (&self.entries, &self.rates);
+        let order = self.order.get_or_insert_with(|| {
+            let general = entries.iter().map(|(k, _)| k.clone());
+            general.chain(rates.keys().map(Arc::from)).collect()
+        });
         let live = order
             .range::<str, _>((start, Bound::Unbounded))
             .take_while(|key| key.starts_with(options.prefix.as_str()))
             .filter_map(|key| {
-                let slot = entries.peek(key)?;
-                slot.is_live(now).then(|| KeyInfo {
+                let (expires_at, metadata) = match (entries.peek(key), rates.get(key)) {
+                    (Some(slot), _) => (slot.expires_at, &slot.metadata),
+                    (None, Some(bucket)) => (Some(bucket.expires_at), &None),
+                    (None, None) => return None,
+                };
+                expires_at.is_none_or(|at| at > now).then(|| KeyInfo {
                     name: key.to_string(),
-                    expires_at: slot.expires_at.map(ms_to_time),
-                    metadata: slot.metadata.clone(),
+                    expires_at: expires_at.map(ms_to_time),
+                    metadata: metadata.clone(),
                 })
             })
             .take(options.limit + 1);
@@ -789,6 +867,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::GcraRate;
 
     #[tokio::test]
     async fn evicts_least_recently_used_beyond_capacity() {
@@ -938,6 +1017,82 @@ mod tests {
             names(store.list(ListOptions::prefix("a:")).await.unwrap()),
             ["a:0", "a:2"]
         );
+    }
+
+    /// One unit of a bucket of 10 per `secs`.
+    fn charge(key: &str, secs: u64) -> RateRequest {
+        RateRequest::new(key, GcraRate::per(10, Duration::from_secs(secs)), 1)
+    }
+
+    #[tokio::test]
+    async fn new_buckets_make_room_among_buckets_first() {
+        let store = MemoryStore::builder().max_entries(64).build();
+        store
+            .put("session", Bytes::from_static(b"v"), PutOptions::new())
+            .await
+            .unwrap();
+        // Long windows first, so the later (short) ones are closest to expiry.
+        for i in 0..1000 {
+            let window = if i < 32 { 86_400 } else { 60 };
+            let key = format!("rl:{i}");
+            assert!(store.decide_rate(&[charge(&key, window)]).unwrap().allowed);
+            assert!(
+                store.get(&key).await.unwrap().is_some(),
+                "the bucket just charged stays"
+            );
+        }
+        assert!(store.len() <= 64);
+        assert!(
+            store.get("session").await.unwrap().is_some(),
+            "a flood of clients does not push out other entries"
+        );
+        for i in 0..32 {
+            let key = format!("rl:{i}");
+            assert!(
+                store.get(&key).await.unwrap().is_some(),
+                "{key} lives longest"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_buckets_are_swept_as_the_table_grows() {
+        let clock = Clock::manual();
+        // One shard, so one table sees every key.
+        let store = MemoryStore::builder()
+            .max_value_len(1 << 20)
+            .max_bytes(1 << 20)
+            .clock(clock.clone())
+            .build();
+        for i in 0..2000 {
+            store
+                .decide_rate(&[charge(&format!("old:{i}"), 1)])
+                .unwrap();
+        }
+        clock.advance(Duration::from_secs(5));
+        let new: Vec<String> = (0..4096).map(|i| format!("new:{i}")).collect();
+        for key in &new {
+            store.decide_rate(&[charge(key, 1)]).unwrap();
+        }
+        assert_eq!(store.len(), new.len());
+        let live: usize = new.iter().map(|k| rates::charge(k)).sum();
+        assert_eq!(store.bytes(), live, "expired buckets were not reclaimed");
+    }
+
+    #[tokio::test]
+    async fn a_general_write_over_a_bucket_replaces_it() {
+        let store = MemoryStore::new();
+        let request = charge("rl:k", 60);
+        store.decide_rate(std::slice::from_ref(&request)).unwrap();
+        store
+            .put("rl:k", Bytes::from_static(b"v"), PutOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(store.len(), 1);
+        let remaining = store.decide_rate(&[request]).unwrap().states[0].remaining;
+        assert_eq!(remaining, 9, "a value that is no state is a fresh bucket");
+        assert_eq!(store.len(), 1, "the decision took the key back as a bucket");
+        assert_eq!(store.bytes(), rates::charge("rl:k"));
     }
 
     #[tokio::test]
