@@ -56,6 +56,16 @@ impl Clock {
         }
     }
 
+    /// [`now_ms`](Self::now_ms) to within the kernel's tick (a few ms) on
+    /// Linux, at a quarter of the cost: for freshness checks counted in
+    /// seconds, never for decisions. Exact on a manual clock.
+    pub(crate) fn recent_ms(&self) -> u64 {
+        match &self.manual {
+            Some(ms) => ms.load(Ordering::Acquire),
+            None => coarse_system_ms(),
+        }
+    }
+
     /// The current time as a [`SystemTime`].
     pub fn now(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.now_ms())
@@ -67,6 +77,22 @@ impl Clock {
             ms.fetch_add(duration_ms_ceil(by), Ordering::AcqRel);
         }
     }
+}
+
+/// The system time to within the kernel's tick, read without the TSC.
+#[cfg(target_os = "linux")]
+fn coarse_system_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    let (secs, nanos) = (u64::try_from(t.tv_sec), u64::try_from(t.tv_nsec));
+    match (secs, nanos) {
+        (Ok(secs), Ok(nanos)) => secs.saturating_mul(1000).saturating_add(nanos / 1_000_000),
+        _ => system_ms(),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn coarse_system_ms() -> u64 {
+    system_ms()
 }
 
 fn system_ms() -> u64 {
@@ -110,6 +136,16 @@ mod tests {
         let before = c.now_ms();
         c.advance(Duration::from_secs(3600));
         assert!(c.now_ms() < before + 3_600_000);
+    }
+
+    #[test]
+    fn the_recent_time_is_within_a_tick_of_now() {
+        let c = Clock::system();
+        let (before, recent, after) = (c.now_ms(), c.recent_ms(), c.now_ms());
+        assert!(
+            recent + 50 >= before && recent <= after + 50,
+            "{before} {recent} {after}"
+        );
     }
 
     #[test]

@@ -356,11 +356,7 @@ impl<St: KvStore> Config<St> {
             return chosen.to_owned();
         }
         let store = &self.settings.store;
-        let mut key = String::with_capacity(test.name.len() + 43);
-        key.push_str("test:");
-        key.push_str(&test.name);
-        key.push_str(":user:");
-        push_digest(&mut key, identity.as_bytes());
+        let key = assignment_key(&test.name, identity);
         let current = match store.get(&key).await {
             Ok(entry) => entry,
             Err(e) => return unavailable(&test.name, &e),
@@ -388,6 +384,33 @@ impl<St: KvStore> Config<St> {
         }
     }
 
+    /// [`assign`](Self::assign) without I/O, when it needs none: the
+    /// config is cached and the store answers at once with a current
+    /// assignment (or assignments are not stored). `None`: call `assign`.
+    pub(crate) fn assign_now(
+        &self,
+        test: &Test<St>,
+        identity: &str,
+        sticky: bool,
+    ) -> Option<String> {
+        let Some(doc) = test.config.cached()? else {
+            return Some(control());
+        };
+        let Some(config) = doc.as_ref() else {
+            return Some(control());
+        };
+        if !sticky {
+            let chosen = config.choose(bucket(&test.name, &config.salt, identity));
+            return Some(chosen.to_owned());
+        }
+        let key = assignment_key(&test.name, identity);
+        match self.settings.store.get_now(&key)? {
+            // Absent, corrupt or retired: `assign` writes a new one.
+            Ok(entry) => entry.and_then(|e| config.assigned(&e)),
+            Err(e) => Some(unavailable(&test.name, &e)),
+        }
+    }
+
     async fn report_exposure(&self, test: &Test<St>, variant: &str, identity: &str) {
         count_exposure(&test.name, variant);
         if let Some(hook) = &self.settings.exposure {
@@ -404,6 +427,16 @@ impl<St: KvStore> Config<St> {
 /// Counts a first exposure of a visitor to `variant` of `test`.
 pub(crate) fn count_exposure(test: &str, variant: &str) {
     count!(metrics::ABTEST_EXPOSURES, 1, "test" => test.to_owned(), "variant" => variant.to_owned());
+}
+
+/// Where `identity`'s assignment in `test` is stored: a digest, never the identity.
+fn assignment_key(test: &str, identity: &str) -> String {
+    let mut key = String::with_capacity(test.len() + 43);
+    key.push_str("test:");
+    key.push_str(test);
+    key.push_str(":user:");
+    push_digest(&mut key, identity.as_bytes());
+    key
 }
 
 fn control() -> String {

@@ -7,7 +7,7 @@ use http::Request;
 
 use super::layer::{count_exposure, Config, Variants, OVERRIDE_HEADER};
 use crate::body::ResponseBody;
-use crate::future::ResponseFuture;
+use crate::future::{AddHeaders, ResponseFuture};
 use crate::identity::{cookie_value, random_hex};
 use crate::privacy::{add_vary, mark_private};
 use crate::service::{inner_accessors, layer_service, take_ready};
@@ -102,65 +102,130 @@ impl<St: KvStore> Config<St> {
         }
     }
 
-    /// Each test's variant for this request, forced ones first.
-    async fn variants(
+    /// What decides `test` for this request: a forced variant, `control`
+    /// (no identity), or an assignment for the identity.
+    fn pick<'a>(
+        &self,
+        test: &str,
+        forced: &BTreeMap<String, String>,
+        visitor: &'a Visitor,
+    ) -> Pick<'a> {
+        match (forced.get(test), &visitor.identity) {
+            (Some(v), _) => Pick::Decided(v.clone()),
+            (None, Some(id)) => Pick::Assign(id),
+            (None, None) => Pick::Decided("control".to_owned()),
+        }
+    }
+
+    /// Each test's variant for this request (in test order).
+    async fn variants(&self, forced: &BTreeMap<String, String>, visitor: &Visitor) -> Vec<String> {
+        let mut variants = Vec::with_capacity(self.tests.len());
+        for test in &self.tests {
+            variants.push(match self.pick(&test.name, forced, visitor) {
+                Pick::Decided(v) => v,
+                Pick::Assign(id) => self.assign(test, id, visitor.sticky).await,
+            });
+        }
+        variants
+    }
+
+    /// [`variants`](Self::variants) without I/O, when no test needs any.
+    fn variants_now(
         &self,
         forced: &BTreeMap<String, String>,
         visitor: &Visitor,
-    ) -> Vec<(HeaderName, String, String)> {
-        let mut variants = Vec::with_capacity(self.tests.len());
-        for test in &self.tests {
-            let variant = match (forced.get(&test.name), &visitor.identity) {
-                (Some(v), _) => v.clone(),
-                (None, Some(id)) => self.assign(test, id, visitor.sticky).await,
-                (None, None) => "control".to_owned(),
-            };
-            variants.push((test.header.clone(), test.name.clone(), variant));
+    ) -> Option<Vec<String>> {
+        self.tests
+            .iter()
+            .map(|test| match self.pick(&test.name, forced, visitor) {
+                Pick::Decided(v) => Some(v),
+                Pick::Assign(id) => self.assign_now(test, id, visitor.sticky),
+            })
+            .collect()
+    }
+
+    /// Puts the variants in the request (headers and [`Variants`]) and
+    /// returns what its response gets.
+    fn apply<B>(
+        &self,
+        variants: Vec<String>,
+        forced: &BTreeMap<String, String>,
+        visitor: Visitor,
+        req: &mut Request<B>,
+    ) -> ResponseAdditions {
+        let mut echo = Vec::new();
+        let mut by_test = BTreeMap::new();
+        for (test, variant) in self.tests.iter().zip(variants) {
+            // A new visitor whose assignment is not stored is exposed now.
+            if visitor.new_cookie.is_some() && !visitor.sticky && !forced.contains_key(&test.name) {
+                count_exposure(&test.name, &variant);
+            }
+            let span = tracing::debug_span!("abtest", test = %test.name, variant = %variant);
+            span.in_scope(|| tracing::debug!("variant assigned"));
+            // Variant names are validated header values; a value that is
+            // not one is never sent.
+            if let Ok(value) = HeaderValue::from_str(&variant) {
+                if self.settings.echo {
+                    echo.push((test.header.clone(), value.clone()));
+                }
+                req.headers_mut().insert(test.header.clone(), value);
+            }
+            by_test.insert(test.name.clone(), variant);
         }
-        variants
+        req.extensions_mut().insert(Variants(by_test));
+        ResponseAdditions {
+            echo,
+            new_cookie: visitor.new_cookie,
+        }
+    }
+}
+
+/// How a test is decided for a request.
+enum Pick<'a> {
+    Decided(String),
+    Assign(&'a str),
+}
+
+/// What the A/B layer adds to a response: the echoed variants (with
+/// `Vary`) and a new visitor's cookie.
+#[derive(Debug)]
+pub struct ResponseAdditions {
+    echo: Vec<(HeaderName, HeaderValue)>,
+    new_cookie: Option<(String, String)>,
+}
+
+impl AddHeaders for ResponseAdditions {
+    fn add_to(self, headers: &mut HeaderMap) {
+        for (name, value) in self.echo {
+            add_vary(headers, &name);
+            headers.insert(name, value);
+        }
+        if let Some((name, id)) = self.new_cookie {
+            set_visitor_cookie(headers, name, id);
+        }
     }
 }
 
 layer_service! {
     impl<S, St: KvStore> AbTestService<S, St>
-    { future: S::Future, headers: () }
+    { future: S::Future, headers: ResponseAdditions }
     fn call(&mut self, mut req) {
-        let config = self.config.clone();
+        let config = &self.config;
         // A client never chooses its variant: drop any copies it sent.
         let forced = config.strip_client_headers(req.headers_mut());
         let visitor = config.visitor(&req);
+        // Config cached and assignments read without I/O: no future to box.
+        if let Some(variants) = config.variants_now(&forced, &visitor) {
+            let additions = config.apply(variants, &forced, visitor, &mut req);
+            return ResponseFuture::inner(self.inner.call(req), Some(additions));
+        }
+        let config = config.clone();
         let mut inner = take_ready(&mut self.inner);
         ResponseFuture::waiting(async move {
             let variants = config.variants(&forced, &visitor).await;
-            let mut echo = Vec::new();
-            let mut by_test = BTreeMap::new();
-            for (header, test, variant) in variants {
-                // A new visitor whose assignment is not stored is exposed now.
-                if visitor.new_cookie.is_some() && !visitor.sticky && !forced.contains_key(&test) {
-                    count_exposure(&test, &variant);
-                }
-                let span = tracing::debug_span!("abtest", test = %test, variant = %variant);
-                span.in_scope(|| tracing::debug!("variant assigned"));
-                // Variant names are validated header values; a value that is
-                // not one is never sent.
-                if let Ok(value) = HeaderValue::from_str(&variant) {
-                    req.headers_mut().insert(header.clone(), value.clone());
-                    if config.settings.echo {
-                        echo.push((header, value));
-                    }
-                }
-                by_test.insert(test, variant);
-            }
-            req.extensions_mut().insert(Variants(by_test));
+            let additions = config.apply(variants, &forced, visitor, &mut req);
             let mut res = inner.call(req).await?.map(ResponseBody::inner);
-            let headers = res.headers_mut();
-            for (name, value) in echo {
-                add_vary(headers, &name);
-                headers.insert(name, value);
-            }
-            if let Some((name, id)) = visitor.new_cookie {
-                set_visitor_cookie(headers, name, id);
-            }
+            additions.add_to(res.headers_mut());
             Ok(res)
         })
     }

@@ -110,7 +110,7 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
     pub(crate) fn cached(&self) -> Option<Option<Arc<T>>> {
         let snapshot = self.snapshot.read();
         let fresh =
-            self.clock.now_ms() < snapshot.fresh_until && !self.changed.load(Ordering::Acquire);
+            self.clock.recent_ms() < snapshot.fresh_until && !self.changed.load(Ordering::Acquire);
         // While another request reads, a stale document is good enough.
         let busy = self.reading.load(Ordering::Acquire) && snapshot.doc.is_some();
         (fresh || busy).then(|| snapshot.doc.clone())

@@ -275,13 +275,11 @@ impl MemoryStore {
 
 impl KvStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        check_key(key)?;
-        let now = self.inner.clock.now_ms();
-        let mut shard = self.shard(key);
-        if let Some(bucket) = shard.rates.get(key) {
-            return Ok(bucket.is_live(now).then(|| bucket_entry(bucket)));
-        }
-        Ok(shard.touch(key, now).map(Slot::to_entry))
+        self.read(key)
+    }
+
+    fn get_now(&self, key: &str) -> Option<Result<Option<Entry>, StoreError>> {
+        Some(self.read(key))
     }
 
     async fn put(
@@ -408,6 +406,16 @@ impl KvStore for MemoryStore {
 }
 
 impl MemoryStore {
+    fn read(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        check_key(key)?;
+        let now = self.inner.clock.now_ms();
+        let mut shard = self.shard(key);
+        if let Some(bucket) = shard.rates.get(key) {
+            return Ok(bucket.is_live(now).then(|| bucket_entry(bucket)));
+        }
+        Ok(shard.touch(key, now).map(Slot::to_entry))
+    }
+
     fn decide_rate(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {
         check_rate(requests)?;
         let now_ms = self.inner.clock.now_ms();

@@ -172,6 +172,14 @@ pub trait KvStore: Clone + Send + Sync + 'static {
         let _ = prefix;
     }
 
+    /// [`get`](Self::get) answered synchronously, for stores that need no
+    /// I/O for it (the in-memory store); `None` means "use `get`". Lets
+    /// layers decide without allocating a future on the hot path.
+    fn get_now(&self, key: &str) -> Option<Result<Option<Entry>, StoreError>> {
+        let _ = key;
+        None
+    }
+
     /// The same decision made synchronously, for stores that need no I/O
     /// for it (the in-memory store); `None` means "use
     /// [`rate_limit`](Self::rate_limit)". Lets layers skip allocating a
