@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use super::{Change, KvStore, StoreError, TaskGuard, Version};
 use crate::clock::duration_ms_ceil;
@@ -30,7 +31,9 @@ pub(crate) struct CachedDocument<St, T> {
     ttl: Duration,
     clock: Clock,
     parse: Parse<T>,
-    snapshot: RwLock<Snapshot<T>>,
+    /// Read without a lock on every request; replaced under `writing`.
+    snapshot: ArcSwap<Snapshot<T>>,
+    writing: Mutex<()>,
     reading: AtomicBool,
     /// Set when the store announced a change to the key.
     changed: Arc<AtomicBool>,
@@ -41,6 +44,17 @@ struct Snapshot<T> {
     doc: Option<Arc<T>>,
     version: Option<Version>,
     fresh_until: u64,
+}
+
+impl<T> Snapshot<T> {
+    /// The same document, fresh until `until`.
+    fn until(&self, until: u64) -> Self {
+        Self {
+            doc: self.doc.clone(),
+            version: self.version,
+            fresh_until: until,
+        }
+    }
 }
 
 impl<St, T> fmt::Debug for CachedDocument<St, T> {
@@ -81,11 +95,12 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
             ttl,
             clock,
             parse,
-            snapshot: RwLock::new(Snapshot {
+            snapshot: ArcSwap::from_pointee(Snapshot {
                 doc: None,
                 version: None,
                 fresh_until: 0,
             }),
+            writing: Mutex::new(()),
             reading: AtomicBool::new(false),
         }
     }
@@ -108,7 +123,7 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
     /// The document if usable without I/O: `Some(Some(doc))` fresh,
     /// `Some(None)` known unusable and not due for a retry, `None` due for a read.
     pub(crate) fn cached(&self) -> Option<Option<Arc<T>>> {
-        let snapshot = self.snapshot.read();
+        let snapshot = self.snapshot.load();
         let fresh =
             self.clock.recent_ms() < snapshot.fresh_until && !self.changed.load(Ordering::Acquire);
         // While another request reads, a stale document is good enough.
@@ -136,7 +151,7 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
 
     /// Forgets freshness: the next request reads the store.
     pub(crate) fn invalidate(&self) {
-        self.snapshot.write().fresh_until = 0;
+        self.extend(0);
     }
 
     async fn read(&self) -> Option<Arc<T>> {
@@ -158,20 +173,23 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
         let version = value.map(|(_, v)| v);
         {
             // Same version as cached: no need to parse again.
-            let mut snapshot = self.snapshot.write();
+            let _writing = self.writing.lock();
+            let snapshot = self.snapshot.load();
             if snapshot.doc.is_some() && version.is_some() && snapshot.version == version {
-                snapshot.fresh_until = self.clock.now_ms() + duration_ms_ceil(self.ttl);
+                let until = self.clock.now_ms() + duration_ms_ceil(self.ttl);
+                self.snapshot.store(Arc::new(snapshot.until(until)));
                 return snapshot.doc.clone();
             }
         }
         match (self.parse)(value.map(|(bytes, _)| bytes)) {
             Ok(doc) => {
                 let doc = Arc::new(doc);
-                *self.snapshot.write() = Snapshot {
+                let _writing = self.writing.lock();
+                self.snapshot.store(Arc::new(Snapshot {
                     doc: Some(doc.clone()),
                     version,
                     fresh_until: self.clock.now_ms() + duration_ms_ceil(self.ttl),
-                };
+                }));
                 Some(doc)
             }
             Err(e) => {
@@ -183,8 +201,14 @@ impl<St: KvStore, T: Send + Sync + 'static> CachedDocument<St, T> {
 
     fn retry_soon(&self) -> Option<Arc<T>> {
         let retry = duration_ms_ceil(RETRY_AFTER_ERROR.min(self.ttl));
-        let mut snapshot = self.snapshot.write();
-        snapshot.fresh_until = self.clock.now_ms() + retry;
+        self.extend(self.clock.now_ms() + retry)
+    }
+
+    /// Keeps the current document, fresh until `until`; returns it.
+    fn extend(&self, until: u64) -> Option<Arc<T>> {
+        let _writing = self.writing.lock();
+        let snapshot = self.snapshot.load();
+        self.snapshot.store(Arc::new(snapshot.until(until)));
         snapshot.doc.clone()
     }
 }
