@@ -36,8 +36,11 @@ const MAX_SHARDS: usize = 32;
 /// Keys are spread over independently locked shards, so operations on
 /// different keys do not contend on one lock. The store is bounded by entry
 /// count and bytes; when full it drops expired entries first, then the least
-/// recently used ones. Expired entries are invisible at once and reclaimed on
-/// later writes. Time comes from a [`Clock`], so tests can advance it.
+/// recently used ones. Rate buckets live in a table of their own and make
+/// room among themselves (expired first, then those closest to expiry), so
+/// a flood of new clients does not push out sessions or cached responses.
+/// Expired entries are invisible at once and reclaimed on later writes.
+/// Time comes from a [`Clock`], so tests can advance it.
 ///
 /// ```
 /// use tower_kv::store::{KvStore, MemoryStore};
