@@ -257,19 +257,8 @@ fn ip_identity(ip: IpAddr) -> String {
 
 /// The value of cookie `name`, if the request carries exactly one.
 pub(crate) fn cookie_value<B>(req: &Request<B>, name: &str) -> Option<String> {
-    let mut found = None;
-    for header in req.headers().get_all(http::header::COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
-        for cookie in cookie::Cookie::split_parse(text).flatten() {
-            if cookie.name() == name {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(cookie.value().to_owned());
-            }
-        }
-    }
-    found.filter(|v| !v.is_empty() && v.len() <= 256)
+    let found = crate::cookies::find(req.headers(), name, usize::MAX).ok()??;
+    (!found.is_empty() && found.len() <= 256).then(|| found.to_owned())
 }
 
 /// Keeps short values readable and replaces long ones by their digest, so

@@ -125,6 +125,7 @@ mod body;
 mod bucket;
 pub mod cache;
 mod clock;
+mod cookies;
 #[cfg(feature = "axum")]
 mod extract;
 pub mod flags;

@@ -3,6 +3,7 @@ use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, SET_COOKIE};
 use http::HeaderMap;
 
 use super::id::{SessionId, ID_LEN};
+use crate::cookies::{self, Unreadable};
 
 /// Largest `Cookie` header value examined, in bytes; larger ones are ignored.
 const MAX_COOKIE_HEADER: usize = 8 * 1024;
@@ -139,40 +140,32 @@ impl CookieConfig {
     /// The id in the request's cookies. Duplicated, oversized, malformed or
     /// badly signed cookies give no id (and a log line).
     fn read(&self, headers: &HeaderMap) -> Option<SessionId> {
-        let mut found = None;
-        let mut jar = CookieJar::new();
-        for value in headers.get_all(COOKIE) {
-            if value.len() > MAX_COOKIE_HEADER {
+        let raw = match cookies::find(headers, &self.name, MAX_COOKIE_HEADER) {
+            Ok(found) => found?,
+            Err(Unreadable::Oversized) => {
                 tracing::warn!("oversized Cookie header ignored");
                 return None;
             }
-            let Ok(text) = value.to_str() else { continue };
-            for cookie in Cookie::split_parse(text).flatten() {
-                if cookie.name() != self.name {
-                    continue;
-                }
-                if found.is_some() {
-                    tracing::warn!(cookie = %self.name, "duplicated session cookie: ignoring both");
-                    return None;
-                }
-                found = Some(cookie.value().to_owned());
-                if self.signing_key.is_some() {
-                    jar.add_original(cookie.into_owned());
-                }
+            Err(Unreadable::Duplicated) => {
+                tracing::warn!(cookie = %self.name, "duplicated session cookie: ignoring both");
+                return None;
             }
-        }
-        let raw = found?;
+        };
+        let verified;
         let value = match &self.signing_key {
-            Some(key) => match jar.signed(key).get(&self.name) {
-                Some(verified) => verified.value().to_owned(),
-                None => {
+            Some(key) => {
+                let mut jar = CookieJar::new();
+                jar.add_original(Cookie::new(self.name.clone(), raw.to_owned()));
+                let Some(cookie) = jar.signed(key).get(&self.name) else {
                     tracing::warn!("session cookie with a bad signature ignored");
                     return None;
-                }
-            },
+                };
+                verified = cookie;
+                verified.value()
+            }
             None => raw,
         };
-        let id = SessionId::parse(&value);
+        let id = SessionId::parse(value);
         if id.is_none() {
             tracing::warn!(len = value.len(), "malformed session cookie ignored");
         }
