@@ -13,13 +13,43 @@ use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
 
-pub(crate) use sealed::AddHeaders;
+pub(crate) use sealed::{AddHeaders, Finish, Finished};
 
 mod sealed {
+    use super::{BoxFuture, Response, ResponseBody};
+
     /// Headers a layer adds to the inner service's response.
     pub trait AddHeaders {
         /// Adds them.
         fn add_to(self, headers: &mut http::HeaderMap);
+    }
+
+    /// What a layer does with the inner service's response: add headers
+    /// (any [`AddHeaders`]), or store work that must come first.
+    pub trait Finish {
+        /// Finishes `response`.
+        fn finish<B: Send + 'static, E: 'static>(
+            self,
+            response: Response<ResponseBody<B>>,
+        ) -> Finished<B, E>;
+    }
+
+    /// A finished response, or the work still to do for it.
+    pub enum Finished<B, E> {
+        /// Done now.
+        Now(Response<ResponseBody<B>>),
+        /// Done when this future is.
+        Later(BoxFuture<'static, Result<Response<ResponseBody<B>>, E>>),
+    }
+}
+
+impl<H: AddHeaders> Finish for H {
+    fn finish<B: Send + 'static, E: 'static>(
+        self,
+        mut response: Response<ResponseBody<B>>,
+    ) -> Finished<B, E> {
+        self.add_to(response.headers_mut());
+        Finished::Now(response)
     }
 }
 
@@ -53,7 +83,7 @@ pin_project! {
 }
 
 impl<F, B, E, H> ResponseFuture<F, B, E, H> {
-    /// The inner service's response, with `headers` added.
+    /// The inner service's response, finished by `headers` (added to it).
     pub(crate) fn inner(future: F, headers: Option<H>) -> Self {
         Self {
             kind: Kind::Inner { future, headers },
@@ -90,23 +120,31 @@ impl<F, B, E, H> std::fmt::Debug for ResponseFuture<F, B, E, H> {
 impl<F, B, E, H> Future for ResponseFuture<F, B, E, H>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    H: AddHeaders,
+    B: Send + 'static,
+    E: 'static,
+    H: Finish,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future, headers } => {
-                let mut res = ready!(future.poll(cx))?.map(ResponseBody::inner);
-                if let Some(headers) = headers.take() {
-                    headers.add_to(res.headers_mut());
+        let mut kind = self.project().kind;
+        loop {
+            match kind.as_mut().project() {
+                KindProj::Inner { future, headers } => {
+                    let res = ready!(future.poll(cx))?.map(ResponseBody::inner);
+                    let Some(headers) = headers.take() else {
+                        return Poll::Ready(Ok(res));
+                    };
+                    match headers.finish(res) {
+                        Finished::Now(res) => return Poll::Ready(Ok(res)),
+                        Finished::Later(future) => kind.set(Kind::Waiting { future }),
+                    }
                 }
-                Poll::Ready(Ok(res))
+                KindProj::Ready { response } => {
+                    return Poll::Ready(Ok(response.take().expect("polled after completion")))
+                }
+                KindProj::Waiting { future } => return future.as_mut().poll(cx),
             }
-            KindProj::Ready { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
-            KindProj::Waiting { future } => future.as_mut().poll(cx),
         }
     }
 }

@@ -1,11 +1,11 @@
 use std::sync::Arc;
 
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 
 use super::handle::Session;
 use super::settings::Settings;
 use crate::body::ResponseBody;
-use crate::future::ResponseFuture;
+use crate::future::{Finish, Finished, ResponseFuture};
 use crate::identity::UserId;
 use crate::service::{inner_accessors, layer_service, take_ready};
 
@@ -36,21 +36,52 @@ impl<S> SessionService<S> {
 layer_service! {
     impl<S> SessionService<S>
     where [S::Future: 'static]
-    { future: S::Future, headers: () }
+    { future: S::Future, headers: Finishing }
     fn call(&mut self, mut req) {
         let presented = self.settings.transport.read(req.headers());
         let expose_user = self.settings.expose_user && presented.is_some();
         let session = Session::new(self.settings.clone(), presented);
         req.extensions_mut().insert(session.clone());
+        let finishing = Finishing {
+            session,
+            on_store_error: self.on_store_error,
+        };
+        if !expose_user {
+            // Nothing to read before the handler: no future to box (and
+            // none after it either, unless the handler used the session).
+            return ResponseFuture::inner(self.inner.call(req), Some(finishing));
+        }
         let mut inner = take_ready(&mut self.inner);
-        let on_store_error = self.on_store_error;
         ResponseFuture::waiting(async move {
-            if expose_user {
-                insert_user(&session, &mut req).await;
-            }
+            insert_user(&finishing.session, &mut req).await;
             let res = inner.call(req).await?.map(ResponseBody::inner);
-            Ok(session.finish(res, on_store_error).await)
+            Ok(finishing.save(res).await)
         })
+    }
+}
+
+/// Saves the session once the handler has answered, if the request used it.
+pub struct Finishing {
+    session: Session,
+    on_store_error: StatusCode,
+}
+
+impl Finishing {
+    async fn save<B>(self, res: Response<ResponseBody<B>>) -> Response<ResponseBody<B>> {
+        self.session.finish(res, self.on_store_error).await
+    }
+}
+
+impl Finish for Finishing {
+    fn finish<B: Send + 'static, E: 'static>(
+        self,
+        res: Response<ResponseBody<B>>,
+    ) -> Finished<B, E> {
+        // Unused (neither read nor changed): nothing to save or mark.
+        if !self.session.was_used() {
+            return Finished::Now(res);
+        }
+        Finished::Later(Box::pin(async move { Ok(self.save(res).await) }))
     }
 }
 
