@@ -8,7 +8,7 @@ use tokio::sync::Mutex;
 
 use super::id::SessionId;
 use super::record::{Change, Record};
-use super::settings::Settings;
+use super::settings::{Outcome, Settings};
 use crate::body::ResponseBody;
 use crate::metrics::{self, count};
 use crate::privacy::mark_private;
@@ -74,6 +74,15 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Whether saving writes to the store (or ends the session).
+    pub(crate) fn writes(&self) -> bool {
+        match (&self.presented, &self.stored) {
+            _ if self.destroy => true,
+            (Some(_), Some(_)) => !self.changes.is_empty() || self.cycle || self.renew,
+            _ => !self.changes.is_empty(),
+        }
+    }
+
     /// The record as this request sees it: none after `destroy`, else the
     /// changed copy, else the stored record.
     fn record(&self) -> Option<&Record> {
@@ -100,8 +109,7 @@ impl Session {
         if !state.loaded {
             return res;
         }
-        let settings = &self.inner.settings;
-        let outcome = match settings.save(&state).await {
+        let outcome = match self.inner.settings.save(&state).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 count!(metrics::SESSION_EVENTS, 1, "event" => "store_error");
@@ -111,6 +119,29 @@ impl Session {
                 return res;
             }
         };
+        self.tell(&mut res, &outcome);
+        res
+    }
+
+    /// [`finish`](Self::finish) without waiting, when the request wrote
+    /// nothing to its session (unused, or only read) and nobody else holds
+    /// it: whether `res` is finished (else it is untouched, for `finish`).
+    pub(crate) fn finish_now<B>(&self, res: &mut Response<ResponseBody<B>>) -> bool {
+        let Ok(state) = self.inner.state.try_lock() else {
+            return false;
+        };
+        if state.loaded && state.writes() {
+            return false;
+        }
+        if state.loaded {
+            self.tell(res, &Outcome::default());
+        }
+        true
+    }
+
+    /// Tells the client what saving did, and marks the response private.
+    fn tell<B>(&self, res: &mut Response<ResponseBody<B>>, outcome: &Outcome) {
+        let settings = &self.inner.settings;
         let headers = res.headers_mut();
         if let Some(id) = &outcome.issue {
             settings.transport.issue(headers, id);
@@ -119,7 +150,6 @@ impl Session {
         }
         let no_store = outcome.issue.is_some() || outcome.revoke;
         mark_private(headers, Some(settings.transport.request_field()), no_store);
-        res
     }
 
     /// Whether the request read or changed its session so far (a response

@@ -75,10 +75,10 @@ impl Finishing {
 impl Finish for Finishing {
     fn finish<B: Send + 'static, E: 'static>(
         self,
-        res: Response<ResponseBody<B>>,
+        mut res: Response<ResponseBody<B>>,
     ) -> Finished<B, E> {
-        // Unused (neither read nor changed): nothing to save or mark.
-        if !self.session.was_used() {
+        // Unused, or only read: nothing to write, nothing to wait for.
+        if self.session.finish_now(&mut res) {
             return Finished::Now(res);
         }
         Finished::Later(Box::pin(async move { Ok(self.save(res).await) }))

@@ -101,7 +101,11 @@ impl Settings {
         id: &SessionId,
     ) -> Result<Option<(Arc<Record>, Version)>, StoreError> {
         let key = self.record_key(id);
-        let Some(entry) = self.store.get(&key).await? else {
+        let read = match self.store.get_now(&key) {
+            Some(read) => read,
+            None => self.store.get(&key).await,
+        };
+        let Some(entry) = read? else {
             return Ok(None);
         };
         let record = match self.decoded.decode(&key, &entry.value) {
@@ -161,12 +165,14 @@ impl Settings {
 
     /// Persists what a request did to its session.
     pub(crate) async fn save(&self, state: &State) -> Result<Outcome, StoreError> {
+        if !state.writes() {
+            return Ok(Outcome::default());
+        }
         if state.destroy {
             return Ok(self.end(state).await);
         }
         match (&state.presented, &state.stored) {
             (Some(id), Some(stored)) => self.update(id, stored, state).await,
-            _ if state.changes.is_empty() => Ok(Outcome::default()),
             _ => self.start(&state.changes).await,
         }
     }
@@ -201,9 +207,6 @@ impl Settings {
         stored: &(Arc<Record>, Version),
         state: &State,
     ) -> Result<Outcome, StoreError> {
-        if state.changes.is_empty() && !state.cycle && !state.renew {
-            return Ok(Outcome::default());
-        }
         let now = self.clock.now_ms();
         let key = self.record_key(id);
         let (mut base, mut version) = (Record::clone(&stored.0), stored.1);

@@ -13,6 +13,8 @@ type BoxFuture<'a, T> = future::BoxFuture<'a, Result<T, StoreError>>;
 pub(crate) trait DynStore: Send + Sync + 'static {
     /// [`KvStore::get`].
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Entry>>;
+    /// [`KvStore::get_now`].
+    fn get_now(&self, key: &str) -> Option<Result<Option<Entry>, StoreError>>;
     /// [`KvStore::put`].
     fn put<'a>(&'a self, key: &'a str, value: Bytes, options: PutOptions)
         -> BoxFuture<'a, Version>;
@@ -40,6 +42,10 @@ pub(crate) trait DynStore: Send + Sync + 'static {
 impl<S: KvStore> DynStore for S {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Entry>> {
         Box::pin(KvStore::get(self, key))
+    }
+
+    fn get_now(&self, key: &str) -> Option<Result<Option<Entry>, StoreError>> {
+        KvStore::get_now(self, key)
     }
 
     fn put<'a>(
