@@ -1067,6 +1067,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bucket_that_expires_first_still_finds_room() {
+        let store = MemoryStore::builder().max_entries(4).build();
+        for i in 0..4 {
+            store
+                .decide_rate(&[charge(&format!("long:{i}"), 86_400)])
+                .unwrap();
+        }
+        store.decide_rate(&[charge("short", 1)]).unwrap();
+        assert_eq!(store.len(), 4, "the bound holds");
+        assert!(store.get("short").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
     async fn expired_buckets_are_swept_as_the_table_grows() {
         let clock = Clock::manual();
         // One shard, so one table sees every key.

@@ -94,48 +94,53 @@ impl RateTable {
 
     /// Drops every expired bucket, telling `forget` each key.
     pub(super) fn sweep(&mut self, now: u64, forget: impl FnMut(&str)) {
-        self.drop_where(|b| !b.is_live(now), None, forget);
+        self.drop_where(|b| !b.is_live(now), None, usize::MAX, forget);
         self.swept_at = self.buckets.len();
     }
 
     /// Frees room: drops the expired buckets and, if none were, the eighth
-    /// closest to expiry, never `keep`, telling `forget` each key. Returns
-    /// whether any was dropped.
+    /// closest to expiry (at least one), never `keep`, telling `forget`
+    /// each key. Returns whether any was dropped.
     pub(super) fn shrink(
         &mut self,
         now: u64,
         keep: Option<&str>,
         mut forget: impl FnMut(&str),
     ) -> bool {
-        if self.drop_where(|b| !b.is_live(now), keep, &mut forget) > 0 {
+        if self.drop_where(|b| !b.is_live(now), keep, usize::MAX, &mut forget) > 0 {
             return true;
         }
-        let mut expiries: Vec<u64> = self.buckets.values().map(|b| b.expires_at).collect();
+        let mut expiries: Vec<u64> = (self.buckets.iter())
+            .filter(|(key, _)| keep != Some(&***key))
+            .map(|(_, b)| b.expires_at)
+            .collect();
         if expiries.is_empty() {
             return false;
         }
         let nth = expiries.len() / 8;
         let threshold = *expiries.select_nth_unstable(nth).1;
-        self.drop_where(|b| b.expires_at <= threshold, keep, forget) > 0
+        // Ties at the threshold must not take more than their share.
+        self.drop_where(|b| b.expires_at <= threshold, keep, nth + 1, forget) > 0
     }
 
     fn drop_where(
         &mut self,
         drop: impl Fn(&Bucket) -> bool,
         keep: Option<&str>,
+        max: usize,
         mut forget: impl FnMut(&str),
     ) -> usize {
-        let before = self.buckets.len();
-        let mut freed = 0;
+        let (mut dropped, mut freed) = (0, 0);
         self.buckets.retain(|key, bucket| {
-            if !drop(bucket) || keep == Some(&**key) {
+            if dropped == max || !drop(bucket) || keep == Some(&**key) {
                 return true;
             }
+            dropped += 1;
             freed += charge(key);
             forget(key);
             false
         });
         self.bytes -= freed;
-        before - self.buckets.len()
+        dropped
     }
 }
