@@ -164,7 +164,11 @@ fn capture_traces() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) 
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(move || sink.clone())
         .finish();
-    (buffer, tracing::subscriber::set_default(subscriber))
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Other tests' threads may have met these callsites first, with no
+    // subscriber, and cached "never interested": ask again, with this one.
+    tracing::callsite::rebuild_interest_cache();
+    (buffer, guard)
 }
 
 mod cases {
