@@ -561,11 +561,10 @@ mod cases {
 
         // Compare-and-swap sees the bucket's version; a write replaces it,
         // and a decision over a value that is no state starts afresh.
-        let stale = CasOutcome::Conflict;
         let swap = h
             .store
             .compare_and_swap(key, None, b("x"), PutOptions::new());
-        assert_eq!(swap.await.unwrap(), stale);
+        assert_eq!(swap.await.unwrap(), CasOutcome::Conflict);
         let swap = h
             .store
             .compare_and_swap(key, Some(bucket.version), b("x"), PutOptions::new());

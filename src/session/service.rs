@@ -48,7 +48,7 @@ layer_service! {
         };
         if !expose_user {
             // Nothing to read before the handler: no future to box (and
-            // none after it either, unless the handler used the session).
+            // none after it either, unless the handler changed the session).
             return ResponseFuture::inner(self.inner.call(req), Some(finishing));
         }
         let mut inner = take_ready(&mut self.inner);
@@ -60,7 +60,8 @@ layer_service! {
     }
 }
 
-/// Saves the session once the handler has answered, if the request used it.
+/// Saves the session once the handler has answered, if the request changed
+/// it (and marks the response private if the request used it).
 pub struct Finishing {
     session: Session,
     on_store_error: StatusCode,
