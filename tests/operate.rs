@@ -164,11 +164,21 @@ fn capture_traces() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) 
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(move || sink.clone())
         .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    // Other tests' threads may have met these callsites first, with no
-    // subscriber, and cached "never interested": ask again, with this one.
-    tracing::callsite::rebuild_interest_cache();
-    (buffer, guard)
+    // Tests run on many threads, and tracing caches per callsite whether
+    // any subscriber is interested. A global subscriber that is interested
+    // "sometimes" (and records nothing) keeps every callsite asking the
+    // current thread's subscriber, so no thread's answer sticks for all.
+    static ASK_EVERY_TIME: std::sync::Once = std::sync::Once::new();
+    ASK_EVERY_TIME.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::Layer;
+        let silent = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|_, _| false));
+        let _ =
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(silent));
+    });
+    (buffer, tracing::subscriber::set_default(subscriber))
 }
 
 mod cases {
