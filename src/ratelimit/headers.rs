@@ -50,8 +50,8 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 fn sf_int(n: u64) -> sfv::Integer {
     integer(
         i64::try_from(n)
-            .unwrap_or(999_999_999_999_999)
-            .min(999_999_999_999_999),
+            .unwrap_or(i64::MAX)
+            .min(Integer::MAX as i64),
     )
 }
 
@@ -89,34 +89,68 @@ pub(crate) fn current_prefixes(quotas: &[Quota]) -> Box<[Box<str>]> {
 /// from the prefixes [`current_prefixes`] built (the same RFC 9651 list sfv
 /// would write, without serializing the names again on every request).
 pub(crate) fn current(prefixes: &[Box<str>], states: &[RateState]) -> HeaderValue {
-    let mut out = Vec::with_capacity(prefixes.iter().map(|p| p.len() + 24).sum());
+    let numbers = |s: &RateState| (u64::from(s.remaining), ceil_secs(s.reset_after));
+    // The exact length, so the buffer becomes the header's bytes as it is
+    // (spare capacity would cost `Bytes` a second allocation).
+    let len = prefixes
+        .iter()
+        .zip(states)
+        .map(|(prefix, s)| {
+            let (remaining, reset) = numbers(s);
+            prefix.len() + Integer::len(remaining) + b";t=".len() + Integer::len(reset)
+        })
+        .sum::<usize>()
+        + b", ".len() * prefixes.len().saturating_sub(1);
+    let mut out = Vec::with_capacity(len);
     for (i, (prefix, s)) in prefixes.iter().zip(states).enumerate() {
         if i > 0 {
             out.extend_from_slice(b", ");
         }
+        let (remaining, reset) = numbers(s);
         out.extend_from_slice(prefix.as_bytes());
-        push_integer(&mut out, u64::from(s.remaining));
+        out.extend_from_slice(Integer::new(remaining).digits());
         out.extend_from_slice(b";t=");
-        push_integer(&mut out, ceil_secs(s.reset_after));
+        out.extend_from_slice(Integer::new(reset).digits());
     }
+    debug_assert_eq!(out.len(), len);
     HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
         .expect("structured fields are valid header values")
 }
 
 /// An RFC 9651 integer (at most 15 digits), in decimal.
-fn push_integer(out: &mut Vec<u8>, n: u64) {
-    let mut n = n.min(999_999_999_999_999);
-    let mut digits = [0u8; 15];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+struct Integer {
+    digits: [u8; 15],
+    start: usize,
+}
+
+impl Integer {
+    const MAX: u64 = 999_999_999_999_999;
+
+    fn new(n: u64) -> Self {
+        let mut n = n.min(Self::MAX);
+        let mut digits = [0u8; 15];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
+        Self { digits, start }
     }
-    out.extend_from_slice(&digits[at..]);
+
+    fn digits(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+
+    /// How many digits [`new`](Self::new)`(n)` writes.
+    fn len(n: u64) -> usize {
+        n.min(Self::MAX)
+            .checked_ilog10()
+            .map_or(1, |d| d as usize + 1)
+    }
 }
 
 /// `Retry-After` in whole seconds, rounded up and never 0.
@@ -167,6 +201,27 @@ mod tests {
             current(&current_prefixes(&quotas[..1]), &zero),
             r#""minute";r=0;t=0"#
         );
+    }
+
+    #[test]
+    fn integers_know_their_length() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            Integer::MAX,
+            Integer::MAX + 1,
+            u64::MAX,
+        ] {
+            let written = Integer::new(n);
+            assert_eq!(written.digits().len(), Integer::len(n), "{n}");
+            let expected = n.min(Integer::MAX).to_string();
+            assert_eq!(written.digits(), expected.as_bytes());
+        }
     }
 
     #[test]
