@@ -36,12 +36,28 @@ type Hook = Arc<dyn Fn(Exposure) -> Pin<Box<dyn Future<Output = ()> + Send>> + S
 /// The variants of the current request, by test name, in request extensions
 /// (axum extractor with feature `axum`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Variants(pub(crate) BTreeMap<String, String>);
+pub struct Variants(Vec<(String, String)>);
 
 impl Variants {
+    /// Each test's variant, sorted by test name (a layer has a handful of
+    /// tests: a vector costs one allocation where a map costs a node).
+    pub(crate) fn new(mut by_test: Vec<(String, String)>) -> Self {
+        by_test.sort_by(|a, b| a.0.cmp(&b.0));
+        by_test.dedup_by(|a, b| a.0 == b.0);
+        Self(by_test)
+    }
+
     /// The variant of `test` for this request (`"control"` when the test is off).
     pub fn get(&self, test: &str) -> Option<&str> {
-        self.0.get(test).map(String::as_str)
+        let (_, variant) = self.0.iter().find(|(name, _)| name == test)?;
+        Some(variant)
+    }
+
+    /// `(test, variant)` pairs, by test name.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|(test, variant)| (test.as_str(), variant.as_str()))
     }
 }
 
@@ -453,5 +469,24 @@ impl<S, St: KvStore> Layer<S> for AbTestLayer<St> {
 
     fn layer(&self, inner: S) -> Self::Service {
         AbTestService::from_parts(inner, self.runtime())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Variants;
+
+    #[test]
+    fn variants_are_by_test_name_whatever_the_layer_order() {
+        let pair = |t: &str, v: &str| (t.to_owned(), v.to_owned());
+        let variants = Variants::new(vec![
+            pair("pricing", "b"),
+            pair("checkout", "a"),
+            pair("pricing", "b"),
+        ]);
+        let listed: Vec<_> = variants.iter().collect();
+        assert_eq!(listed, [("checkout", "a"), ("pricing", "b")]);
+        assert_eq!(variants.get("pricing"), Some("b"));
+        assert_eq!(variants.get("missing"), None);
     }
 }

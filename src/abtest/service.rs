@@ -154,7 +154,7 @@ impl<St: KvStore> Config<St> {
         req: &mut Request<B>,
     ) -> ResponseAdditions {
         let mut echo = Vec::new();
-        let mut by_test = BTreeMap::new();
+        let mut by_test = Vec::with_capacity(self.tests.len());
         for (test, variant) in self.tests.iter().zip(variants) {
             // A new visitor whose assignment is not stored is exposed now.
             if visitor.new_cookie.is_some() && !visitor.sticky && !forced.contains_key(&test.name) {
@@ -170,9 +170,9 @@ impl<St: KvStore> Config<St> {
                 }
                 req.headers_mut().insert(test.header.clone(), value);
             }
-            by_test.insert(test.name.clone(), variant);
+            by_test.push((test.name.clone(), variant));
         }
-        req.extensions_mut().insert(Variants(by_test));
+        req.extensions_mut().insert(Variants::new(by_test));
         ResponseAdditions {
             echo,
             new_cookie: visitor.new_cookie,

@@ -89,8 +89,8 @@ impl RequestKey {
                 let _ = write!(material, "c:{name}={value}\u{1e}");
             }
         }
-        if let Some(Variants(variants)) = req.extensions().get::<Variants>() {
-            for (test, variant) in variants {
+        if let Some(variants) = req.extensions().get::<Variants>() {
+            for (test, variant) in variants.iter() {
                 let _ = write!(material, "ab:{test}={variant}\u{1e}");
             }
         }
