@@ -1,3 +1,6 @@
+use std::sync::{Arc, OnceLock};
+
+use http::HeaderValue;
 use serde::Deserialize;
 
 use crate::bucket::BUCKETS;
@@ -63,25 +66,76 @@ impl TestConfig {
         Ok(())
     }
 
-    /// A stored assignment, when it is one of this config's variants.
-    pub(crate) fn assigned(&self, entry: &Entry) -> Option<String> {
-        let stored = std::str::from_utf8(&entry.value).ok()?;
-        self.variants.iter().find(|v| *v == stored).cloned()
-    }
-
-    /// The variant for a bucket (`0..BUCKETS`): cumulative normalised weights.
-    pub(crate) fn choose(&self, bucket: u32) -> &str {
+    /// The index of the variant for a bucket (`0..BUCKETS`): cumulative
+    /// normalised weights.
+    fn choose(&self, bucket: u32) -> usize {
         let total: f64 = self.weights.iter().sum();
         let mut cumulative = 0.0;
-        for (variant, weight) in self.variants.iter().zip(&self.weights) {
+        for (i, weight) in self.weights.iter().enumerate() {
             cumulative += weight / total;
             if f64::from(bucket) < (cumulative * f64::from(BUCKETS)).round() {
-                return variant;
+                return i;
             }
         }
-        self.variants
-            .last()
-            .expect("validated: at least one variant")
+        self.variants.len() - 1
+    }
+}
+
+/// A variant as requests carry it: its name and its header value, both
+/// built once, so a request clones them without allocating.
+#[derive(Clone, Debug)]
+pub(crate) struct Variant {
+    pub(crate) name: Arc<str>,
+    pub(crate) header: HeaderValue,
+}
+
+impl Variant {
+    /// `name` as a variant, if it is a valid variant name.
+    pub(crate) fn new(name: &str) -> Option<Self> {
+        let header = HeaderValue::from_str(name).ok()?;
+        is_variant_name(name).then(|| Self {
+            name: name.into(),
+            header,
+        })
+    }
+
+    /// `control`: the variant of a test without a usable config or identity.
+    pub(crate) fn control() -> Self {
+        static CONTROL: OnceLock<Variant> = OnceLock::new();
+        let control = CONTROL.get_or_init(|| Self::new("control").expect("a valid variant name"));
+        control.clone()
+    }
+}
+
+/// A test config as the layer uses it: validated, with its variants built.
+#[derive(Debug)]
+pub(crate) struct LoadedConfig {
+    config: TestConfig,
+    variants: Box<[Variant]>,
+}
+
+impl LoadedConfig {
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<Self, InvalidTestConfig> {
+        let config = TestConfig::from_json(bytes)?;
+        let variants = (config.variants.iter())
+            .map(|name| Variant::new(name).ok_or_else(|| InvalidTestConfig::Variant(name.clone())))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { config, variants })
+    }
+
+    pub(crate) fn salt(&self) -> &str {
+        &self.config.salt
+    }
+
+    /// A stored assignment, when it is one of this config's variants.
+    pub(crate) fn assigned(&self, entry: &Entry) -> Option<&Variant> {
+        let stored = &entry.value[..];
+        self.variants.iter().find(|v| v.name.as_bytes() == stored)
+    }
+
+    /// The variant for a bucket (`0..BUCKETS`).
+    pub(crate) fn choose(&self, bucket: u32) -> &Variant {
+        &self.variants[self.config.choose(bucket)]
     }
 }
 
@@ -94,21 +148,25 @@ pub(crate) fn is_variant_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn chosen(json: &str, bucket: u32) -> String {
+        let config = LoadedConfig::from_json(json.as_bytes()).unwrap();
+        let variant = config.choose(bucket);
+        assert_eq!(variant.header, &*variant.name);
+        variant.name.to_string()
+    }
+
     #[test]
     fn weights_split_the_buckets() {
-        let c =
-            TestConfig::from_json(br#"{"variants": ["a", "b", "c"], "weights": [0.5, 0.3, 0.2]}"#)
-                .unwrap();
-        assert_eq!(c.choose(0), "a");
-        assert_eq!(c.choose(4_999), "a");
-        assert_eq!(c.choose(5_000), "b");
-        assert_eq!(c.choose(7_999), "b");
-        assert_eq!(c.choose(8_000), "c");
-        assert_eq!(c.choose(9_999), "c");
-        let unnormalised =
-            TestConfig::from_json(br#"{"variants": ["a", "b"], "weights": [1, 3]}"#).unwrap();
-        assert_eq!(unnormalised.choose(2_499), "a");
-        assert_eq!(unnormalised.choose(2_500), "b");
+        let c = r#"{"variants": ["a", "b", "c"], "weights": [0.5, 0.3, 0.2]}"#;
+        assert_eq!(chosen(c, 0), "a");
+        assert_eq!(chosen(c, 4_999), "a");
+        assert_eq!(chosen(c, 5_000), "b");
+        assert_eq!(chosen(c, 7_999), "b");
+        assert_eq!(chosen(c, 8_000), "c");
+        assert_eq!(chosen(c, 9_999), "c");
+        let unnormalised = r#"{"variants": ["a", "b"], "weights": [1, 3]}"#;
+        assert_eq!(chosen(unnormalised, 2_499), "a");
+        assert_eq!(chosen(unnormalised, 2_500), "b");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use http::HeaderMap;
 use sha2::Sha256;
 use tower_layer::Layer;
 
-use super::config::{is_variant_name, InvalidTestConfig, TestConfig};
+use super::config::{InvalidTestConfig, LoadedConfig, TestConfig, Variant};
 use super::AbTestService;
 use crate::bucket::bucket;
 use crate::identity::{push_digest, Identity, UserSourceCheck};
@@ -36,12 +36,12 @@ type Hook = Arc<dyn Fn(Exposure) -> Pin<Box<dyn Future<Output = ()> + Send>> + S
 /// The variants of the current request, by test name, in request extensions
 /// (axum extractor with feature `axum`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Variants(Vec<(String, String)>);
+pub struct Variants(Vec<(Arc<str>, Arc<str>)>);
 
 impl Variants {
     /// Each test's variant, sorted by test name (a layer has a handful of
     /// tests: a vector costs one allocation where a map costs a node).
-    pub(crate) fn new(mut by_test: Vec<(String, String)>) -> Self {
+    pub(crate) fn new(mut by_test: Vec<(Arc<str>, Arc<str>)>) -> Self {
         by_test.sort_by(|a, b| a.0.cmp(&b.0));
         by_test.dedup_by(|a, b| a.0 == b.0);
         Self(by_test)
@@ -49,15 +49,13 @@ impl Variants {
 
     /// The variant of `test` for this request (`"control"` when the test is off).
     pub fn get(&self, test: &str) -> Option<&str> {
-        let (_, variant) = self.0.iter().find(|(name, _)| name == test)?;
+        let (_, variant) = self.0.iter().find(|(name, _)| **name == *test)?;
         Some(variant)
     }
 
     /// `(test, variant)` pairs, by test name.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0
-            .iter()
-            .map(|(test, variant)| (test.as_str(), variant.as_str()))
+        self.0.iter().map(|(test, variant)| (&**test, &**variant))
     }
 }
 
@@ -99,9 +97,9 @@ pub(crate) struct Config<St> {
 }
 
 pub(crate) struct Test<St> {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) header: HeaderName,
-    pub(crate) config: CachedDocument<St, Option<TestConfig>>,
+    pub(crate) config: CachedDocument<St, Option<LoadedConfig>>,
 }
 
 impl<St> fmt::Debug for AbTestLayer<St> {
@@ -116,9 +114,9 @@ impl<St> fmt::Debug for AbTestLayer<St> {
 /// The header a client may send to force variants when QA overrides are on.
 pub const OVERRIDE_HEADER: HeaderName = HeaderName::from_static("x-ab-override");
 
-fn parse_config(bytes: Option<&[u8]>) -> Result<Option<TestConfig>, String> {
+fn parse_config(bytes: Option<&[u8]>) -> Result<Option<LoadedConfig>, String> {
     bytes
-        .map(TestConfig::from_json)
+        .map(LoadedConfig::from_json)
         .transpose()
         .map_err(|e| e.to_string())
 }
@@ -183,7 +181,7 @@ impl<St: KvStore> AbTestLayer<St> {
                     .tests
                     .iter()
                     .map(|(name, header)| Test {
-                        name: name.clone(),
+                        name: name.as_str().into(),
                         header: header.clone(),
                         config: CachedDocument::new(
                             settings.store.clone(),
@@ -298,7 +296,7 @@ impl<St: KvStore> AbTestLayer<St> {
             .put(&config_key(test), value, PutOptions::new())
             .await;
         // Written, or maybe written: the next request reads the store.
-        if let Some(t) = self.runtime().tests.iter().find(|t| t.name == test) {
+        if let Some(t) = self.runtime().tests.iter().find(|t| *t.name == *test) {
             t.config.invalidate();
         }
         written.map(drop).map_err(|e| match e.is_unavailable() {
@@ -316,7 +314,7 @@ impl<St: KvStore> AbTestLayer<St> {
 
 /// The `test=variant` claims of an `x-ab-override` value whose HMAC
 /// signature under `key` verifies; others are ignored (logged).
-pub(crate) fn verified_overrides(key: &[u8], value: &[u8]) -> BTreeMap<String, String> {
+pub(crate) fn verified_overrides(key: &[u8], value: &[u8]) -> BTreeMap<String, Variant> {
     let mut forced = BTreeMap::new();
     for token in std::str::from_utf8(value).unwrap_or("").split(',') {
         let Some((claim, signature)) = token.trim().rsplit_once('.') else {
@@ -328,10 +326,11 @@ pub(crate) fn verified_overrides(key: &[u8], value: &[u8]) -> BTreeMap<String, S
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(claim.as_bytes());
         let valid = hex::decode(signature).is_ok_and(|sig| mac.verify_slice(&sig).is_ok());
-        if valid && is_variant_name(variant) {
-            forced.insert(test.to_owned(), variant.to_owned());
-        } else {
-            tracing::warn!("invalid A/B override token ignored");
+        match Variant::new(variant).filter(|_| valid) {
+            Some(variant) => {
+                forced.insert(test.to_owned(), variant);
+            }
+            None => tracing::warn!("invalid A/B override token ignored"),
         }
     }
     forced
@@ -345,7 +344,7 @@ fn sign(key: &[u8], test: &str, variant: &str) -> String {
 
 impl<St: KvStore> Config<St> {
     /// Variants forced by valid QA tokens in `headers`.
-    pub(crate) fn overrides(&self, headers: &HeaderMap) -> BTreeMap<String, String> {
+    pub(crate) fn overrides(&self, headers: &HeaderMap) -> BTreeMap<String, Variant> {
         match (&self.settings.qa_key, headers.get(OVERRIDE_HEADER)) {
             (Some(key), Some(value)) => verified_overrides(key, value.as_bytes()),
             _ => BTreeMap::new(),
@@ -360,16 +359,16 @@ impl<St: KvStore> Config<St> {
     /// compare-and-swap against what was read (so concurrent first requests
     /// agree, and a corrupt or retired assignment is replaced). Without, the
     /// bucket alone decides: no store I/O.
-    pub(crate) async fn assign(&self, test: &Test<St>, identity: &str, sticky: bool) -> String {
+    pub(crate) async fn assign(&self, test: &Test<St>, identity: &str, sticky: bool) -> Variant {
         let Some(doc) = test.config.current().await else {
-            return control();
+            return Variant::control();
         };
         let Some(config) = doc.as_ref() else {
-            return control();
+            return Variant::control();
         };
-        let chosen = config.choose(bucket(&test.name, &config.salt, identity));
+        let chosen = config.choose(bucket(&test.name, config.salt(), identity));
         if !sticky {
-            return chosen.to_owned();
+            return chosen.clone();
         }
         let store = &self.settings.store;
         let key = assignment_key(&test.name, identity);
@@ -378,23 +377,23 @@ impl<St: KvStore> Config<St> {
             Err(e) => return unavailable(&test.name, &e),
         };
         if let Some(variant) = current.as_ref().and_then(|e| config.assigned(e)) {
-            return variant;
+            return variant.clone();
         }
         if current.is_some() {
             tracing::warn!(test = %test.name, "stored assignment is corrupt or no longer a variant: reassigning");
         }
         let ttl = PutOptions::new().ttl(self.settings.assignment_ttl);
         let expected = current.map(|e| e.version);
-        let value = Bytes::copy_from_slice(chosen.as_bytes());
+        let value = Bytes::copy_from_slice(chosen.name.as_bytes());
         match store.compare_and_swap(&key, expected, value, ttl).await {
             Ok(CasOutcome::Swapped(_)) => {
-                self.report_exposure(test, chosen, identity).await;
-                chosen.to_owned()
+                self.report_exposure(test, &chosen.name, identity).await;
+                chosen.clone()
             }
             // Another request assigned first: use what it stored.
             Ok(CasOutcome::Conflict) => match store.get(&key).await {
-                Ok(Some(entry)) => config.assigned(&entry).unwrap_or_else(|| chosen.to_owned()),
-                _ => chosen.to_owned(),
+                Ok(Some(entry)) => config.assigned(&entry).unwrap_or(chosen).clone(),
+                _ => chosen.clone(),
             },
             Err(e) => unavailable(&test.name, &e),
         }
@@ -408,21 +407,21 @@ impl<St: KvStore> Config<St> {
         test: &Test<St>,
         identity: &str,
         sticky: bool,
-    ) -> Option<String> {
+    ) -> Option<Variant> {
         let Some(doc) = test.config.cached()? else {
-            return Some(control());
+            return Some(Variant::control());
         };
         let Some(config) = doc.as_ref() else {
-            return Some(control());
+            return Some(Variant::control());
         };
         if !sticky {
-            let chosen = config.choose(bucket(&test.name, &config.salt, identity));
-            return Some(chosen.to_owned());
+            let chosen = config.choose(bucket(&test.name, config.salt(), identity));
+            return Some(chosen.clone());
         }
         let key = assignment_key(&test.name, identity);
         match self.settings.store.get_now(&key)? {
             // Absent, corrupt or retired: `assign` writes a new one.
-            Ok(entry) => entry.and_then(|e| config.assigned(&e)),
+            Ok(entry) => entry.and_then(|e| config.assigned(&e).cloned()),
             Err(e) => Some(unavailable(&test.name, &e)),
         }
     }
@@ -431,7 +430,7 @@ impl<St: KvStore> Config<St> {
         count_exposure(&test.name, variant);
         if let Some(hook) = &self.settings.exposure {
             hook(Exposure {
-                test: test.name.clone(),
+                test: test.name.to_string(),
                 variant: variant.to_owned(),
                 identity: identity.to_owned(),
             })
@@ -455,13 +454,9 @@ fn assignment_key(test: &str, identity: &str) -> String {
     key
 }
 
-fn control() -> String {
-    "control".to_owned()
-}
-
-fn unavailable(test: &str, error: &StoreError) -> String {
+fn unavailable(test: &str, error: &StoreError) -> Variant {
     tracing::warn!(test, error = %error, "assignment store unavailable: control");
-    control()
+    Variant::control()
 }
 
 impl<S, St: KvStore> Layer<S> for AbTestLayer<St> {
@@ -475,10 +470,11 @@ impl<S, St: KvStore> Layer<S> for AbTestLayer<St> {
 #[cfg(test)]
 mod tests {
     use super::Variants;
+    use std::sync::Arc;
 
     #[test]
     fn variants_are_by_test_name_whatever_the_layer_order() {
-        let pair = |t: &str, v: &str| (t.to_owned(), v.to_owned());
+        let pair = |t: &str, v: &str| (Arc::from(t), Arc::from(v));
         let variants = Variants::new(vec![
             pair("pricing", "b"),
             pair("checkout", "a"),

@@ -49,6 +49,7 @@
 mod config;
 #[cfg(fuzzing)]
 pub(crate) mod fuzz {
+    pub(crate) use super::config::LoadedConfig;
     pub(crate) use super::layer::verified_overrides;
 }
 mod layer;

@@ -5,6 +5,7 @@ use cookie::{Cookie, SameSite};
 use http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
 use http::Request;
 
+use super::config::Variant;
 use super::layer::{count_exposure, Config, Variants, OVERRIDE_HEADER};
 use crate::body::ResponseBody;
 use crate::future::{AddHeaders, ResponseFuture};
@@ -55,7 +56,7 @@ struct Visitor {
 
 impl<St: KvStore> Config<St> {
     /// Removes every client-sent copy of the headers this layer injects.
-    fn strip_client_headers(&self, headers: &mut HeaderMap) -> BTreeMap<String, String> {
+    fn strip_client_headers(&self, headers: &mut HeaderMap) -> BTreeMap<String, Variant> {
         for test in &self.tests {
             headers.remove(&test.header);
         }
@@ -107,18 +108,22 @@ impl<St: KvStore> Config<St> {
     fn pick<'a>(
         &self,
         test: &str,
-        forced: &BTreeMap<String, String>,
+        forced: &BTreeMap<String, Variant>,
         visitor: &'a Visitor,
     ) -> Pick<'a> {
         match (forced.get(test), &visitor.identity) {
             (Some(v), _) => Pick::Decided(v.clone()),
             (None, Some(id)) => Pick::Assign(id),
-            (None, None) => Pick::Decided("control".to_owned()),
+            (None, None) => Pick::Decided(Variant::control()),
         }
     }
 
     /// Each test's variant for this request (in test order).
-    async fn variants(&self, forced: &BTreeMap<String, String>, visitor: &Visitor) -> Vec<String> {
+    async fn variants(
+        &self,
+        forced: &BTreeMap<String, Variant>,
+        visitor: &Visitor,
+    ) -> Vec<Variant> {
         let mut variants = Vec::with_capacity(self.tests.len());
         for test in &self.tests {
             variants.push(match self.pick(&test.name, forced, visitor) {
@@ -132,9 +137,9 @@ impl<St: KvStore> Config<St> {
     /// [`variants`](Self::variants) without I/O, when no test needs any.
     fn variants_now(
         &self,
-        forced: &BTreeMap<String, String>,
+        forced: &BTreeMap<String, Variant>,
         visitor: &Visitor,
-    ) -> Option<Vec<String>> {
+    ) -> Option<Vec<Variant>> {
         self.tests
             .iter()
             .map(|test| match self.pick(&test.name, forced, visitor) {
@@ -148,8 +153,8 @@ impl<St: KvStore> Config<St> {
     /// returns what its response gets.
     fn apply<B>(
         &self,
-        variants: Vec<String>,
-        forced: &BTreeMap<String, String>,
+        variants: Vec<Variant>,
+        forced: &BTreeMap<String, Variant>,
         visitor: Visitor,
         req: &mut Request<B>,
     ) -> ResponseAdditions {
@@ -157,20 +162,18 @@ impl<St: KvStore> Config<St> {
         let mut by_test = Vec::with_capacity(self.tests.len());
         for (test, variant) in self.tests.iter().zip(variants) {
             // A new visitor whose assignment is not stored is exposed now.
-            if visitor.new_cookie.is_some() && !visitor.sticky && !forced.contains_key(&test.name) {
-                count_exposure(&test.name, &variant);
+            if visitor.new_cookie.is_some() && !visitor.sticky && !forced.contains_key(&*test.name)
+            {
+                count_exposure(&test.name, &variant.name);
             }
-            let span = tracing::debug_span!("abtest", test = %test.name, variant = %variant);
+            let span = tracing::debug_span!("abtest", test = %test.name, variant = %variant.name);
             span.in_scope(|| tracing::debug!("variant assigned"));
-            // Variant names are validated header values; a value that is
-            // not one is never sent.
-            if let Ok(value) = HeaderValue::from_str(&variant) {
-                if self.settings.echo {
-                    echo.push((test.header.clone(), value.clone()));
-                }
-                req.headers_mut().insert(test.header.clone(), value);
+            if self.settings.echo {
+                echo.push((test.header.clone(), variant.header.clone()));
             }
-            by_test.push((test.name.clone(), variant));
+            req.headers_mut()
+                .insert(test.header.clone(), variant.header);
+            by_test.push((test.name.clone(), variant.name));
         }
         req.extensions_mut().insert(Variants::new(by_test));
         ResponseAdditions {
@@ -182,7 +185,7 @@ impl<St: KvStore> Config<St> {
 
 /// How a test is decided for a request.
 enum Pick<'a> {
-    Decided(String),
+    Decided(Variant),
     Assign(&'a str),
 }
 
