@@ -2,6 +2,8 @@
 //! handler: tower-kv (MemoryStore) vs tower-sessions (its MemoryStore), same
 //! run. `untouched`: the request has a session cookie, the handler ignores
 //! the session; `read`: the handler reads one value; `write`: it changes one.
+//! `bare`: the same request through the same harness to a handler with no
+//! session layer, the floor both contestants pay.
 //!
 //! `cargo bench --bench session`
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -111,6 +113,18 @@ fn session(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("session");
+    let bare = ServiceBuilder::new()
+        .service_fn(|_: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) });
+    let cookie = "id=abc";
+    let res = rt.block_on(bare.oneshot(request(cookie))).unwrap();
+    assert_eq!(res.status(), 200);
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut svc = bare;
+            let req = request(cookie);
+            async move { svc.call(req).await.unwrap() }
+        })
+    });
     for (mode, param) in MODES {
         let kv = tower_kv::session::SessionLayer::new(tower_kv::store::MemoryStore::new());
         bench_stack!(

@@ -1,7 +1,7 @@
 //! Marking responses that depend on who asked, so that no shared cache
 //! stores them or serves them to another client.
 
-use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, VARY};
+use http::header::{Entry, HeaderName, HeaderValue, CACHE_CONTROL, VARY};
 use http::HeaderMap;
 
 /// Marks a response as one client's own: `private` merged into its
@@ -10,6 +10,22 @@ use http::HeaderMap;
 /// a client identifier), and `vary` added to `Vary` so no cache answers one
 /// client's request with another's response.
 pub(crate) fn mark_private(headers: &mut HeaderMap, vary: Option<&HeaderName>, no_store: bool) {
+    if let Entry::Vacant(none) = headers.entry(CACHE_CONTROL) {
+        // The common case: nothing to merge with.
+        none.insert(HeaderValue::from_static(match no_store {
+            true => "private, no-store",
+            false => "private",
+        }));
+    } else {
+        merge_private(headers, no_store);
+    }
+    if let Some(name) = vary {
+        add_vary(headers, name);
+    }
+}
+
+/// `private` (and `no-store`) merged into the response's `Cache-Control`.
+fn merge_private(headers: &mut HeaderMap, no_store: bool) {
     let mut directives: Vec<String> = headers
         .get_all(CACHE_CONTROL)
         .iter()
@@ -40,9 +56,6 @@ pub(crate) fn mark_private(headers: &mut HeaderMap, vary: Option<&HeaderName>, n
     }
     if let Ok(value) = HeaderValue::from_str(&directives.join(", ")) {
         headers.insert(CACHE_CONTROL, value);
-    }
-    if let Some(name) = vary {
-        add_vary(headers, name);
     }
 }
 
@@ -86,6 +99,9 @@ mod tests {
         assert_eq!(h[CACHE_CONTROL], "private, no-store");
         let vary: Vec<_> = h.get_all(VARY).iter().collect();
         assert_eq!(vary, ["Accept-Encoding", "cookie"]);
+        let h = marked(None, None, false);
+        assert_eq!(h[CACHE_CONTROL], "private");
+        assert_eq!(h[VARY], "cookie");
         let h = marked(Some("private, no-store"), Some("Cookie"), true);
         assert_eq!(h[CACHE_CONTROL], "private, no-store");
         assert_eq!(h.get_all(VARY).iter().count(), 1);

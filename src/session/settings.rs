@@ -75,7 +75,11 @@ impl Outcome {
 
 impl Settings {
     fn record_key(&self, id: &SessionId) -> String {
-        format!("{}{}", self.key_prefix, id.expose())
+        let id = id.expose();
+        let mut key = String::with_capacity(self.key_prefix.len() + id.len());
+        key.push_str(&self.key_prefix);
+        key.push_str(id);
+        key
     }
 
     fn user_prefix(&self, user: &str) -> String {
