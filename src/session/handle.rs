@@ -204,7 +204,9 @@ impl Session {
                 tracing::info!(session = %id, "unknown or expired session id: starting a fresh session");
             }
             if let Some((record, _)) = &state.stored {
-                let now = settings.clock.now_ms();
+                // Renewal is due after a share of the idle timeout (minutes):
+                // the coarse clock is precise enough.
+                let now = settings.clock.recent_ms();
                 state.renew = now.saturating_sub(record.seen) >= settings.renew_after_ms();
             }
             state.loaded = true;
