@@ -220,8 +220,12 @@ impl Session {
             // Copy the stored record only when this request changes it.
             let stored =
                 (!state.destroy).then(|| state.stored.as_ref().map(|(r, _)| Record::clone(r)));
-            let now = self.inner.settings.clock.now_ms();
-            state.view = Some(stored.flatten().unwrap_or_else(|| Record::new(now)));
+            let clock = &self.inner.settings.clock;
+            state.view = Some(
+                stored
+                    .flatten()
+                    .unwrap_or_else(|| Record::new(clock.now_ms())),
+            );
         }
         state.view.as_mut().expect("set above").apply(&change);
         state.changes.push(change);
