@@ -126,6 +126,7 @@ mod bucket;
 pub mod cache;
 mod clock;
 mod cookies;
+mod decoded;
 #[cfg(feature = "axum")]
 mod extract;
 pub mod flags;

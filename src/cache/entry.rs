@@ -9,6 +9,7 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::Storable;
+use crate::decoded::Decoded;
 
 #[derive(Serialize, Deserialize)]
 struct Head {
@@ -86,8 +87,29 @@ impl Entry {
 
     /// `None` for bytes that are not an entry (corrupt or foreign data).
     pub(crate) fn decode(bytes: &Bytes) -> Option<Self> {
-        let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-        let head: Head = serde_json::from_slice(bytes.get(4..4 + len)?).ok()?;
+        let (head, body) = split(bytes)?;
+        Some(Self {
+            body,
+            ..Self::from_head(head)?
+        })
+    }
+
+    /// [`decode`](Self::decode) for bytes stored at `key`, reusing the head
+    /// `decoded` kept when it came from identical bytes (no JSON parse).
+    pub(crate) fn decode_at(key: &str, bytes: &Bytes, decoded: &Decoded<Entry>) -> Option<Self> {
+        let (head, body) = split(bytes)?;
+        let entry = decoded
+            .decode(key, head, |h| Self::from_head(h).ok_or(()))
+            .ok()?;
+        Some(Self {
+            body,
+            ..Entry::clone(&entry)
+        })
+    }
+
+    /// The entry a JSON head describes, with an empty body.
+    fn from_head(head: &[u8]) -> Option<Self> {
+        let head: Head = serde_json::from_slice(head).ok()?;
         let mut headers = HeaderMap::new();
         for (name, value) in head.headers {
             headers.append(
@@ -98,7 +120,7 @@ impl Entry {
         Some(Self {
             status: StatusCode::from_u16(head.status).ok()?,
             headers,
-            body: bytes.slice(4 + len..),
+            body: Bytes::new(),
             request_time: time(head.request_ms),
             response_time: time(head.response_ms),
             storable: Storable {
@@ -110,6 +132,13 @@ impl Entry {
             },
         })
     }
+}
+
+/// The head (JSON) and the body of an entry's bytes.
+fn split(bytes: &Bytes) -> Option<(&[u8], Bytes)> {
+    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let head = bytes.get(4..4usize.checked_add(len)?)?;
+    Some((head, bytes.slice(4 + len..)))
 }
 
 #[cfg(test)]
@@ -145,5 +174,34 @@ mod tests {
         assert_eq!(back.response_time, entry.response_time);
         assert!(Entry::decode(&Bytes::from_static(b"\x00\x00\x00\x09garbage")).is_none());
         assert!(Entry::decode(&Bytes::new()).is_none());
+
+        // A kept head serves the same head again, with each read's own body.
+        let decoded = Decoded::new(10);
+        let first = Entry::decode_at("k", &entry.encode(), &decoded).unwrap();
+        let other_body = Entry {
+            body: Bytes::from_static(b"other"),
+            ..entry.clone()
+        };
+        let second = Entry::decode_at("k", &other_body.encode(), &decoded).unwrap();
+        assert_eq!(
+            (first.body, second.body),
+            (entry.body.clone(), other_body.body)
+        );
+        assert_eq!(second.headers, entry.headers);
+        let older = Entry {
+            response_time: time(1_500),
+            ..entry.clone()
+        };
+        let third = Entry::decode_at("k", &older.encode(), &decoded).unwrap();
+        assert_eq!(
+            third.response_time, older.response_time,
+            "another head: decoded again"
+        );
+        assert!(Entry::decode_at(
+            "k",
+            &Bytes::from_static(b"\x00\x00\x00\x09garbage"),
+            &decoded
+        )
+        .is_none());
     }
 }

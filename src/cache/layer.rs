@@ -4,10 +4,12 @@ use std::time::Duration;
 use http::header::HeaderName;
 use tower_layer::Layer;
 
+use super::entry::Entry;
 use super::inflight::Coalescer;
 use super::key::{normalized_prefix, primary_key};
 use super::storage::Purge;
 use super::{CacheService, StoragePolicy};
+use crate::decoded::Decoded;
 use crate::live::Live;
 use crate::routes::RouteTable;
 use crate::store::{KvStore, StoreError};
@@ -63,7 +65,12 @@ pub(crate) struct CacheConfig<St> {
     pub(crate) fleet_lease: Option<Duration>,
     /// Remove the targeted cache-control fields from responses that leave.
     pub(crate) strip_targeted: bool,
+    /// Recently read stored responses, decoded (without their bodies).
+    pub(crate) decoded: Arc<Decoded<Entry>>,
 }
+
+/// How many decoded response heads a cache keeps.
+const DECODED_HEADS: usize = 4_096;
 
 /// What the cache does with a response that sets a cookie.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -106,6 +113,7 @@ impl<St: KvStore> CacheLayer<St> {
                 stale_if_unreachable: None,
                 strip_targeted: false,
                 fleet_lease: Some(DEFAULT_FLEET_LEASE),
+                decoded: Arc::new(Decoded::new(DECODED_HEADS)),
             }),
         }
     }

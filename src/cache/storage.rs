@@ -92,8 +92,9 @@ impl<St: KvStore> CacheConfig<St> {
     ) -> Result<Lookup, StoreError> {
         // Most responses do not vary: their one variant is looked up first,
         // so a hit costs one store read (one Redis round trip).
-        if let Some(found) = self.store.get(&key.variant(&[], request)).await? {
-            if let Some(entry) = Entry::decode(&found.value) {
+        let only = key.variant(&[], request);
+        if let Some(found) = self.store.get(&only).await? {
+            if let Some(entry) = Entry::decode_at(&only, &found.value, &self.decoded) {
                 return Ok(Lookup::Found(Box::new(entry)));
             }
         }
@@ -104,11 +105,14 @@ impl<St: KvStore> CacheConfig<St> {
         if names.is_empty() {
             return Ok(Lookup::VaryMiss);
         }
-        let entry = self.store.get(&key.variant(&names, request)).await?;
-        Ok(match entry.and_then(|e| Entry::decode(&e.value)) {
-            Some(entry) => Lookup::Found(Box::new(entry)),
-            None => Lookup::VaryMiss,
-        })
+        let variant = key.variant(&names, request);
+        let entry = self.store.get(&variant).await?;
+        Ok(
+            match entry.and_then(|e| Entry::decode_at(&variant, &e.value, &self.decoded)) {
+                Some(entry) => Lookup::Found(Box::new(entry)),
+                None => Lookup::VaryMiss,
+            },
+        )
     }
 
     /// Stores `entry` as the response to `request` (best effort: a store

@@ -3,13 +3,16 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::decoded::DecodedRecords;
 use super::settings::{SessionManager, Settings};
 use super::transport::{CookieConfig, Transport};
 use super::SessionService;
+use crate::decoded::Decoded;
 use crate::live::Live;
 use crate::store::KvStore;
 use crate::Clock;
+
+/// How many decoded session records a layer keeps.
+const DECODED_RECORDS: usize = 10_000;
 
 /// Puts a [`Session`](super::Session) in every request's extensions and
 /// saves it when the response leaves. See the [module docs](super).
@@ -34,7 +37,7 @@ impl SessionLayer {
                 renew_fraction: 0.25,
                 transport: Transport::default(),
                 expose_user: false,
-                decoded: Arc::new(DecodedRecords::new()),
+                decoded: Arc::new(Decoded::new(DECODED_RECORDS)),
             }),
             on_store_error: http::StatusCode::SERVICE_UNAVAILABLE,
         }

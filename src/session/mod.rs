@@ -69,7 +69,6 @@
 //! feature); a change that cannot be saved turns the response into a 503
 //! (configurable) rather than pretending it was kept.
 
-mod decoded;
 #[cfg(feature = "axum")]
 mod extract;
 mod handle;

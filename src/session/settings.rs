@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::decoded::DecodedRecords;
 use super::handle::State;
 use super::id::SessionId;
 use super::record::{Change, Record};
 use super::transport::Transport;
 use crate::clock::duration_ms_ceil;
+use crate::decoded::Decoded;
 use crate::identity::digest;
 use crate::live::Live;
 use crate::metrics::{self, count};
@@ -33,7 +33,7 @@ pub(crate) struct Settings {
     /// user in the request extensions as a `UserId`.
     pub(crate) expose_user: bool,
     /// Recently loaded or written records, decoded.
-    pub(crate) decoded: Arc<DecodedRecords>,
+    pub(crate) decoded: Arc<Decoded<Record>>,
 }
 
 impl fmt::Debug for Settings {
@@ -112,7 +112,10 @@ impl Settings {
         let Some(entry) = read? else {
             return Ok(None);
         };
-        let record = match self.decoded.decode(&key, &entry.value) {
+        let record = match self
+            .decoded
+            .decode(&key, &entry.value, |b| serde_json::from_slice(b))
+        {
             Ok(record) => record,
             Err(e) => {
                 tracing::warn!(session = %id, error = %e, "corrupt session record: treated as no session");
