@@ -571,9 +571,54 @@ mod cases {
             "no session, no user: the limiter's policy"
         );
     }
+
+    /// An expired session exposes no user, and its record is deleted, on
+    /// the synchronous path (`MemoryStore`) as on the waiting one.
+    pub async fn exposes_no_user_of_an_expired_session<S: KvStore>(h: Harness<S>) {
+        use tower_kv::identity::UserId;
+        let short = || layer(&h, h.store.clone()).idle_timeout(Duration::from_millis(400));
+        let mut client = Client::new(&app(short()));
+        client.post("/login/alice").await;
+        let svc = ServiceBuilder::new()
+            .layer(short().expose_user())
+            .service_fn(|req: Request<()>| async move {
+                let user = req.extensions().get::<UserId>().map(|u| u.0.clone());
+                Ok::<_, Infallible>(Response::new(user.unwrap_or_default()))
+            });
+        let call = || {
+            let cookie = format!("id={}", client.cookie.as_deref().unwrap());
+            let req = Request::get("/").header("cookie", cookie);
+            svc.clone().oneshot(req.body(()).unwrap())
+        };
+        let res = call().await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "alice");
+        h.advance(Duration::from_millis(550)).await;
+        let res = call().await.unwrap();
+        assert_eq!(
+            res.into_body().collect().await.unwrap().to_bytes(),
+            "",
+            "expired: no user"
+        );
+        let stored = h
+            .store
+            .list(tower_kv::store::ListOptions::prefix("session:"))
+            .await
+            .unwrap();
+        let records: Vec<_> = stored
+            .keys
+            .iter()
+            .filter(|k| !k.name.contains("user:"))
+            .map(|k| &k.name)
+            .collect();
+        assert!(
+            records.is_empty(),
+            "the expired record is deleted: {records:?}"
+        );
+    }
 }
 
 both_backends!(
+    exposes_no_user_of_an_expired_session,
     setters_after_manager_reach_it,
     lifecycle_is_lazy_and_secure,
     idle_and_absolute_timeouts,

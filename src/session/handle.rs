@@ -8,7 +8,7 @@ use tokio::sync::Mutex;
 
 use super::id::SessionId;
 use super::record::{Change, Record};
-use super::settings::{Outcome, Settings};
+use super::settings::{Outcome, Settings, Stored};
 use crate::body::ResponseBody;
 use crate::metrics::{self, count};
 use crate::privacy::mark_private;
@@ -183,35 +183,29 @@ impl Session {
     async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
         let mut state = self.inner.state.lock().await;
         if !state.loaded {
-            let settings = &self.inner.settings;
-            state.stored = match &state.presented {
-                Some(id) => {
-                    count!(metrics::SESSION_EVENTS, 1, "event" => "load");
-                    settings.load(id).await.inspect_err(|_| {
-                        count!(metrics::SESSION_EVENTS, 1, "event" => "store_error");
-                    })?
-                }
+            let loaded = match &state.presented {
+                Some(id) => Some(self.inner.settings.load(id).await),
                 None => None,
             };
-            let found = if state.stored.is_some() {
-                "found"
-            } else {
-                "none"
-            };
-            let span = tracing::debug_span!("session", record = found);
-            span.in_scope(|| tracing::debug!("session loaded"));
-            if let (None, Some(id)) = (&state.stored, &state.presented) {
-                tracing::info!(session = %id, "unknown or expired session id: starting a fresh session");
-            }
-            if let Some((record, _)) = &state.stored {
-                // Renewal is due after a share of the idle timeout (minutes):
-                // the coarse clock is precise enough.
-                let now = settings.clock.recent_ms();
-                state.renew = now.saturating_sub(record.seen) >= settings.renew_after_ms();
-            }
-            state.loaded = true;
+            settle(&self.inner.settings, &mut state, loaded)?;
         }
         Ok(state)
+    }
+
+    /// The signed-in user, when the session is at hand or loads without
+    /// waiting (`None`: ask [`user_id`](Self::user_id)).
+    pub(crate) fn user_id_now(&self) -> Option<Result<Option<String>, SessionError>> {
+        let mut state = self.inner.state.try_lock().ok()?;
+        if !state.loaded {
+            let loaded = match &state.presented {
+                Some(id) => Some(self.inner.settings.load_now(id)?),
+                None => None,
+            };
+            if let Err(e) = settle(&self.inner.settings, &mut state, loaded) {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(state.record().and_then(|r| r.user.clone())))
     }
 
     async fn change(&self, change: Change) -> Result<(), SessionError> {
@@ -323,4 +317,40 @@ impl Session {
     pub async fn exists(&self) -> Result<bool, SessionError> {
         Ok(self.loaded().await?.record().is_some())
     }
+}
+
+/// Records in `state` what loading its session found (`None`: no id was
+/// presented): the stored record, and whether it is due for renewal.
+fn settle(
+    settings: &Settings,
+    state: &mut State,
+    loaded: Option<Result<Option<Stored>, StoreError>>,
+) -> Result<(), SessionError> {
+    state.stored = match loaded {
+        Some(result) => {
+            count!(metrics::SESSION_EVENTS, 1, "event" => "load");
+            result.inspect_err(|_| {
+                count!(metrics::SESSION_EVENTS, 1, "event" => "store_error");
+            })?
+        }
+        None => None,
+    };
+    let found = if state.stored.is_some() {
+        "found"
+    } else {
+        "none"
+    };
+    let span = tracing::debug_span!("session", record = found);
+    span.in_scope(|| tracing::debug!("session loaded"));
+    if let (None, Some(id)) = (&state.stored, &state.presented) {
+        tracing::info!(session = %id, "unknown or expired session id: starting a fresh session");
+    }
+    if let Some((record, _)) = &state.stored {
+        // Renewal is due after a share of the idle timeout (minutes):
+        // the coarse clock is precise enough.
+        let now = settings.clock.recent_ms();
+        state.renew = now.saturating_sub(record.seen) >= settings.renew_after_ms();
+    }
+    state.loaded = true;
+    Ok(())
 }

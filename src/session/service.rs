@@ -4,6 +4,7 @@ use http::{Request, Response, StatusCode};
 
 use super::handle::Session;
 use super::settings::Settings;
+use super::SessionError;
 use crate::body::ResponseBody;
 use crate::future::{Finish, Finished, ResponseFuture};
 use crate::identity::UserId;
@@ -46,17 +47,21 @@ layer_service! {
             session,
             on_store_error: self.on_store_error,
         };
-        if !expose_user {
-            // Nothing to read before the handler: no future to box (and
-            // none after it either, unless the handler changed the session).
-            return ResponseFuture::inner(self.inner.call(req), Some(finishing));
+        // A session the store gives at once (or none to read before the
+        // handler): no future to box, nor after the handler unless it
+        // changed the session.
+        if expose_user {
+            let Some(user) = finishing.session.user_id_now() else {
+                let mut inner = take_ready(&mut self.inner);
+                return ResponseFuture::waiting(async move {
+                    insert_user(finishing.session.user_id().await, &mut req);
+                    let res = inner.call(req).await?.map(ResponseBody::inner);
+                    Ok(finishing.save(res).await)
+                });
+            };
+            insert_user(user, &mut req);
         }
-        let mut inner = take_ready(&mut self.inner);
-        ResponseFuture::waiting(async move {
-            insert_user(&finishing.session, &mut req).await;
-            let res = inner.call(req).await?.map(ResponseBody::inner);
-            Ok(finishing.save(res).await)
-        })
+        ResponseFuture::inner(self.inner.call(req), Some(finishing))
     }
 }
 
@@ -88,8 +93,8 @@ impl Finish for Finishing {
 
 /// Puts the session's user in the request as a [`UserId`], for the layers
 /// and handlers inside (rate limiting, flags and A/B tests by user).
-async fn insert_user<B>(session: &Session, req: &mut Request<B>) {
-    match session.user_id().await {
+fn insert_user<B>(user: Result<Option<String>, SessionError>, req: &mut Request<B>) {
+    match user {
         Ok(Some(user)) => {
             req.extensions_mut().insert(UserId(user));
         }

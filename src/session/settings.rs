@@ -14,7 +14,7 @@ use crate::identity::digest;
 use crate::live::Live;
 use crate::metrics::{self, count};
 use crate::store::update::{CasAttempts, KeyPages};
-use crate::store::{CasOutcome, DynStore, PutOptions, StoreError, Version};
+use crate::store::{CasOutcome, DynStore, Entry, PutOptions, StoreError, Version};
 use crate::Clock;
 
 /// Everything a session needs at run time, shared by the layer and every
@@ -73,6 +73,18 @@ impl Outcome {
     }
 }
 
+/// A live stored record and its version.
+pub(crate) type Stored = (Arc<Record>, Version);
+
+/// What a session's stored entry holds.
+enum Found {
+    Live(Stored),
+    /// Absent or corrupt.
+    Nothing,
+    /// Past its idle or absolute timeout: to be deleted.
+    Expired(Arc<Record>),
+}
+
 impl Settings {
     fn record_key(&self, id: &SessionId) -> String {
         let id = id.expose();
@@ -100,33 +112,56 @@ impl Settings {
     }
 
     /// The live record of `id`; `None` when absent, expired or corrupt.
-    pub(crate) async fn load(
-        &self,
-        id: &SessionId,
-    ) -> Result<Option<(Arc<Record>, Version)>, StoreError> {
+    pub(crate) async fn load(&self, id: &SessionId) -> Result<Option<Stored>, StoreError> {
         let key = self.record_key(id);
         let read = match self.store.get_now(&key) {
             Some(read) => read,
             None => self.store.get(&key).await,
         };
-        let Some(entry) = read? else {
-            return Ok(None);
+        match self.found(id, &key, read?) {
+            Found::Live(stored) => Ok(Some(stored)),
+            Found::Nothing => Ok(None),
+            Found::Expired(record) => {
+                self.forget(id, &record).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`load`](Self::load) without waiting, when the store answers at
+    /// once and the record needs no clean-up (`None`: call `load`).
+    pub(crate) fn load_now(&self, id: &SessionId) -> Option<Result<Option<Stored>, StoreError>> {
+        let key = self.record_key(id);
+        let read = match self.store.get_now(&key)? {
+            Ok(read) => read,
+            Err(e) => return Some(Err(e)),
+        };
+        match self.found(id, &key, read) {
+            Found::Live(stored) => Some(Ok(Some(stored))),
+            Found::Nothing => Some(Ok(None)),
+            Found::Expired(_) => None,
+        }
+    }
+
+    /// What the entry read at `key` holds for session `id`.
+    fn found(&self, id: &SessionId, key: &str, entry: Option<Entry>) -> Found {
+        let Some(entry) = entry else {
+            return Found::Nothing;
         };
         let record = match self
             .decoded
-            .decode(&key, &entry.value, |b| serde_json::from_slice(b))
+            .decode(key, &entry.value, |b| serde_json::from_slice(b))
         {
             Ok(record) => record,
             Err(e) => {
                 tracing::warn!(session = %id, error = %e, "corrupt session record: treated as no session");
-                return Ok(None);
+                return Found::Nothing;
             }
         };
-        if self.remaining_ms(&record, self.clock.now_ms()).is_none() {
-            self.forget(id, &record).await;
-            return Ok(None);
+        match self.remaining_ms(&record, self.clock.now_ms()) {
+            Some(_) => Found::Live((record, entry.version)),
+            None => Found::Expired(record),
         }
-        Ok(Some((record, entry.version)))
     }
 
     /// Deletes a session and its user-index entry, best effort.
