@@ -13,32 +13,33 @@ pub(crate) const ID_LEN: usize = ID_BYTES * 2;
 ///
 /// `Debug` and `Display` print a digest, never the id, so ids stay out of
 /// logs; [`expose`](Self::expose) gives the id itself.
+/// (Kept inline: reading one allocates nothing.)
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(String);
+pub struct SessionId([u8; ID_LEN]);
 
 impl SessionId {
     pub(crate) fn generate() -> Self {
-        Self(crate::identity::random_hex(ID_BYTES))
+        let mut id = [0u8; ID_LEN];
+        id.copy_from_slice(crate::identity::random_hex(ID_BYTES).as_bytes());
+        Self(id)
     }
 
     /// Accepts only text shaped like an id this server issues; anything else
     /// is not looked up at all.
     pub(crate) fn parse(text: &str) -> Option<Self> {
-        let valid = text.len() == ID_LEN
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        valid.then(|| Self(text.to_owned()))
+        let id: [u8; ID_LEN] = text.as_bytes().try_into().ok()?;
+        let hex = id.iter().all(|&b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        hex.then_some(Self(id))
     }
 
     /// The id itself, for the transport (cookie or header). Do not log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("ids are hex")
     }
 
     /// A non-reversible digest of the id, safe to log.
     pub fn digest(&self) -> String {
-        digest(self.0.as_bytes())
+        digest(&self.0)
     }
 }
 
