@@ -10,6 +10,7 @@ use http::header::{HeaderName, HeaderValue, COOKIE, FORWARDED};
 use http::{HeaderMap, Method, Request, StatusCode};
 
 use crate::abtest::fuzz::LoadedConfig;
+use crate::abtest::TestConfig;
 use crate::cache::fuzz as cache;
 
 use crate::flags::FlagDocument;
@@ -136,11 +137,14 @@ pub fn flag_document(data: &[u8]) {
 
 /// An A/B test config: what parses splits every bucket among its variants.
 pub fn ab_config(data: &[u8]) {
-    let Ok(config) = LoadedConfig::from_json(data) else {
+    let (config, loaded) = (TestConfig::from_json(data), LoadedConfig::from_json(data));
+    assert_eq!(config.is_ok(), loaded.is_ok(), "valid both ways or neither");
+    let (Ok(config), Ok(loaded)) = (config, loaded) else {
         return;
     };
     for bucket in [0, 1, 2_500, 4_999, 5_000, 9_998, 9_999] {
-        let variant = config.choose(bucket);
+        let variant = loaded.choose(bucket);
+        assert!(config.variants.iter().any(|v| **v == *variant.name));
         assert_eq!(variant.header, &*variant.name);
     }
 }
@@ -149,6 +153,7 @@ pub fn ab_config(data: &[u8]) {
 pub fn ab_override(data: &[u8]) {
     let forced = crate::abtest::fuzz::verified_overrides(b"qa-secret", data);
     for variant in forced.values() {
+        assert!(HeaderValue::from_str(&variant.name).is_ok());
         assert_eq!(variant.header, &*variant.name);
     }
 }

@@ -92,10 +92,12 @@ pub(crate) struct Variant {
 impl Variant {
     /// `name` as a variant, if it is a valid variant name.
     pub(crate) fn new(name: &str) -> Option<Self> {
-        let header = HeaderValue::from_str(name).ok()?;
-        is_variant_name(name).then(|| Self {
+        if !is_variant_name(name) {
+            return None;
+        }
+        Some(Self {
             name: name.into(),
-            header,
+            header: HeaderValue::from_str(name).ok()?,
         })
     }
 

@@ -12,7 +12,7 @@ use super::settings::{Outcome, Settings, Stored};
 use crate::body::ResponseBody;
 use crate::metrics::{self, count};
 use crate::privacy::mark_private;
-use crate::store::{StoreError, Version};
+use crate::store::StoreError;
 
 /// Why a session operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +64,7 @@ pub(crate) struct State {
     /// Whether the store was read.
     pub(crate) loaded: bool,
     /// The stored record and its version, when the presented id is live.
-    pub(crate) stored: Option<(Arc<Record>, Version)>,
+    pub(crate) stored: Option<Stored>,
     /// The stored record with this request's changes, once it made one.
     pub(crate) view: Option<Record>,
     pub(crate) changes: Vec<Change>,

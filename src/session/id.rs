@@ -12,8 +12,8 @@ pub(crate) const ID_LEN: usize = ID_BYTES * 2;
 /// lowercase hex characters (URL- and cookie-safe).
 ///
 /// `Debug` and `Display` print a digest, never the id, so ids stay out of
-/// logs; [`expose`](Self::expose) gives the id itself.
-/// (Kept inline: reading one allocates nothing.)
+/// logs; [`expose`](Self::expose) gives the id itself. Kept inline, so
+/// reading one from a request allocates nothing.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SessionId([u8; ID_LEN]);
 

@@ -246,7 +246,7 @@ impl Settings {
     async fn update(
         &self,
         id: &SessionId,
-        stored: &(Arc<Record>, Version),
+        stored: &Stored,
         state: &State,
     ) -> Result<Outcome, StoreError> {
         let now = self.clock.now_ms();
