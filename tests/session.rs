@@ -19,7 +19,7 @@ use tower_kv::ResponseBody;
 type Reply = Response<ResponseBody<Full<Bytes>>>;
 
 /// A tiny app: `GET /get/{k}`, `POST /set/{k}/{v}`, `POST /login/{user}`,
-/// `POST /logout`, `POST /logout-all`, `POST /cycle`, `GET /slow-set/{k}`,
+/// `POST /logout`, `POST /logout-then-set/{k}/{v}`, `POST /logout-all`, `POST /cycle`, `GET /slow-set/{k}`,
 /// anything else ignores the session.
 async fn handle(req: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
     let session = req.extensions().get::<Session>().unwrap().clone();
@@ -55,6 +55,11 @@ async fn handle(req: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
                 }
                 (Method::POST, ["logout"]) => {
                     session.destroy().await?;
+                    "ok".into()
+                }
+                (Method::POST, ["logout-then-set", k, v]) => {
+                    session.destroy().await?;
+                    session.insert(k, v.to_string()).await?;
                     "ok".into()
                 }
                 (Method::POST, ["logout-all"]) => session.logout_everywhere().await?.to_string(),
@@ -414,6 +419,39 @@ mod cases {
         );
     }
 
+    pub async fn a_change_after_logout_starts_a_new_session<S: KvStore>(h: Harness<S>) {
+        // Logging out, then setting a value (a "signed out" notice, say), in
+        // one request: the old session and its user end; the value goes to
+        // a new session under a new id.
+        let svc = app(layer(&h, h.store.clone()));
+        let mut client = Client::new(&svc);
+        client.post("/set/secret/s3").await;
+        client.post("/login/alice").await;
+        let old = client.cookie.clone().unwrap();
+        client.post("/logout-then-set/notice/bye").await;
+        let new = client.cookie.clone().expect("a new session was issued");
+        assert_ne!(new, old, "the old id is not kept");
+        assert!(
+            h.store
+                .get(&format!("session:{old}"))
+                .await
+                .unwrap()
+                .is_none(),
+            "the old record is deleted"
+        );
+        assert_eq!(client.get("notice").await, "bye");
+        assert_eq!(client.get("secret").await, "none", "old values are gone");
+        let manager = layer(&h, h.store.clone()).manager();
+        assert_eq!(
+            manager.count_user_sessions("alice").await.unwrap(),
+            0,
+            "the user is signed out"
+        );
+        let mut stale = Client::new(&svc);
+        stale.cookie = Some(old);
+        assert_eq!(stale.get("secret").await, "none", "the old id is dead");
+    }
+
     pub async fn header_signed_and_prefixed_transports<S: KvStore>(h: Harness<S>) {
         use tower_kv::session::{CookieConfig, Key, Transport};
         // Header mode: the id travels in `x-session`.
@@ -628,6 +666,7 @@ both_backends!(
     logout_everywhere_ends_every_device,
     bad_input_means_no_session_never_an_error,
     an_update_never_resurrects_a_deleted_session,
+    a_change_after_logout_starts_a_new_session,
     header_signed_and_prefixed_transports,
     exposes_the_user_to_inner_layers,
 );

@@ -69,6 +69,8 @@ pub(crate) struct State {
     pub(crate) view: Option<Record>,
     pub(crate) changes: Vec<Change>,
     pub(crate) cycle: bool,
+    /// The presented session ends when the request is done; changes made
+    /// after it ended go to a new session.
     pub(crate) destroy: bool,
     pub(crate) renew: bool,
 }
@@ -83,15 +85,14 @@ impl State {
         }
     }
 
-    /// The record as this request sees it: none after `destroy`, else the
-    /// changed copy, else the stored record.
+    /// The record as this request sees it: the changed copy, else the
+    /// stored record unless it was destroyed.
     fn record(&self) -> Option<&Record> {
-        if self.destroy {
-            return None;
+        match (&self.view, &self.stored) {
+            (Some(view), _) => Some(view),
+            (None, Some((stored, _))) if !self.destroy => Some(stored),
+            _ => None,
         }
-        self.view
-            .as_ref()
-            .or(self.stored.as_ref().map(|(r, _)| &**r))
     }
 }
 
@@ -212,18 +213,12 @@ impl Session {
         let mut state = self.loaded().await?;
         if state.view.is_none() {
             // Copy the stored record only when this request changes it.
-            let stored =
-                (!state.destroy).then(|| state.stored.as_ref().map(|(r, _)| Record::clone(r)));
+            let base = state.record().cloned();
             let clock = &self.inner.settings.clock;
-            state.view = Some(
-                stored
-                    .flatten()
-                    .unwrap_or_else(|| Record::new(clock.now_ms())),
-            );
+            state.view = Some(base.unwrap_or_else(|| Record::new(clock.now_ms())));
         }
         state.view.as_mut().expect("set above").apply(&change);
         state.changes.push(change);
-        state.destroy = false;
         Ok(())
     }
 
@@ -286,6 +281,8 @@ impl Session {
     }
 
     /// Logs out: deletes the session and tells the client to forget its id.
+    /// A change made after it in the same request starts a new session
+    /// (under a new id, without the old values or user).
     pub async fn destroy(&self) -> Result<(), SessionError> {
         let mut state = self.loaded().await?;
         state.destroy = true;

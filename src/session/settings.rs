@@ -211,7 +211,12 @@ impl Settings {
             return Ok(Outcome::default());
         }
         if state.destroy {
-            return Ok(self.end(state).await);
+            let ended = self.end(state).await;
+            return match state.changes.is_empty() {
+                true => Ok(ended),
+                // Changed after logging out: a new session, never the old one.
+                false => self.start(&state.changes).await,
+            };
         }
         match (&state.presented, &state.stored) {
             (Some(id), Some(stored)) => self.update(id, stored, state).await,
