@@ -106,11 +106,11 @@ impl Session {
         mut res: Response<ResponseBody<B>>,
         on_store_error: StatusCode,
     ) -> Response<ResponseBody<B>> {
-        let state = self.inner.state.lock().await;
+        let mut state = self.inner.state.lock().await;
         if !state.loaded {
             return res;
         }
-        let outcome = match self.inner.settings.save(&state).await {
+        let outcome = match self.inner.settings.save(&mut state).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 count!(metrics::SESSION_EVENTS, 1, "event" => "store_error");

@@ -205,8 +205,9 @@ impl Settings {
         }
     }
 
-    /// Persists what a request did to its session.
-    pub(crate) async fn save(&self, state: &State) -> Result<Outcome, StoreError> {
+    /// Persists what a request did to its session (the request is done
+    /// with it: its changed copy is taken, not cloned).
+    pub(crate) async fn save(&self, state: &mut State) -> Result<Outcome, StoreError> {
         if !state.writes() {
             return Ok(Outcome::default());
         }
@@ -218,8 +219,8 @@ impl Settings {
                 false => self.start(&state.changes).await,
             };
         }
-        match (&state.presented, &state.stored) {
-            (Some(id), Some(stored)) => self.update(id, stored, state).await,
+        match (state.presented.clone(), state.stored.clone()) {
+            (Some(id), Some(stored)) => self.update(&id, stored, state).await,
             _ => self.start(&state.changes).await,
         }
     }
@@ -248,20 +249,25 @@ impl Settings {
     /// Replays the request's changes onto the latest stored record with a
     /// compare-and-swap (retried on conflict), moves it to a new id when
     /// asked to, or renews it.
+    /// The first attempt writes the request's changed copy as is (taken,
+    /// not cloned); the written record becomes the state's stored one.
     async fn update(
         &self,
         id: &SessionId,
-        stored: &Stored,
-        state: &State,
+        (mut base, mut version): Stored,
+        state: &mut State,
     ) -> Result<Outcome, StoreError> {
         let now = self.clock.now_ms();
         let key = self.record_key(id);
-        let (mut base, mut version) = (Record::clone(&stored.0), stored.1);
         let mut attempts = CasAttempts::new(&key);
+        let mut changed = state.view.take();
         loop {
             attempts.next()?;
-            let mut record = base.clone();
-            state.changes.iter().for_each(|c| record.apply(c));
+            let mut record = changed.take().unwrap_or_else(|| {
+                let mut record = Record::clone(&base);
+                state.changes.iter().for_each(|c| record.apply(c));
+                record
+            });
             record.seen = now;
             let Some(ttl) = self.remaining_ms(&record, now) else {
                 self.forget(id, &base).await;
@@ -278,9 +284,11 @@ impl Settings {
                 .store
                 .compare_and_swap(&key, Some(version), bytes.clone(), options)
                 .await?;
-            if let CasOutcome::Swapped(_) = swapped {
+            if let CasOutcome::Swapped(written) = swapped {
                 self.reindex(id, &base, &record, ttl).await?;
-                self.decoded.remember(&key, bytes, Arc::new(record));
+                let record = Arc::new(record);
+                self.decoded.remember(&key, bytes, record.clone());
+                state.stored = Some((record, written));
                 count!(metrics::SESSION_EVENTS, 1, "event" => "save");
                 return Ok(Outcome::default());
             }
@@ -289,7 +297,7 @@ impl Settings {
                 tracing::info!(session = %id, "session ended meanwhile: changes dropped, not resurrected");
                 return Ok(Outcome::revoke());
             };
-            (base, version) = (Record::clone(&fresh.0), fresh.1);
+            (base, version) = fresh;
         }
     }
 
