@@ -56,10 +56,10 @@ impl GatedFlag {
     }
 
     /// Whether the flag is on for `flags`, with the flags put in `req`.
-    fn decided<B>(&self, flags: Flags, mut req: Request<B>) -> (bool, Request<B>) {
+    fn decided<B>(&self, flags: Flags, req: &mut Request<B>) -> bool {
         let on = self.is_on(&flags);
         req.extensions_mut().insert(flags);
-        (on, req)
+        on
     }
 }
 
@@ -154,38 +154,35 @@ impl<S, St, F> FlagGateService<S, St, F> {
 }
 
 impl<S, St: KvStore, F> FlagGateService<S, St, F> {
-    /// Whether the flag is on for `req` (after a store read if the document
-    /// is stale, then in the returned future); also puts the request's flags
-    /// in its extensions.
-    fn decide<B: Send + 'static>(
+    /// Whether the flag is on for `req`, with the request's flags put in
+    /// its extensions; else, when the document is stale, the flags to wait
+    /// for (the request is borrowed, never moved, on the fast path).
+    fn decide<B>(
         &self,
-        req: Request<B>,
-    ) -> Result<(bool, Request<B>), impl Future<Output = (bool, Request<B>)> + Send + 'static> {
-        match self.flags.flags_now(&req) {
-            Ok(flags) => Ok(self.flag.decided(flags, req)),
-            // Only the slow path owns a copy of the flag.
-            Err(loading) => {
-                let flag = self.flag.clone();
-                Err(async move { flag.decided(loading.await, req) })
-            }
-        }
+        req: &mut Request<B>,
+    ) -> Result<bool, impl Future<Output = Flags> + Send + 'static> {
+        self.flags
+            .flags_now(req)
+            .map(|flags| self.flag.decided(flags, req))
     }
 }
 
 layer_service! {
     impl<S, St: KvStore> FlagGateService<S, St, Respond>
     { future: S::Future, headers: () }
-    fn call(&mut self, req) {
-        match self.decide(req) {
-            Ok((true, req)) => ResponseFuture::inner(self.inner.call(req), None),
-            Ok((false, _)) => ResponseFuture::ready(self.otherwise.response()),
-            Err(deciding) => {
+    fn call(&mut self, mut req) {
+        match self.decide(&mut req) {
+            Ok(true) => ResponseFuture::inner(self.inner.call(req), None),
+            Ok(false) => ResponseFuture::ready(self.otherwise.response()),
+            Err(loading) => {
+                // Only the slow path owns a copy of the flag.
+                let flag = self.flag.clone();
                 let respond = self.otherwise.clone();
                 let mut inner = take_ready(&mut self.inner);
                 ResponseFuture::waiting(async move {
-                    match deciding.await {
-                        (true, req) => Ok(inner.call(req).await?.map(ResponseBody::inner)),
-                        (false, _) => Ok(respond.response()),
+                    match flag.decided(loading.await, &mut req) {
+                        true => Ok(inner.call(req).await?.map(ResponseBody::inner)),
+                        false => Ok(respond.response()),
                     }
                 })
             }
@@ -207,22 +204,23 @@ layer_service! {
             Poll::Pending => Poll::Pending,
         }
     }
-    fn call(&mut self, req) {
-        match self.decide(req) {
-            Ok((on, req)) => {
+    fn call(&mut self, mut req) {
+        match self.decide(&mut req) {
+            Ok(on) => {
                 let mut either = match on {
                     true => Either::Left(&mut self.inner),
                     false => Either::Right(&mut self.otherwise.0),
                 };
                 ResponseFuture::inner(either.call(req), None)
             }
-            Err(deciding) => {
+            Err(loading) => {
+                let flag = self.flag.clone();
                 let mut inner = take_ready(&mut self.inner);
                 let mut fallback = take_ready(&mut self.otherwise.0);
                 ResponseFuture::waiting(async move {
-                    let res = match deciding.await {
-                        (true, req) => inner.call(req).await?,
-                        (false, req) => fallback.call(req).await?,
+                    let res = match flag.decided(loading.await, &mut req) {
+                        true => inner.call(req).await?,
+                        false => fallback.call(req).await?,
                     };
                     Ok(res.map(ResponseBody::inner))
                 })
