@@ -74,6 +74,8 @@ fn stack(c: &mut Criterion) {
         ("cache_hit", "/api/users", None),
         ("session_read", "/me", Some(session.as_str())),
         ("ab_assigned", "/checkout", Some(session.as_str())),
+        // A first visit: a new visitor id and cookie on every request.
+        ("ab_new_visitor", "/checkout", None),
     ] {
         // Warm: the cache entry, the assignment.
         let warm = rt
@@ -92,6 +94,10 @@ fn stack(c: &mut Criterion) {
         match param {
             "cache_hit" => assert!(header("cache-status").unwrap().contains("hit")),
             "ab_assigned" => assert!(header("x-variant-checkout").is_some()),
+            "ab_new_visitor" => {
+                assert!(header("x-variant-checkout").is_some());
+                assert!(header("set-cookie").is_some(), "a visitor cookie");
+            }
             _ => {}
         }
         group.bench_function(BenchmarkId::new("full_stack", param), |b| {

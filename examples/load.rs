@@ -11,6 +11,7 @@
 //! admitting requests. `--demo-limits` keeps the demo's. `--bare` also runs
 //! the same paths without any tower-kv layer (`demo::bare_app`) and prints
 //! each backend's 2xx requests/s as a share of the bare server's.
+//! `--paths /api/users,/` loads only the paths named.
 //!
 //! A soak: `--redis-only --seconds 600 --rate 50 --report 10` runs only the
 //! Redis backend for up to 15 minutes, each client at most `--rate`
@@ -40,6 +41,7 @@ use hyper_util::rt::TokioExecutor;
 use tower_kv::ratelimit::Quota;
 use tower_kv::store::MemoryStore;
 
+/// The paths each client cycles through, unless `--paths a,b` names others.
 const PATHS: [&str; 3] = ["/api/users", "/", "/checkout"];
 
 fn arg(name: &str) -> Option<String> {
@@ -50,7 +52,12 @@ fn arg(name: &str) -> Option<String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clients: u32 = arg("--clients").map_or(Ok(64), |v| v.parse())?;
     let seconds: u64 = arg("--seconds").map_or(Ok(5), |v| v.parse())?;
+    let paths: Arc<[String]> = match arg("--paths") {
+        Some(list) => list.split(',').map(str::to_owned).collect(),
+        None => PATHS.iter().map(|p| p.to_string()).collect(),
+    };
     let plan = Plan {
+        paths,
         clients,
         duration: Duration::from_secs(seconds.clamp(1, 900)),
         rate: arg("--rate").map(|v| v.parse()).transpose()?,
@@ -58,7 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|v| v.parse().map(Duration::from_secs))
             .transpose()?,
     };
-    println!("{clients} clients for {:?}, paths {PATHS:?}", plan.duration);
+    println!(
+        "{clients} clients for {:?}, paths {:?}",
+        plan.duration, plan.paths
+    );
     let flag = |name: &str| std::env::args().any(|a| a == name);
     let bare = match flag("--bare") {
         true => Some(run("bare (no layers)", demo::bare_app(), &plan).await?),
@@ -97,6 +107,7 @@ fn limits() -> demo::RateLimits {
 
 /// How hard and how long to load the demo.
 struct Plan {
+    paths: Arc<[String]>,
     clients: u32,
     duration: Duration,
     /// At most this many requests per second per client.
@@ -191,6 +202,7 @@ async fn run(
             let client: Client<_, Empty<Bytes>> =
                 Client::builder(TokioExecutor::new()).build(connector);
             let counts = counts.clone();
+            let paths = plan.paths.clone();
             tokio::spawn(async move {
                 let (mut latencies, mut ok, mut limited, mut other) =
                     (Vec::new(), 0u64, 0u64, 0u64);
@@ -199,7 +211,7 @@ async fn run(
                     if let Some(pause) = pause {
                         tokio::time::sleep(pause).await;
                     }
-                    let uri = format!("http://{addr}{}", PATHS[n % PATHS.len()]);
+                    let uri = format!("http://{addr}{}", paths[n % paths.len()]);
                     n += 1;
                     let started = Instant::now();
                     let Ok(res) = client

@@ -135,6 +135,7 @@ mod future;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+mod integer;
 mod live;
 pub mod metrics;
 mod once;

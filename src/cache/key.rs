@@ -115,7 +115,10 @@ impl RequestKey {
 
     /// The key of the response stored for `request` among those varying on `names`.
     pub(crate) fn variant(&self, names: &[String], request: &HeaderMap) -> String {
-        format!("{}{}", self.base, variant_suffix(names, request))
+        let mut key = String::with_capacity(self.base.len() + VARIANT_SUFFIX_LEN);
+        key.push_str(&self.base);
+        push_variant_suffix(&mut key, names, request);
+        key
     }
 
     /// The key of the fleet's fetch lease for this URL and variant.
@@ -144,25 +147,30 @@ impl RequestKey {
 fn origin(uri: &Uri, headers: &HeaderMap) -> String {
     let host = uri
         .authority()
-        .map(|a| a.as_str().to_ascii_lowercase())
-        .or_else(|| {
-            headers
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_ascii_lowercase)
-        })
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or_default();
-    format!("{}://{host}", uri.scheme_str().unwrap_or("http"))
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let mut origin = String::with_capacity(scheme.len() + 3 + host.len());
+    origin.push_str(scheme);
+    origin.push_str("://");
+    origin.push_str(host);
+    origin[scheme.len() + 3..].make_ascii_lowercase();
+    origin
 }
 
 /// `{prefix}{scheme}://{host}{path}?{query}`. A long URL keeps its first
 /// 300 bytes, so prefix purges still find it, then a digest of the whole,
 /// so keys stay within the store's limit.
 fn key_for(prefix: &str, origin: &str, target: &str) -> String {
-    let full = format!("{origin}{target}");
-    if full.len() <= 400 {
-        return format!("{prefix}{full}");
+    if origin.len() + target.len() <= 400 {
+        let mut key = String::with_capacity(prefix.len() + origin.len() + target.len());
+        for part in [prefix, origin, target] {
+            key.push_str(part);
+        }
+        return key;
     }
+    let full = format!("{origin}{target}");
     let mut cut = 300;
     while !full.is_char_boundary(cut) {
         cut -= 1;
@@ -212,7 +220,10 @@ pub(crate) fn is_response(key: &str) -> bool {
         .is_some_and(|(head, _)| head.ends_with("|v"))
 }
 
-fn variant_suffix(names: &[String], request: &HeaderMap) -> String {
+/// Bytes [`push_variant_suffix`] appends: `|v|` and a 32-digit digest.
+const VARIANT_SUFFIX_LEN: usize = 35;
+
+fn push_variant_suffix(key: &mut String, names: &[String], request: &HeaderMap) {
     let mut material = String::new();
     for name in names {
         material.push_str(name);
@@ -222,10 +233,8 @@ fn variant_suffix(names: &[String], request: &HeaderMap) -> String {
             material.push('\u{1e}');
         }
     }
-    let mut suffix = String::with_capacity(35);
-    suffix.push_str("|v|");
-    push_digest(&mut suffix, material.as_bytes());
-    suffix
+    key.push_str("|v|");
+    push_digest(key, material.as_bytes());
 }
 
 /// The field names a response varies on, lowercased, sorted, once each.

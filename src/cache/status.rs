@@ -4,6 +4,7 @@
 use http::header::HeaderValue;
 use sfv::{integer, key_ref, token_ref, ItemSerializer};
 
+use crate::integer::Integer;
 use crate::metrics::{self, count};
 
 /// Why a request went to the origin (RFC 9211 §2.2).
@@ -113,9 +114,12 @@ impl CacheStatus {
     /// also counts it).
     pub(crate) fn header_value(&self, cache: &str, key: Option<&str>) -> HeaderValue {
         self.record(cache);
+        let token = sfv::TokenRef::from_str(cache).unwrap_or(token_ref("tower-kv"));
+        if let (CacheStatus::Hit { ttl, detail: None }, None) = (self, key) {
+            return plain_hit(token.as_str(), *ttl);
+        }
         let mut out = String::with_capacity(64);
         let item = ItemSerializer::with_buffer(&mut out);
-        let token = sfv::TokenRef::from_str(cache).unwrap_or(token_ref("tower-kv"));
         let mut params = item.bare_item(token);
         match self {
             CacheStatus::Hit { ttl, detail } => {
@@ -150,6 +154,21 @@ impl CacheStatus {
         let _ = params.finish();
         HeaderValue::try_from(out).expect("structured fields are valid header values")
     }
+}
+
+/// `{cache};hit;ttl={ttl}`, the field of every plain hit, written without
+/// the serializer (its output for this shape, byte for byte).
+fn plain_hit(cache: &str, ttl: i64) -> HeaderValue {
+    let digits = Integer::new(ttl.unsigned_abs());
+    let mut out = Vec::with_capacity(cache.len() + b";hit;ttl=-".len() + digits.digits().len());
+    out.extend_from_slice(cache.as_bytes());
+    out.extend_from_slice(b";hit;ttl=");
+    if ttl < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(digits.digits());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .expect("a token and an integer are a valid header value")
 }
 
 #[cfg(test)]
@@ -194,5 +213,31 @@ mod tests {
             .header_value("bad name!", None),
             "tower-kv;hit;ttl=-3"
         );
+    }
+
+    #[test]
+    fn plain_hits_match_the_serializer() {
+        let cap = Integer::MAX as i64;
+        for ttl in [
+            0,
+            1,
+            -1,
+            42,
+            -3,
+            86_400,
+            cap,
+            -cap,
+            cap + 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut expected = String::new();
+            let _ = ItemSerializer::with_buffer(&mut expected)
+                .bare_item(token_ref("my-cache"))
+                .parameter(key_ref("hit"), true)
+                .parameter(key_ref("ttl"), integer(ttl.clamp(-cap, cap)))
+                .finish();
+            assert_eq!(plain_hit("my-cache", ttl), expected.as_str(), "{ttl}");
+        }
     }
 }

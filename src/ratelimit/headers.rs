@@ -9,6 +9,7 @@ use sfv::{integer, key_ref, string_ref, ListSerializer};
 
 use super::Quota;
 use crate::future::AddHeaders;
+use crate::integer::Integer;
 use crate::store::RateState;
 
 /// `RateLimit-Policy`.
@@ -117,42 +118,6 @@ pub(crate) fn current(prefixes: &[Box<str>], states: &[RateState]) -> HeaderValu
         .expect("structured fields are valid header values")
 }
 
-/// An RFC 9651 integer (at most 15 digits), in decimal.
-struct Integer {
-    digits: [u8; 15],
-    start: usize,
-}
-
-impl Integer {
-    const MAX: u64 = 999_999_999_999_999;
-
-    fn new(n: u64) -> Self {
-        let mut n = n.min(Self::MAX);
-        let mut digits = [0u8; 15];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        Self { digits, start }
-    }
-
-    fn digits(&self) -> &[u8] {
-        &self.digits[self.start..]
-    }
-
-    /// How many digits [`new`](Self::new)`(n)` writes.
-    fn len(n: u64) -> usize {
-        n.min(Self::MAX)
-            .checked_ilog10()
-            .map_or(1, |d| d as usize + 1)
-    }
-}
-
 /// `Retry-After` in whole seconds, rounded up and never 0.
 pub(crate) fn retry_after(headers: &mut HeaderMap, after: Duration) {
     headers.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(after).max(1)));
@@ -201,27 +166,6 @@ mod tests {
             current(&current_prefixes(&quotas[..1]), &zero),
             r#""minute";r=0;t=0"#
         );
-    }
-
-    #[test]
-    fn integers_know_their_length() {
-        for n in [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            12_345,
-            Integer::MAX,
-            Integer::MAX + 1,
-            u64::MAX,
-        ] {
-            let written = Integer::new(n);
-            assert_eq!(written.digits().len(), Integer::len(n), "{n}");
-            let expected = n.min(Integer::MAX).to_string();
-            assert_eq!(written.digits(), expected.as_bytes());
-        }
     }
 
     #[test]
