@@ -160,7 +160,7 @@ impl Identity {
             Self::User => req
                 .extensions()
                 .get::<UserId>()
-                .map(|u| format!("user:{}", shorten(&u.0))),
+                .map(|u| tagged("user:", &u.0)),
             Self::Cookie(name) => {
                 cookie_value(req, name).map(|v| tagged_digest("c:", v.as_bytes()))
             }
@@ -175,7 +175,7 @@ impl Identity {
                 *head.version_mut() = req.version();
                 *head.headers_mut() = req.headers().clone();
                 let (parts, ()) = head.into_parts();
-                f(&parts).map(|v| format!("fn:{}", shorten(&v)))
+                f(&parts).map(|v| tagged("fn:", &v))
             }
         }
     }
@@ -263,20 +263,24 @@ pub(crate) fn cookie_value<B>(req: &Request<B>, name: &str) -> Option<String> {
 
 /// Keeps short values readable and replaces long ones by their digest, so
 /// store keys stay bounded.
-fn shorten(value: &str) -> String {
-    if value.len() <= 64 {
-        value.to_owned()
-    } else {
-        digest(value.as_bytes())
+/// `tag` then `value`, or a digest of it when it is longer than 64 bytes.
+fn tagged(tag: &str, value: &str) -> String {
+    if value.len() > 64 {
+        return tagged_digest(tag, value.as_bytes());
     }
+    let mut out = String::with_capacity(tag.len() + value.len());
+    out.push_str(tag);
+    out.push_str(value);
+    out
 }
 
-/// `bytes` bytes from a CSPRNG (rand's `ThreadRng`: ChaCha12, seeded and
+/// `bytes` (at most 32) bytes from a CSPRNG (rand's `ThreadRng`: ChaCha12, seeded and
 /// reseeded from the operating system) as lowercase hex.
 pub(crate) fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
+    let mut buf = [0u8; 32];
+    let buf = &mut buf[..bytes];
+    rand::rng().fill_bytes(buf);
     hex::encode(buf)
 }
 
