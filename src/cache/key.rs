@@ -223,7 +223,16 @@ pub(crate) fn is_response(key: &str) -> bool {
 /// Bytes [`push_variant_suffix`] appends: `|v|` and a 32-digit digest.
 const VARIANT_SUFFIX_LEN: usize = 35;
 
+/// [`digest`]`(b"")`: the variant of a response that varies on nothing,
+/// the one every hit without `Vary` reads first.
+const NO_VARY_DIGEST: &str = "e3b0c44298fc1c149afbf4c8996fb924";
+
 fn push_variant_suffix(key: &mut String, names: &[String], request: &HeaderMap) {
+    key.push_str("|v|");
+    if names.is_empty() {
+        key.push_str(NO_VARY_DIGEST);
+        return;
+    }
     let mut material = String::new();
     for name in names {
         material.push_str(name);
@@ -233,7 +242,6 @@ fn push_variant_suffix(key: &mut String, names: &[String], request: &HeaderMap) 
             material.push('\u{1e}');
         }
     }
-    key.push_str("|v|");
     push_digest(key, material.as_bytes());
 }
 
@@ -250,4 +258,18 @@ pub(crate) fn vary_names(response: &HeaderMap) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_without_vary_has_the_digest_of_nothing() {
+        assert_eq!(NO_VARY_DIGEST, digest(b""));
+        let mut key = String::new();
+        push_variant_suffix(&mut key, &[], &HeaderMap::new());
+        assert_eq!(key.len(), VARIANT_SUFFIX_LEN);
+        assert_eq!(key, format!("|v|{}", digest(b"")));
+    }
 }
