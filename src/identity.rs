@@ -261,9 +261,8 @@ pub(crate) fn cookie_value<B>(req: &Request<B>, name: &str) -> Option<String> {
     (!found.is_empty() && found.len() <= 256).then(|| found.to_owned())
 }
 
-/// Keeps short values readable and replaces long ones by their digest, so
-/// store keys stay bounded.
-/// `tag` then `value`, or a digest of it when it is longer than 64 bytes.
+/// `tag` then `value`, or `tag` then a digest of it when it is longer than
+/// 64 bytes: short values stay readable, store keys stay bounded.
 fn tagged(tag: &str, value: &str) -> String {
     if value.len() > 64 {
         return tagged_digest(tag, value.as_bytes());
@@ -274,14 +273,21 @@ fn tagged(tag: &str, value: &str) -> String {
     out
 }
 
-/// `bytes` (at most 32) bytes from a CSPRNG (rand's `ThreadRng`: ChaCha12, seeded and
-/// reseeded from the operating system) as lowercase hex.
+/// `bytes` (at most 32) bytes from a CSPRNG (rand's `ThreadRng`: ChaCha12,
+/// seeded and reseeded from the operating system) as lowercase hex.
 pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut hex = vec![0u8; bytes * 2];
+    fill_random_hex(&mut hex);
+    String::from_utf8(hex).expect("hex is ASCII")
+}
+
+/// Fills `out` (at most 64 bytes) with [`random_hex`] digits.
+pub(crate) fn fill_random_hex(out: &mut [u8]) {
     use rand::RngCore;
-    let mut buf = [0u8; 32];
-    let buf = &mut buf[..bytes];
-    rand::rng().fill_bytes(buf);
-    hex::encode(buf)
+    let mut bytes = [0u8; 32];
+    let bytes = &mut bytes[..out.len() / 2];
+    rand::rng().fill_bytes(bytes);
+    hex::encode_to_slice(bytes, out).expect("two hex digits per byte");
 }
 
 /// A hex SHA-256 prefix (128 bits) of `value`: stable across instances, not reversible.

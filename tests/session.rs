@@ -143,6 +143,15 @@ where
     }
 }
 
+/// Whether the store holds a session record under `id`.
+async fn stored<S: KvStore>(h: &Harness<S>, id: &str) -> bool {
+    h.store
+        .get(&format!("session:{id}"))
+        .await
+        .unwrap()
+        .is_some()
+}
+
 fn layer<S: KvStore, St: KvStore>(h: &Harness<S>, store: St) -> SessionLayer {
     SessionLayer::new(store).clock(h.clock.clone().unwrap_or_else(Clock::system))
 }
@@ -196,14 +205,7 @@ mod cases {
             .unwrap()
             .contains("Max-Age=0"));
         assert!(client.cookie.is_none());
-        assert!(
-            h.store
-                .get(&format!("session:{id}"))
-                .await
-                .unwrap()
-                .is_none(),
-            "record deleted"
-        );
+        assert!(!stored(&h, &id).await, "record deleted");
     }
 
     pub async fn idle_and_absolute_timeouts<S: KvStore>(h: Harness<S>) {
@@ -260,12 +262,7 @@ mod cases {
         attacker_chosen.post("/set/k/v").await;
         let issued = attacker_chosen.cookie.clone().unwrap();
         assert_ne!(issued, planted, "a pre-set id is not adopted");
-        assert!(h
-            .store
-            .get(&format!("session:{planted}"))
-            .await
-            .unwrap()
-            .is_none());
+        assert!(!stored(&h, &planted).await);
 
         attacker_chosen.post("/login/alice").await;
         let after_login = attacker_chosen.cookie.clone().unwrap();
@@ -409,14 +406,7 @@ mod cases {
                 .contains("Max-Age=0"),
             "told to forget"
         );
-        assert!(
-            h.store
-                .get(&format!("session:{id}"))
-                .await
-                .unwrap()
-                .is_none(),
-            "not resurrected"
-        );
+        assert!(!stored(&h, &id).await, "not resurrected");
     }
 
     pub async fn a_change_after_logout_starts_a_new_session<S: KvStore>(h: Harness<S>) {
@@ -431,14 +421,7 @@ mod cases {
         client.post("/logout-then-set/notice/bye").await;
         let new = client.cookie.clone().expect("a new session was issued");
         assert_ne!(new, old, "the old id is not kept");
-        assert!(
-            h.store
-                .get(&format!("session:{old}"))
-                .await
-                .unwrap()
-                .is_none(),
-            "the old record is deleted"
-        );
+        assert!(!stored(&h, &old).await, "the old record is deleted");
         assert_eq!(client.get("notice").await, "bye");
         assert_eq!(client.get("secret").await, "none", "old values are gone");
         let manager = layer(&h, h.store.clone()).manager();

@@ -20,7 +20,7 @@ pub struct SessionId([u8; ID_LEN]);
 impl SessionId {
     pub(crate) fn generate() -> Self {
         let mut id = [0u8; ID_LEN];
-        id.copy_from_slice(crate::identity::random_hex(ID_BYTES).as_bytes());
+        crate::identity::fill_random_hex(&mut id);
         Self(id)
     }
 

@@ -249,6 +249,7 @@ impl Settings {
     /// Replays the request's changes onto the latest stored record with a
     /// compare-and-swap (retried on conflict), moves it to a new id when
     /// asked to, or renews it.
+    ///
     /// The first attempt writes the request's changed copy as is (taken,
     /// not cloned); the written record becomes the state's stored one.
     async fn update(
