@@ -658,6 +658,89 @@ mod cases {
         );
     }
 
+    /// The three algorithms, each allowing 3 units a day (so a test never
+    /// sees the bucket replenish).
+    fn three_a_day() -> [(&'static str, Rate); 3] {
+        let day = Duration::from_secs(86_400);
+        [
+            ("rl:back:gcra", GcraRate::per(3, day).into()),
+            (
+                "rl:back:fixed",
+                Rate::FixedWindow {
+                    limit: 3,
+                    window: day,
+                },
+            ),
+            (
+                "rl:back:sliding",
+                Rate::SlidingWindow {
+                    limit: 3,
+                    window: day,
+                },
+            ),
+        ]
+    }
+
+    pub async fn refunds_give_back_what_was_spent<S: KvStore>(h: Harness<S>) {
+        for (key, rate) in three_a_day() {
+            let decide = |cost, refund: bool| {
+                let r = RateRequest::new(key, rate, cost);
+                let r = if refund { r.refund() } else { r };
+                let store = h.store.clone();
+                async move { store.rate_limit(&[r]).await.unwrap() }
+            };
+            let nothing_spent = decide(1, true).await;
+            assert!(nothing_spent.allowed, "{key}");
+            assert_eq!(nothing_spent.states[0].remaining, 3, "{key}");
+            assert!(
+                h.store.get(key).await.unwrap().is_none(),
+                "{key}: a refund of nothing stores nothing"
+            );
+            for left in [2, 1, 0] {
+                assert_eq!(decide(1, false).await.states[0].remaining, left, "{key}");
+            }
+            assert!(!decide(1, false).await.allowed, "{key}");
+            let back = decide(1, true).await;
+            assert!(back.allowed, "{key}");
+            assert_eq!(back.states[0].remaining, 1, "{key}");
+            assert_eq!(back.states[0].retry_after, Duration::ZERO, "{key}");
+            assert!(decide(1, false).await.allowed, "{key}");
+            assert!(!decide(1, false).await.allowed, "{key}");
+            let more_than_spent = decide(3, true).await;
+            assert_eq!(
+                more_than_spent.states[0].remaining, 3,
+                "{key}: never above capacity"
+            );
+            assert_eq!(decide(3, false).await.states[0].remaining, 0, "{key}");
+            assert!(!decide(1, false).await.allowed, "{key}");
+        }
+    }
+
+    /// Concurrent reservations, each given back once it is known not to
+    /// count, leave every bucket exactly as full as they found it.
+    pub async fn concurrent_reserve_and_refund_leave_nothing_spent<S: KvStore>(h: Harness<S>) {
+        for (key, rate) in three_a_day() {
+            let reserved = h
+                .concurrently(60, move |_, store| async move {
+                    let charge = RateRequest::new(key, rate, 1);
+                    let decided = store
+                        .rate_limit(std::slice::from_ref(&charge))
+                        .await
+                        .unwrap();
+                    if decided.allowed {
+                        store.rate_limit(&[charge.refund()]).await.unwrap();
+                    }
+                    decided.allowed
+                })
+                .await;
+            assert!(reserved.iter().any(|a| *a), "{key}");
+            let full = [RateRequest::new(key, rate, 3).peek()];
+            let d = h.store.rate_limit(&full).await.unwrap();
+            assert!(d.allowed, "{key}: all three units are back");
+            assert_eq!(d.states[0].remaining, 0, "{key}");
+        }
+    }
+
     /// A watcher hears of every kind of write to keys under its prefix, by
     /// key, from the other handle; writes elsewhere and rate decisions are
     /// not announced.
@@ -819,6 +902,8 @@ macro_rules! conformance {
             windows_allow_exactly_the_limit_under_contention,
             mixed_algorithms_are_all_or_nothing,
             peeking_never_charges,
+            refunds_give_back_what_was_spent,
+            concurrent_reserve_and_refund_leave_nothing_spent,
             json_helpers_name_the_key_on_bad_data,
             watchers_hear_of_writes,
             reads_follow_other_instances,

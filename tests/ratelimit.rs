@@ -331,6 +331,54 @@ mod cases {
         assert!(header(&res, "retry-after").parse::<u64>().unwrap() >= 1);
     }
 
+    /// Concurrent guesses, all in the handler at once on two instances,
+    /// pass only as many as the quota allows (each reserves before the
+    /// handler); correct answers give their reservation back.
+    pub async fn counted_responses_cannot_overshoot_in_flight<S: KvStore>(h: Harness<S>) {
+        let slow_login = |store| {
+            let login = Limit::new(Quota::per_minute(3))
+                .count_when(|res| res.status == StatusCode::UNAUTHORIZED);
+            ServiceBuilder::new()
+                .layer(RateLimitLayer::new(store, Identity::PeerIp).default_limit(login))
+                .service_fn(|req: Request<()>| async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let right = req.headers().contains_key("x-right");
+                    let mut res = Response::new(Full::new(Bytes::new()));
+                    if !right {
+                        *res.status_mut() = StatusCode::UNAUTHORIZED;
+                    }
+                    Ok::<_, Infallible>(res)
+                })
+        };
+        let instances = [slow_login(h.store.clone()), slow_login(h.twin.clone())];
+        let attempt = |i: usize, right: bool| {
+            let svc = instances[i % 2].clone();
+            let mut req = get("/login", "198.51.100.9:1");
+            if right {
+                req.headers_mut().insert("x-right", "1".parse().unwrap());
+            }
+            tokio::spawn(async move { svc.oneshot(req).await.unwrap().status() })
+        };
+        let right: Vec<_> = (0..3).map(|i| attempt(i, true)).collect();
+        for r in right {
+            assert_eq!(r.await.unwrap(), StatusCode::OK);
+        }
+        let guesses: Vec<_> = (0..40).map(|i| attempt(i, false)).collect();
+        let mut statuses = Vec::new();
+        for g in guesses {
+            statuses.push(g.await.unwrap());
+        }
+        let failed = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::UNAUTHORIZED)
+            .count();
+        let refused = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert_eq!((failed, refused), (3, 37));
+    }
+
     pub async fn missing_identity_has_a_configured_answer<S: KvStore>(h: Harness<S>) {
         let no_peer = || Request::get("/").body(()).unwrap();
         let layer = |policy| {
@@ -394,6 +442,7 @@ both_backends!(
     spoofed_forwarded_for_does_not_change_the_key,
     route_table_matches_as_documented,
     only_counted_responses_consume_quota,
+    counted_responses_cannot_overshoot_in_flight,
     missing_identity_has_a_configured_answer,
     works_as_an_axum_route_layer,
 );

@@ -148,9 +148,16 @@ impl Limit {
     }
 
     /// Only responses for which `predicate` holds consume quota (e.g. failed
-    /// logins). A request is still refused once the quota is spent. The check
-    /// and the charge are two store operations, so concurrent requests may
-    /// overshoot by the number in flight.
+    /// logins). A request is still refused once the quota is spent.
+    ///
+    /// Each request reserves its cost before the handler runs and gets it
+    /// back when its response does not count, so requests in flight at once
+    /// never pass more than the quota allows (a burst of concurrent guesses
+    /// cannot slip through together). The price: while requests are in
+    /// flight their reservations count, so a client with as many uncounted
+    /// requests in flight as the quota allows is refused until one ends. A
+    /// request whose response never comes (handler error, client gone)
+    /// stays counted.
     #[must_use]
     pub fn count_when(
         mut self,

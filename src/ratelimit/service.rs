@@ -201,8 +201,10 @@ layer_service! {
     }
 }
 
-/// The slow path: await the store's decision, then the inner service, then
-/// (with `count_when`) charge the quota if the response counts.
+/// The slow path: await the store's decision, then the inner service. With
+/// `count_when` the decision reserves the quota, given back after the
+/// response if it does not count: requests in flight at once cannot pass
+/// together what the quota allows only one by one.
 async fn wait_then_call<S, St, ReqB, ResB>(
     mut inner: S,
     config: Arc<Config<St>>,
@@ -215,10 +217,10 @@ where
     St: KvStore,
 {
     let limit = &prepared.limit;
-    let mut requests = prepared.requests(&identity, limit.cost);
-    // Refused by the store a moment ago: refused again without asking
-    // (not in shadow mode, which must still charge; not with `count_when`,
-    // whose check is a peek).
+    let requests = prepared.requests(&identity, limit.cost);
+    // Refused by the store a moment ago: refused again without asking (not
+    // in shadow mode, which must still charge; not with `count_when`, whose
+    // reservations in flight may be given back a moment later).
     let remembered = !prepared.shadow && limit.count_when.is_none();
     if remembered {
         if let Some(known) = config.known_limited.get(&requests[0].key) {
@@ -226,22 +228,16 @@ where
             return Ok(config.too_many(&prepared, &known));
         }
     }
-    if limit.count_when.is_some() {
-        requests = requests.into_iter().map(RateRequest::peek).collect();
-    }
-    let mut decision = match config.decide(&prepared, &requests).await {
-        Verdict::Decided {
-            decision: d,
-            by_store,
-        } => {
+    let (mut decision, by_store) = match config.decide(&prepared, &requests).await {
+        Verdict::Decided { decision, by_store } => {
             // Only the store's refusals hold fleet-wide; a fallback's are this instance's guess.
             if remembered && by_store {
-                config.known_limited.remember(&requests[0].key, &d);
+                config.known_limited.remember(&requests[0].key, &decision);
             }
-            if !passes(&prepared, &d, &mut req) {
-                return Ok(config.too_many(&prepared, &d));
+            if !passes(&prepared, &decision, &mut req) {
+                return Ok(config.too_many(&prepared, &decision));
             }
-            d
+            (decision, by_store)
         }
         Verdict::Unavailable(retry) => {
             record(&prepared, Outcome::StoreError, None);
@@ -257,11 +253,21 @@ where
         }
     };
     let (parts, body) = inner.call(req).await?.into_parts();
-    if let Some(count_when) = &limit.count_when {
-        if count_when(&parts) {
-            let charge = prepared.requests(&identity, limit.cost);
-            if let Verdict::Decided { decision: d, .. } = config.decide(&prepared, &charge).await {
-                decision = d;
+    let uncounted = limit
+        .count_when
+        .as_ref()
+        .is_some_and(|counts| !counts(&parts));
+    // Shadow mode lets refused requests through; they reserved nothing.
+    if uncounted && decision.allowed {
+        let refunds: Vec<RateRequest> = requests.into_iter().map(RateRequest::refund).collect();
+        let refunded = match by_store {
+            true => config.store.rate_limit(&refunds).await,
+            false => config.local.rate_limit(&refunds).await,
+        };
+        match refunded {
+            Ok(d) => decision = d,
+            Err(error) => {
+                tracing::warn!(%error, "rate-limit refund failed; the reservation stays spent")
             }
         }
     }

@@ -428,8 +428,8 @@ impl MemoryStore {
             // and a live bucket updated where it is (one lookup).
             let mut shard = self.shard(&r.key);
             if let Some(bucket) = shard.rates.live_mut(&r.key, now_ms) {
-                let v = rate::decide(r.rate, r.cost, bucket.state, now_us);
-                if v.state.allowed && r.charge && r.cost > 0 {
+                let v = rate::apply(r, bucket.state, now_us);
+                if v.state.allowed && v.writes {
                     *bucket = self.bucket(&v, now_ms);
                 }
                 return Ok(RateDecision {
@@ -437,7 +437,7 @@ impl MemoryStore {
                     states: vec![v.state],
                 });
             }
-            let v = rate::decide(r.rate, r.cost, shard.rate_state(&r.key, now_ms), now_us);
+            let v = rate::apply(r, shard.rate_state(&r.key, now_ms), now_us);
             let allowed = v.state.allowed;
             if allowed {
                 self.charge(&mut shard, r, &v, now_ms);
@@ -462,7 +462,7 @@ impl MemoryStore {
             .zip(&shard_of)
             .map(|(r, &index)| {
                 let state = locked(&mut guards, index).rate_state(&r.key, now_ms);
-                rate::decide(r.rate, r.cost, state, now_us)
+                rate::apply(r, state, now_us)
             })
             .collect();
         let allowed = verdicts.iter().all(|v| v.state.allowed);
@@ -480,7 +480,7 @@ impl MemoryStore {
 
     /// Stores a bucket's new state after an allowed decision (unless it only peeked).
     fn charge(&self, shard: &mut Shard, r: &RateRequest, v: &Verdict, now_ms: u64) {
-        if !r.charge || r.cost == 0 {
+        if !v.writes {
             return;
         }
         shard.set_rate(&r.key, self.bucket(v, now_ms), now_ms);

@@ -72,7 +72,7 @@ pub use near_cache::{NearCache, NearCacheBuilder};
 pub use redis::{RedisStore, RedisStoreBuilder};
 pub use types::{
     CasOutcome, Entry, Expiration, GcraRate, KeyInfo, ListOptions, ListPage, PutOptions, Rate,
-    RateDecision, RateRequest, RateState, ReadOptions, Version,
+    RateDecision, RateMode, RateRequest, RateState, ReadOptions, Version,
 };
 
 /// A key-value backend shared by every tower-kv layer.
@@ -146,7 +146,8 @@ pub trait KvStore: Clone + Send + Sync + 'static {
     /// An all-or-nothing rate decision over one or several buckets, on the
     /// store's clock (Redis `TIME` on Redis): each bucket is charged its cost
     /// only if every bucket has room. Requests marked
-    /// [`peek`](RateRequest::peek) are decided but never charged.
+    /// [`peek`](RateRequest::peek) are decided but never charged; requests
+    /// marked [`refund`](RateRequest::refund) give their cost back.
     fn rate_limit(
         &self,
         requests: &[RateRequest],

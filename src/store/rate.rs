@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::{GcraRate, Rate, RateState};
+use super::{GcraRate, Rate, RateMode, RateRequest, RateState};
 
 /// A bucket's state: one to three integers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,6 +63,70 @@ pub(crate) struct Verdict {
     pub new_state: Fields,
     /// How long the stored state must live.
     pub ttl_us: u64,
+    /// Whether `new_state` is to be stored if the whole decision is allowed.
+    pub writes: bool,
+}
+
+/// One bucket's verdict on `request`, given its stored state.
+pub(crate) fn apply(request: &RateRequest, stored: Fields, now: u64) -> Verdict {
+    let cost = request.cost;
+    match request.mode {
+        RateMode::Charge => decide(request.rate, cost, stored, now),
+        RateMode::Peek => Verdict {
+            writes: false,
+            ..decide(request.rate, cost, stored, now)
+        },
+        RateMode::Refund => refund(request.rate, cost, stored, now),
+    }
+}
+
+/// Gives back `cost` units: the bucket's state with the units taken off,
+/// decided at no cost so it reports what is left. Always allowed.
+fn refund(rate: Rate, cost: u32, stored: Fields, now: u64) -> Verdict {
+    let given_back = give_back(rate, u64::from(cost), stored.as_slice(), now);
+    let verdict = decide(rate, 0, given_back.unwrap_or(stored), now);
+    let state = RateState {
+        allowed: true,
+        retry_after: Duration::ZERO,
+        ..verdict.unconsumed
+    };
+    Verdict {
+        state,
+        unconsumed: state,
+        new_state: given_back.unwrap_or(verdict.new_state),
+        ttl_us: verdict.ttl_us,
+        writes: given_back.is_some(),
+    }
+}
+
+/// The state with `cost` units taken off, or `None` when nothing spent is
+/// still counted: a GCRA time not yet reached, or a count in the current
+/// window (or, sliding, the previous one, which still weighs).
+fn give_back(rate: Rate, cost: u64, fields: &[u64], now: u64) -> Option<Fields> {
+    match (rate, fields) {
+        (Rate::Gcra(g), &[tat]) if tat > now => {
+            let spent = us(g.emission_interval).max(1).saturating_mul(cost);
+            Some(Fields::new(&[tat.saturating_sub(spent).max(now)]))
+        }
+        (Rate::FixedWindow { window, .. }, &[start, count])
+            if count > 0 && start == window_start(now, us(window)) =>
+        {
+            Some(Fields::new(&[start, count.saturating_sub(cost)]))
+        }
+        (Rate::SlidingWindow { window, .. }, &[start, count, previous])
+            if count > 0
+                && (start == window_start(now, us(window))
+                    || start.saturating_add(us(window)) == window_start(now, us(window))) =>
+        {
+            Some(Fields::new(&[start, count.saturating_sub(cost), previous]))
+        }
+        _ => None,
+    }
+}
+
+/// The start of the window (µs) that `now` falls in.
+fn window_start(now: u64, window: u64) -> u64 {
+    now - now % window
 }
 
 pub(crate) fn decide(rate: Rate, cost: u32, stored: Fields, now: u64) -> Verdict {
@@ -107,6 +171,7 @@ fn gcra(rate: GcraRate, cost: u64, fields: &[u64], now: u64) -> Verdict {
             unconsumed,
             new_state: Fields::new(&[new_tat]),
             ttl_us: used,
+            writes: cost > 0,
         }
     } else {
         let denied = state(false, remaining(tat - now), allow_at - now, tat - now);
@@ -115,12 +180,13 @@ fn gcra(rate: GcraRate, cost: u64, fields: &[u64], now: u64) -> Verdict {
             unconsumed: denied,
             new_state: Fields::new(&[tat]),
             ttl_us: tat - now,
+            writes: false,
         }
     }
 }
 
 fn fixed(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verdict {
-    let start = now - now % window;
+    let start = window_start(now, window);
     let end = start + window;
     let count = match fields {
         [s, c] if *s == start => *c,
@@ -135,6 +201,7 @@ fn fixed(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verdic
             unconsumed,
             new_state: Fields::new(&[start, after]),
             ttl_us: end - now,
+            writes: cost > 0,
         }
     } else {
         let denied = state(false, limit.saturating_sub(count), end - now, reset(count));
@@ -143,12 +210,13 @@ fn fixed(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verdic
             unconsumed: denied,
             new_state: Fields::new(&[start, count]),
             ttl_us: end - now,
+            writes: false,
         }
     }
 }
 
 fn sliding(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verdict {
-    let start = now - now % window;
+    let start = window_start(now, window);
     let (current, previous) = match fields {
         [s, c, p] if *s == start => (*c, *p),
         [s, c, _] if s + window == start => (0, *c),
@@ -177,6 +245,7 @@ fn sliding(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verd
             unconsumed,
             new_state: Fields::new(&[start, after, previous]),
             ttl_us: start + 2 * window - now,
+            writes: cost > 0,
         };
     }
     // When will previous × share + current + cost fit? Within this window if
@@ -199,6 +268,7 @@ fn sliding(limit: u64, window: u64, cost: u64, fields: &[u64], now: u64) -> Verd
         unconsumed: denied,
         new_state: Fields::new(&[start, current, previous]),
         ttl_us: start + 2 * window - now,
+        writes: false,
     }
 }
 
@@ -284,6 +354,52 @@ mod tests {
         assert!(!denied.allowed);
         // 10 × share + 2 + 1 ≤ 10 once the unelapsed share is ≤ 0.7: at 78 s.
         assert_eq!(denied.retry_after, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn refunds_never_reach_past_now_or_an_expired_window() {
+        let gcra = Rate::Gcra(GcraRate::per(10, Duration::from_secs(1)));
+        let mut stored = None;
+        run(gcra, &mut stored, SECOND);
+        run(gcra, &mut stored, SECOND);
+        let tat = Fields::parse(stored.as_deref().unwrap().as_bytes());
+        // 150 ms later one of the two 100 ms units has been replenished by
+        // time: giving both back lands on now, not before it.
+        let back = refund(gcra, 2, tat, SECOND + 150_000);
+        assert!(back.writes);
+        assert_eq!(back.new_state.render(), (SECOND + 150_000).to_string());
+        assert_eq!(back.state.remaining, 10);
+        assert!(!refund(gcra, 1, tat, 2 * SECOND).writes, "all replenished");
+
+        let minute = Duration::from_secs(60);
+        let fixed = Rate::FixedWindow {
+            limit: 5,
+            window: minute,
+        };
+        let spent = Fields::parse(b"60000000:4");
+        assert_eq!(
+            refund(fixed, 1, spent, 70 * SECOND).new_state.render(),
+            "60000000:3"
+        );
+        assert!(!refund(fixed, 1, spent, 130 * SECOND).writes, "window over");
+
+        let sliding = Rate::SlidingWindow {
+            limit: 5,
+            window: minute,
+        };
+        let spent = Fields::parse(b"60000000:4:2");
+        let back = refund(sliding, 1, spent, 130 * SECOND);
+        assert_eq!(
+            back.new_state.render(),
+            "60000000:3:2",
+            "the previous window still weighs"
+        );
+        // 10 s into the next window, 3 previous × 50/60 = 2.5: 2 units left.
+        assert_eq!(back.state.remaining, 2);
+        assert!(
+            !refund(sliding, 1, spent, 190 * SECOND).writes,
+            "both windows over"
+        );
     }
 
     #[test]

@@ -260,12 +260,26 @@ pub struct RateRequest {
     pub key: String,
     /// How the bucket counts.
     pub rate: Rate,
-    /// Units this request spends (1 for an ordinary request).
+    /// Units this request spends (1 for an ordinary request), or gives back.
     pub cost: u32,
-    /// Whether an allowed decision charges this bucket (default). A request
-    /// with `charge: false` is decided with its cost but never consumes:
-    /// "would this pass?".
-    pub charge: bool,
+    /// What the decision does to the bucket.
+    pub mode: RateMode,
+}
+
+/// What a [`RateRequest`] does to its bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RateMode {
+    /// Spend the cost if the whole decision is allowed.
+    #[default]
+    Charge,
+    /// Decide with the cost but never spend it: "would this pass?".
+    Peek,
+    /// Give back units spent earlier (a reservation that turned out not to
+    /// count): the bucket as if they had never been spent, as far as time
+    /// has not replenished them already. Always allowed; a bucket with
+    /// nothing to give back is left as it is. Like a charge, a refund is
+    /// applied only if every bucket of the decision allows.
+    Refund,
 }
 
 impl RateRequest {
@@ -275,14 +289,21 @@ impl RateRequest {
             key: key.into(),
             rate: rate.into(),
             cost,
-            charge: true,
+            mode: RateMode::Charge,
         }
     }
 
     /// Decide without charging: would this request pass?
     #[must_use]
     pub fn peek(mut self) -> Self {
-        self.charge = false;
+        self.mode = RateMode::Peek;
+        self
+    }
+
+    /// Give the cost back instead of spending it; see [`RateMode::Refund`].
+    #[must_use]
+    pub fn refund(mut self) -> Self {
+        self.mode = RateMode::Refund;
         self
     }
 }

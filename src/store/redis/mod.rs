@@ -25,8 +25,8 @@ use super::limits::{check_expiration, check_key, check_list, check_rate, check_v
 use super::rate;
 use super::{
     Announcer, CasOutcome, Changes, Entry, Expiration, KeyInfo, KvStore, ListOptions, ListPage,
-    PutOptions, Rate, RateDecision, RateRequest, RateState, StoreError, TaskGuard, Version,
-    DEFAULT_MAX_VALUE_LEN,
+    PutOptions, Rate, RateDecision, RateMode, RateRequest, RateState, StoreError, TaskGuard,
+    Version, DEFAULT_MAX_VALUE_LEN,
 };
 use crate::clock::{duration_ms_ceil, system_time_ms};
 #[cfg(feature = "metrics")]
@@ -725,7 +725,11 @@ impl KvStore for RedisStore {
                 .arg(rate::us(period).max(1))
                 .arg(r.rate.capacity())
                 .arg(r.cost)
-                .arg(if r.charge { "1" } else { "0" })
+                .arg(match r.mode {
+                    RateMode::Charge => "c",
+                    RateMode::Peek => "p",
+                    RateMode::Refund => "r",
+                })
                 .arg(Version::random().0.to_string());
         }
         type Reply = (i64, Vec<(i64, i64, i64, i64)>);

@@ -1,12 +1,13 @@
 -- All-or-nothing rate decision over several buckets on the server's clock.
 -- Mirrors src/store/rate.rs line for line. KEYS: one data key per bucket,
--- then the index. ARGV: data prefix, then per bucket 6 values: name,
+-- then the index. ARGV: data prefix, then per bucket 7 values: name,
 -- algorithm (gcra|fixed|sliding), period µs (GCRA interval or window),
--- capacity (burst or limit), cost, new version.
+-- capacity (burst or limit), cost, mode (c charge, p peek, r refund),
+-- new version.
 -- Returns {allowed, {allowed, remaining, retry_after µs, reset_after µs}...}.
--- Safe to replay: a retry of a decision that was already charged finds its
--- version in a bucket and answers "allowed" with the state as it now is,
--- charging nothing.
+-- Safe to replay: a retry of a decision that was already charged (or
+-- refunded) finds its version in a bucket and answers "allowed" with the
+-- state as it now is, changing nothing.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local floor, max, min, match, format = math.floor, math.max, math.min, string.match, string.format
@@ -111,6 +112,37 @@ local function sliding(window, limit, cost, f)
 end
 
 local algorithms = {gcra = gcra, fixed = fixed, sliding = sliding}
+
+-- A refund: the state with cost units taken off (nil when nothing spent is
+-- still counted), decided at no cost so it reports what is left.
+local function give_back(algorithm, period, cost, f)
+  if not f[1] then
+    return nil
+  end
+  if algorithm == 'gcra' then
+    if f[1] <= now then
+      return nil
+    end
+    local tat = max(f[1] - max(period, 1) * cost, now)
+    return {tat}, format('%.0f', tat)
+  end
+  local start = now - now % period
+  if f[2] > 0 and (f[1] == start or (algorithm == 'sliding' and f[1] + period == start)) then
+    local back = {f[1], max(f[2] - cost, 0), f[3]}
+    if algorithm == 'fixed' then
+      return back, format('%.0f:%.0f', back[1], back[2])
+    end
+    return back, format('%.0f:%.0f:%.0f', back[1], back[2], back[3])
+  end
+  return nil
+end
+
+local function refund(algorithm, period, capacity, cost, f)
+  local back, value = give_back(algorithm, period, cost, f)
+  local state = algorithms[algorithm](period, capacity, 0, back or f)
+  state[1], state[3] = 1, 0
+  return state, state, value, nil
+end
 local n = #KEYS - 1
 -- Per bucket: applied state, unconsumed state, new value, ttl µs, charge,
 -- existed, fields, algorithm, period, capacity (positional: no hashing).
@@ -123,9 +155,15 @@ for i = 1, n do
   local period, capacity, cost = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local stored = redis.call('HMGET', KEYS[i], 'v', 'r')
   local f = fields(stored[1], algorithm)
-  local charge = cost > 0 and ARGV[a + 6] == '1'
+  local mode = ARGV[a + 6]
+  local charge = cost > 0 and mode ~= 'p'
   replayed = replayed or (charge and stored[2] == ARGV[a + 7])
-  local applied, unconsumed, value, ttl = algorithms[algorithm](period, capacity, cost, f)
+  local applied, unconsumed, value, ttl
+  if mode == 'r' then
+    applied, unconsumed, value, ttl = refund(algorithm, period, capacity, cost, f)
+  else
+    applied, unconsumed, value, ttl = algorithms[algorithm](period, capacity, cost, f)
+  end
   verdicts[i] = {applied, unconsumed, value, ttl, charge, stored[1] ~= false, f, algorithm, period, capacity}
   all_allowed = all_allowed and applied[1] == 1
 end
@@ -138,10 +176,13 @@ if replayed then
 end
 for i, v in ipairs(verdicts) do
   if all_allowed then
-    if v[5] then
+    -- A refund keeps the bucket's expiry (it only shortens what is needed).
+    if v[5] and v[3] then
       local a = 1 + (i - 1) * 7
       redis.call('HSET', KEYS[i], 'v', v[3], 'r', ARGV[a + 7])
-      redis.call('PEXPIRE', KEYS[i], floor(v[4] / 1000) + 1)
+      if v[4] then
+        redis.call('PEXPIRE', KEYS[i], floor(v[4] / 1000) + 1)
+      end
       -- A key that existed is indexed already (the index only drops dead names).
       if not v[6] then
         index_add(KEYS[#KEYS], ARGV[1], ARGV[a + 1])
