@@ -61,15 +61,21 @@ fn merge_private(headers: &mut HeaderMap, no_store: bool) {
 
 /// Adds `name` to the response's `Vary`, unless it is there already (or `*`).
 pub(crate) fn add_vary(headers: &mut HeaderMap, name: &HeaderName) {
-    let present = headers
-        .get_all(VARY)
+    let mut vary = match headers.entry(VARY) {
+        Entry::Vacant(none) => {
+            none.insert(HeaderValue::from(name.clone()));
+            return;
+        }
+        Entry::Occupied(vary) => vary,
+    };
+    let present = vary
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .any(|f| f == "*" || f.eq_ignore_ascii_case(name.as_str()));
     if !present {
-        headers.append(VARY, HeaderValue::from(name.clone()));
+        vary.append(HeaderValue::from(name.clone()));
     }
 }
 

@@ -727,8 +727,11 @@ impl Shard {
 
     /// The live slot at `key`, marked as most recently used.
     fn touch(&mut self, key: &str, now: u64) -> Option<&Slot> {
-        self.live(key, now)?;
-        self.entries.get(key)
+        if self.entries.get(key)?.is_live(now) {
+            return self.entries.peek(key);
+        }
+        self.remove(key);
+        None
     }
 
     fn insert(&mut self, key: &str, mut slot: Slot, now: u64) {
