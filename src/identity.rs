@@ -23,7 +23,7 @@
 //! request.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use http::header::{HeaderName, FORWARDED};
@@ -148,11 +148,19 @@ impl Identity {
     /// The identity of `req` as a short store-safe string tagged with its
     /// kind (`ip:…`, `user:…`, `h:…`, `global`, `fn:…`, so kinds never
     /// collide), or `None` when the request carries none (no peer address,
-    /// header absent, …).
+    /// header absent, …). An IPv6 client is its
+    /// [`/64` network](IPV6_CLIENT_PREFIX) (`ip:2001:db8:1:2::/64`).
     pub fn of<B>(&self, req: &Request<B>) -> Option<String> {
+        self.of_grouped(req, IPV6_CLIENT_PREFIX)
+    }
+
+    /// [`of`](Self::of), with IPv6 clients grouped by their first
+    /// `ipv6_prefix` bits (128: each address apart).
+    pub(crate) fn of_grouped<B>(&self, req: &Request<B>, ipv6_prefix: u8) -> Option<String> {
+        let ip = |ip| ip_identity(ip, ipv6_prefix);
         match self {
-            Self::PeerIp => peer_ip(req).map(|ip| ip_identity(canonical(ip))),
-            Self::ClientIp(proxies) => proxies.client_ip(req).map(ip_identity),
+            Self::PeerIp => peer_ip(req).map(|addr| ip(canonical(addr))),
+            Self::ClientIp(proxies) => proxies.client_ip(req).map(ip),
             Self::Header(name) => {
                 let value = req.headers().get(name)?.as_bytes();
                 (!value.is_empty()).then(|| tagged_digest("h:", value))
@@ -165,7 +173,9 @@ impl Identity {
                 cookie_value(req, name).map(|v| tagged_digest("c:", v.as_bytes()))
             }
             Self::Global => Some("global".to_owned()),
-            Self::Either(first, second) => first.of(req).or_else(|| second.of(req)),
+            Self::Either(first, second) => first
+                .of_grouped(req, ipv6_prefix)
+                .or_else(|| second.of_grouped(req, ipv6_prefix)),
             Self::Custom(f) => {
                 // The function sees the head only; rebuilding one costs a
                 // clone of the headers, paid only by custom identities.
@@ -232,7 +242,15 @@ impl UserSourceCheck {
 
 /// `ip:203.0.113.7`. IPv4 is written octet by octet: `Ipv4Addr`'s `Display`
 /// supports padding and costs several times more on this per-request path.
-fn ip_identity(ip: IpAddr) -> String {
+/// How many leading bits of an IPv6 address identify a client by default.
+/// A /64 is one network link, the least a host is given, and whoever holds
+/// one can send from any of its 2⁶⁴ addresses: counted apart, they would be
+/// as many clients.
+pub const IPV6_CLIENT_PREFIX: u8 = 64;
+
+/// `ip:` and the address; an IPv6 one reduced to its first `ipv6_prefix`
+/// bits (`ip:2001:db8::/64`) unless that is all 128.
+fn ip_identity(ip: IpAddr, ipv6_prefix: u8) -> String {
     match ip {
         IpAddr::V4(v4) => {
             let mut out = String::with_capacity(18);
@@ -251,7 +269,14 @@ fn ip_identity(ip: IpAddr) -> String {
             }
             out
         }
-        IpAddr::V6(v6) => format!("ip:{v6}"),
+        IpAddr::V6(v6) if ipv6_prefix >= 128 => format!("ip:{v6}"),
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(ipv6_prefix))
+                .unwrap_or(0);
+            let network = Ipv6Addr::from(u128::from(v6) & mask);
+            format!("ip:{network}/{ipv6_prefix}")
+        }
     }
 }
 
@@ -551,12 +576,25 @@ mod tests {
     #[test]
     fn ip_identities_read_like_addresses() {
         for ip in ["0.0.0.0", "10.0.100.9", "255.255.255.255", "192.168.1.20"] {
-            assert_eq!(ip_identity(ip.parse().unwrap()), format!("ip:{ip}"));
+            assert_eq!(ip_identity(ip.parse().unwrap(), 64), format!("ip:{ip}"));
         }
-        assert_eq!(
-            ip_identity("2001:db8::1".parse().unwrap()),
-            "ip:2001:db8::1"
-        );
+        let v6 = |ip: &str, prefix| ip_identity(ip.parse().unwrap(), prefix);
+        assert_eq!(v6("2001:db8::1", 128), "ip:2001:db8::1");
+        assert_eq!(v6("2001:db8:1:2:aaaa::1", 64), "ip:2001:db8:1:2::/64");
+        assert_eq!(v6("2001:db8:1:2ff:aaaa::1", 56), "ip:2001:db8:1:200::/56");
+        assert_eq!(v6("2001:db8::1", 1), "ip:::/1");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_network() {
+        let id = |peer: &str| Identity::PeerIp.of(&request(peer, ("x", "y")));
+        let same = id("[2001:db8:1:2::1]:80");
+        assert_eq!(same.as_deref(), Some("ip:2001:db8:1:2::/64"));
+        assert_eq!(same, id("[2001:db8:1:2:ffff:1234:5678:9abc]:80"));
+        assert_ne!(same, id("[2001:db8:1:3::1]:80"));
+        assert_eq!(id("[::ffff:10.0.0.1]:80").as_deref(), Some("ip:10.0.0.1"));
+        let apart = Identity::PeerIp.of_grouped(&request("[2001:db8::1]:80", ("x", "y")), 128);
+        assert_eq!(apart.as_deref(), Some("ip:2001:db8::1"));
     }
 
     #[test]

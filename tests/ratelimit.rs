@@ -379,6 +379,42 @@ mod cases {
         assert_eq!((failed, refused), (3, 37));
     }
 
+    /// A client rotating through the addresses of its IPv6 /64 is one
+    /// client; its neighbour network is another.
+    pub async fn an_ipv6_network_is_one_client<S: KvStore>(h: Harness<S>) {
+        let layer = RateLimitLayer::new(h.store.clone(), Identity::PeerIp)
+            .default_limit(Quota::per_minute(2));
+        let svc = app(layer.clone());
+        for peer in ["[2001:db8:7:1::1]:1", "[2001:db8:7:1::2]:1"] {
+            assert_eq!(send(&svc, get("/", peer)).await.status(), StatusCode::OK);
+        }
+        let rotated = get("/", "[2001:db8:7:1:ffff:ffff:ffff:ffff]:9");
+        assert_eq!(
+            send(&svc, rotated).await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        let neighbour = get("/", "[2001:db8:7:2::1]:1");
+        assert_eq!(send(&svc, neighbour).await.status(), StatusCode::OK);
+
+        // Per address, on request; and a wider grouping takes in the neighbour.
+        let per_address = app(layer.clone().key_prefix("rl128:").ipv6_prefix(128));
+        for n in 1..=4 {
+            let peer = format!("[2001:db8:7:1::{n}]:1");
+            assert_eq!(
+                send(&per_address, get("/", &peer)).await.status(),
+                StatusCode::OK
+            );
+        }
+        let site = app(layer.key_prefix("rl48:").ipv6_prefix(48));
+        for (peer, status) in [
+            ("[2001:db8:7:1::1]:1", StatusCode::OK),
+            ("[2001:db8:7:2::1]:1", StatusCode::OK),
+            ("[2001:db8:7:3::1]:1", StatusCode::TOO_MANY_REQUESTS),
+        ] {
+            assert_eq!(send(&site, get("/", peer)).await.status(), status, "{peer}");
+        }
+    }
+
     pub async fn missing_identity_has_a_configured_answer<S: KvStore>(h: Harness<S>) {
         let no_peer = || Request::get("/").body(()).unwrap();
         let layer = |policy| {
@@ -443,6 +479,7 @@ both_backends!(
     route_table_matches_as_documented,
     only_counted_responses_consume_quota,
     counted_responses_cannot_overshoot_in_flight,
+    an_ipv6_network_is_one_client,
     missing_identity_has_a_configured_answer,
     works_as_an_axum_route_layer,
 );

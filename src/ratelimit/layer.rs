@@ -11,7 +11,7 @@ use super::limit::{Limit, MissingIdentity, OnStoreError};
 use super::outcome::Counters;
 use super::tiers::{RouteLimit, RouteLimitKind, SelectTier};
 use super::{headers, RateLimitService};
-use crate::identity::{push_hash_tag, Identity, UserSourceCheck};
+use crate::identity::{push_hash_tag, Identity, UserSourceCheck, IPV6_CLIENT_PREFIX};
 use crate::routes::RouteTable;
 use crate::store::{KvStore, MemoryStore, RateRequest};
 
@@ -38,6 +38,7 @@ pub struct RateLimitLayer<St> {
     access: AccessLists,
     /// Shared by every service of this layer (and its clones).
     known_limited: Arc<KnownLimited>,
+    ipv6_prefix: u8,
 }
 
 /// What a service of the layer runs on: the configuration with each limit
@@ -57,6 +58,7 @@ pub(crate) struct Config<St> {
     pub(crate) rejection: (HeaderValue, Bytes),
     pub(crate) access: AccessLists,
     pub(crate) known_limited: Arc<KnownLimited>,
+    pub(crate) ipv6_prefix: u8,
 }
 
 /// A route's prepared limit: one, or one per tier.
@@ -213,6 +215,7 @@ impl<St: KvStore> RateLimitLayer<St> {
             shadow: false,
             access: AccessLists::default(),
             known_limited: Arc::new(KnownLimited::new(10_000)),
+            ipv6_prefix: IPV6_CLIENT_PREFIX,
         }
     }
 
@@ -337,6 +340,25 @@ impl<St: KvStore> RateLimitLayer<St> {
         self.known_limited = Arc::new(KnownLimited::new(keys));
         self
     }
+
+    /// How many leading bits of an IPv6 address are one client (default
+    /// [64](IPV6_CLIENT_PREFIX)): a host holds at least a /64 and can send
+    /// from any address in it, so counting each address apart lets one
+    /// client pass its limit 2⁶⁴ times over. 128 counts each address; 56 or
+    /// 48 count a whole site's allocation as one client.
+    ///
+    /// # Panics
+    ///
+    /// If `bits` is 0 or over 128.
+    #[must_use]
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        assert!(
+            (1..=128).contains(&bits),
+            "an IPv6 prefix is 1 to 128 bits, not {bits}"
+        );
+        self.ipv6_prefix = bits;
+        self
+    }
 }
 
 impl<St: Clone> RateLimitLayer<St> {
@@ -363,6 +385,7 @@ impl<St: Clone> RateLimitLayer<St> {
             rejection: self.rejection.clone(),
             access: self.access.clone(),
             known_limited: self.known_limited.clone(),
+            ipv6_prefix: self.ipv6_prefix,
         }
     }
 }

@@ -159,7 +159,7 @@ layer_service! {
                 return ResponseFuture::ready(res);
             }
         }
-        let identity = match (config.identity.of(&req), config.missing_identity) {
+        let identity = match (config.identity.of_grouped(&req, config.ipv6_prefix), config.missing_identity) {
             (Some(id), _) => id,
             (None, MissingIdentity::SharedBucket) => "anonymous".to_owned(),
             (None, MissingIdentity::Allow) => {
