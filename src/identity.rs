@@ -87,6 +87,10 @@ impl Identity {
 
     /// The value of header `name`.
     ///
+    /// Whatever the client sends: for a rate limit, each new value is a new
+    /// client with a fresh quota. Check the value (an API key) in a layer
+    /// before this one, or limit per address beside it.
+    ///
     /// # Panics
     ///
     /// If `name` is not a valid header name.
