@@ -108,21 +108,30 @@ layer_service! {
                 return ResponseFuture::ready(res);
             }
         };
+        let ctx = Ctx {
+            config,
+            key,
+            method: req.method().clone(),
+            session: req.extensions().get::<Session>().cloned(),
+        };
+        let read = ctx.method == Method::GET || ctx.method == Method::HEAD;
+        // A fresh hit from a store that answers at once: no future to box.
+        if let Some(mut res) = read.then(|| ctx.fresh_hit_now(&req)).flatten() {
+            if let Some(strip) = strip {
+                strip_fields(&mut res, &strip);
+            }
+            return ResponseFuture::ready(res);
+        }
         let flow = Flow {
             inner: take_ready(&mut self.inner),
-            ctx: Ctx {
-                config,
-                key,
-                method: req.method().clone(),
-                session: req.extensions().get::<Session>().cloned(),
-            },
+            ctx,
             _types: PhantomData,
         };
-        let read = flow.ctx.method == Method::GET || flow.ctx.method == Method::HEAD;
         ResponseFuture::waiting(async move {
             let mut res = match read {
                 true => flow.serve(req).await?,
-                false => flow.forward_other_method(req).await?,
+                // Boxed, like every way to the origin: a hit's future stays small.
+                false => Box::pin(flow.forward_other_method(req)).await?,
             };
             if let Some(strip) = strip {
                 strip_fields(&mut res, &strip);
@@ -232,7 +241,7 @@ where
                 },
             }
         };
-        self.go_forward(req, &request_cc, miss).await
+        Box::pin(self.go_forward(req, &request_cc, miss)).await
     }
 
     /// A stored response: served when fresh enough (RFC 9111 §4.2), served
@@ -263,7 +272,7 @@ where
                     reason,
                     stale: Some(entry),
                 };
-                self.go_forward(req, request_cc, miss).await
+                Box::pin(self.go_forward(req, request_cc, miss)).await
             }
         }
     }
@@ -386,6 +395,23 @@ impl<St: KvStore> Ctx<St> {
     fn with_status<B>(&self, mut res: Reply<B>, status: CacheStatus) -> Reply<B> {
         res.headers_mut().insert(CACHE_STATUS, self.status(status));
         res
+    }
+
+    /// [`Flow::serve`]'s answer when it is a fresh stored response the
+    /// store gives without waiting; `None`: ask `serve`.
+    fn fresh_hit_now<B, ReqB>(&self, req: &Request<ReqB>) -> Option<Reply<B>> {
+        let request_cc = CacheControl::from_headers(req.headers());
+        if request_cc.no_store {
+            return None;
+        }
+        let entry = self.config.lookup_now(&self.key, req.headers())?;
+        let age = entry.age(self.config.clock.now());
+        match reuse(&entry.storable, age, &request_cc) {
+            Reuse::Fresh | Reuse::StaleAllowed => {
+                Some(self.answer_stored(&entry, req.headers(), age))
+            }
+            Reuse::StaleWhileRevalidate | Reuse::Revalidate => None,
+        }
     }
 
     fn answer_stored<B>(&self, entry: &Entry, request: &HeaderMap, age: Duration) -> Reply<B> {

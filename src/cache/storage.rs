@@ -84,6 +84,15 @@ fn tags(headers: &HeaderMap) -> Vec<String> {
 }
 
 impl<St: KvStore> CacheConfig<St> {
+    /// The response stored without `Vary` for `key`, when the store answers
+    /// at once (the in-memory store); `None` when it cannot, fails or holds
+    /// none there: then [`lookup`](Self::lookup) decides.
+    pub(crate) fn lookup_now(&self, key: &RequestKey, request: &HeaderMap) -> Option<Box<Entry>> {
+        let only = key.variant(&[], request);
+        let found = self.store.get_now(&only)?.ok()??;
+        Entry::decode_at(&only, &found.value, &self.decoded).map(Box::new)
+    }
+
     /// The stored response for `request` at `key`.
     pub(crate) async fn lookup(
         &self,
