@@ -658,6 +658,32 @@ mod cases {
         );
     }
 
+    /// `get_now`, where a store answers it at once, says what `get` says.
+    pub async fn get_now_agrees_with_get<S: KvStore>(h: Harness<S>) {
+        let agrees = |key: &'static str| {
+            let store = h.store.clone();
+            async move {
+                let read = store.get(key).await.unwrap();
+                if let Some(now) = store.get_now(key) {
+                    assert_eq!(now.unwrap(), read, "{key}");
+                }
+            }
+        };
+        h.store
+            .put("now:a", b("1"), PutOptions::new())
+            .await
+            .unwrap();
+        agrees("now:a").await;
+        agrees("now:missing").await;
+        h.store
+            .put("now:a", b("2"), PutOptions::new())
+            .await
+            .unwrap();
+        agrees("now:a").await;
+        h.store.delete("now:a").await.unwrap();
+        agrees("now:a").await;
+    }
+
     /// The three algorithms, each allowing 3 units a day (so a test never
     /// sees the bucket replenish).
     fn three_a_day() -> [(&'static str, Rate); 3] {
@@ -902,6 +928,7 @@ macro_rules! conformance {
             windows_allow_exactly_the_limit_under_contention,
             mixed_algorithms_are_all_or_nothing,
             peeking_never_charges,
+            get_now_agrees_with_get,
             refunds_give_back_what_was_spent,
             concurrent_reserve_and_refund_leave_nothing_spent,
             json_helpers_name_the_key_on_bad_data,

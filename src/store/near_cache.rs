@@ -180,6 +180,18 @@ impl<S: KvStore> KvStore for NearCache<S> {
         self.get_with(key, ReadOptions::default()).await
     }
 
+    /// A fresh local copy (what [`get`](KvStore::get) would answer with at
+    /// once), or the inner store's own answer when nothing is cached locally
+    /// by default.
+    fn get_now(&self, key: &str) -> Option<Result<Option<Entry>, StoreError>> {
+        let Some(ttl) = self.default_ttl else {
+            return self.store.get_now(key);
+        };
+        let cached = self.local.get(key)?;
+        self.fresh(&cached, ttl, self.clock.now_ms())
+            .then(|| Ok(cached.entry.clone()))
+    }
+
     async fn get_with(&self, key: &str, options: ReadOptions) -> Result<Option<Entry>, StoreError> {
         let Some(ttl) = options.cache_ttl.or(self.default_ttl) else {
             return self.store.get(key).await;
