@@ -2,7 +2,8 @@
 //! a `Cookie` per pair: the session and visitor-id layers read one name on
 //! every request.
 
-use http::header::{HeaderMap, COOKIE};
+use cookie::Cookie;
+use http::header::{HeaderMap, HeaderValue, COOKIE};
 
 /// Why a cookie could not be read.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,6 +47,39 @@ pub(crate) fn find<'h>(
     Ok(found)
 }
 
+/// A `Set-Cookie` field whose name and attributes never change, serialized
+/// once: a response adds only its value (the `cookie` crate's `Display`
+/// takes a few hundred nanoseconds a field).
+#[derive(Clone, Debug)]
+pub(crate) struct SetCookie {
+    /// `name=`
+    head: String,
+    /// `; HttpOnly; …`
+    attributes: String,
+}
+
+impl SetCookie {
+    /// The fields `cookie` (its value aside) serializes to.
+    pub(crate) fn new(cookie: &Cookie<'_>) -> Self {
+        let mut blank = cookie.clone();
+        blank.set_value("");
+        let head = format!("{}=", cookie.name());
+        let attributes = blank.to_string().split_off(head.len());
+        Self { head, attributes }
+    }
+
+    /// The field for `value` (an id: hex or base64url, which need no
+    /// quoting); `None` if it cannot be a header value.
+    pub(crate) fn with_value(&self, value: &str) -> Option<HeaderValue> {
+        let mut field =
+            String::with_capacity(self.head.len() + value.len() + self.attributes.len());
+        field.push_str(&self.head);
+        field.push_str(value);
+        field.push_str(&self.attributes);
+        HeaderValue::try_from(field).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +108,31 @@ mod tests {
             }
         }
         Ok(found)
+    }
+
+    #[test]
+    fn a_set_cookie_template_writes_what_the_cookie_crate_writes() {
+        use cookie::SameSite;
+        let plain = Cookie::new("id", "x");
+        let full = Cookie::build(("ab_visitor", "x"))
+            .http_only(true)
+            .secure(true)
+            .same_site(SameSite::Lax)
+            .path("/")
+            .domain("example.com")
+            .max_age(cookie::time::Duration::days(365))
+            .build();
+        for cookie in [plain, full] {
+            for value in ["", "0123abcdef", "AbC-_xyz"] {
+                let mut expected = cookie.clone();
+                expected.set_value(value);
+                let field = SetCookie::new(&cookie).with_value(value).unwrap();
+                assert_eq!(field, expected.to_string().as_str());
+            }
+        }
+        assert!(SetCookie::new(&Cookie::new("id", ""))
+            .with_value("a\nb")
+            .is_none());
     }
 
     #[test]

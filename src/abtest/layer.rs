@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cookie::{Cookie, SameSite};
 use hmac::{Hmac, Mac};
 use http::header::HeaderName;
 use http::HeaderMap;
@@ -15,6 +16,7 @@ use tower_layer::Layer;
 use super::config::{InvalidTestConfig, LoadedConfig, TestConfig, Variant};
 use super::AbTestService;
 use crate::bucket::bucket;
+use crate::cookies::SetCookie;
 use crate::identity::{push_digest, Identity, UserSourceCheck};
 use crate::metrics::{self, count};
 use crate::store::{CachedDocument, CasOutcome, KvStore, PutOptions, StoreError};
@@ -94,6 +96,9 @@ pub(crate) struct Settings<St> {
 pub(crate) struct Config<St> {
     pub(crate) settings: Arc<Settings<St>>,
     pub(crate) tests: Vec<Test<St>>,
+    /// The first-party visitor cookie (`HttpOnly`, `Secure`, `SameSite=Lax`,
+    /// a year), when visitors get one.
+    pub(crate) visitor_cookie: Option<SetCookie>,
 }
 
 pub(crate) struct Test<St> {
@@ -192,7 +197,20 @@ impl<St: KvStore> AbTestLayer<St> {
                         ),
                     })
                     .collect();
-                Arc::new(Config { settings, tests })
+                let visitor_cookie = settings.visitor_cookie.as_ref().map(|name| {
+                    let cookie = Cookie::build((name.clone(), ""))
+                        .http_only(true)
+                        .secure(true)
+                        .same_site(SameSite::Lax)
+                        .path("/")
+                        .max_age(cookie::time::Duration::days(365));
+                    SetCookie::new(&cookie.build())
+                });
+                Arc::new(Config {
+                    settings,
+                    tests,
+                    visitor_cookie,
+                })
             })
             .clone()
     }

@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cookie::{Cookie, SameSite};
 use http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
 use http::Request;
 
@@ -51,7 +50,8 @@ struct Visitor {
     identity: Option<String>,
     /// Whether assignments for it are stored (sticky across weight changes).
     sticky: bool,
-    new_cookie: Option<(String, String)>,
+    /// The `Set-Cookie` field of a new visitor's id.
+    new_cookie: Option<HeaderValue>,
 }
 
 impl<St: KvStore> Config<St> {
@@ -81,18 +81,21 @@ impl<St: KvStore> Config<St> {
         // is stored only when the layer asks for it.
         let sticky = settings.store_visitor_assignments;
         let cookie = settings.visitor_cookie.as_deref();
-        match (cookie.and_then(|name| cookie_value(req, name)), cookie) {
+        match (
+            cookie.and_then(|name| cookie_value(req, name)),
+            &self.visitor_cookie,
+        ) {
             (Some(id), _) => Visitor {
                 identity: Some(id),
                 sticky,
                 new_cookie: None,
             },
-            (None, Some(name)) => {
+            (None, Some(set_cookie)) => {
                 let id = random_hex(16);
                 Visitor {
-                    identity: Some(id.clone()),
+                    new_cookie: set_cookie.with_value(&id),
+                    identity: Some(id),
                     sticky,
-                    new_cookie: Some((name.to_owned(), id)),
                 }
             }
             (None, None) => Visitor {
@@ -194,7 +197,7 @@ enum Pick<'a> {
 #[derive(Debug)]
 pub struct ResponseAdditions {
     echo: Vec<(HeaderName, HeaderValue)>,
-    new_cookie: Option<(String, String)>,
+    new_cookie: Option<HeaderValue>,
 }
 
 impl AddHeaders for ResponseAdditions {
@@ -203,8 +206,10 @@ impl AddHeaders for ResponseAdditions {
             add_vary(headers, &name);
             headers.insert(name, value);
         }
-        if let Some((name, id)) = self.new_cookie {
-            set_visitor_cookie(headers, name, id);
+        if let Some(cookie) = self.new_cookie {
+            // A response that sets the visitor's id is that visitor's alone.
+            headers.append(SET_COOKIE, cookie);
+            mark_private(headers, None, true);
         }
     }
 }
@@ -231,21 +236,5 @@ layer_service! {
             additions.add_to(res.headers_mut());
             Ok(res)
         })
-    }
-}
-
-/// The first-party visitor cookie: a response that sets it is this
-/// visitor's alone.
-fn set_visitor_cookie(headers: &mut HeaderMap, name: String, id: String) {
-    let cookie = Cookie::build((name, id))
-        .http_only(true)
-        .secure(true)
-        .same_site(SameSite::Lax)
-        .path("/")
-        .max_age(cookie::time::Duration::days(365))
-        .build();
-    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-        headers.append(SET_COOKIE, value);
-        mark_private(headers, None, true);
     }
 }
