@@ -440,7 +440,7 @@ impl MemoryStore {
             let v = rate::apply(r, shard.rate_state(&r.key, now_ms), now_us);
             let allowed = v.state.allowed;
             if allowed {
-                self.charge(&mut shard, r, &v, now_ms);
+                self.store_verdict(&mut shard, r, &v, now_ms);
             }
             return Ok(RateDecision {
                 allowed,
@@ -473,13 +473,14 @@ impl MemoryStore {
         let mut states = Vec::with_capacity(verdicts.len());
         for ((r, v), &index) in requests.iter().zip(&verdicts).zip(&shard_of) {
             states.push(v.state);
-            self.charge(locked(&mut guards, index), r, v, now_ms);
+            self.store_verdict(locked(&mut guards, index), r, v, now_ms);
         }
         Ok(RateDecision { allowed, states })
     }
 
-    /// Stores a bucket's new state after an allowed decision (unless it only peeked).
-    fn charge(&self, shard: &mut Shard, r: &RateRequest, v: &Verdict, now_ms: u64) {
+    /// Stores a bucket's new state after an allowed decision, if the
+    /// verdict changes it (a peek, or a refund of nothing, does not).
+    fn store_verdict(&self, shard: &mut Shard, r: &RateRequest, v: &Verdict, now_ms: u64) {
         if !v.writes {
             return;
         }
