@@ -95,7 +95,7 @@ fn refund(rate: Rate, cost: u32, stored: Fields, now: u64) -> Verdict {
         unconsumed: state,
         new_state: given_back.unwrap_or(verdict.new_state),
         ttl_us: verdict.ttl_us,
-        writes: given_back.is_some(),
+        writes: cost > 0 && given_back.is_some(),
     }
 }
 
