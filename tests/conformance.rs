@@ -740,6 +740,23 @@ mod cases {
             assert_eq!(decide(3, false).await.states[0].remaining, 0, "{key}");
             assert!(!decide(1, false).await.allowed, "{key}");
         }
+        // Several buckets (one hash tag): given back together, like a charge.
+        let [(_, gcra), (_, fixed), _] = three_a_day();
+        let both = |refund: bool| {
+            [("rl:{both}:a", gcra), ("rl:{both}:b", fixed)].map(|(key, rate)| {
+                let r = RateRequest::new(key, rate, 2);
+                if refund {
+                    r.refund()
+                } else {
+                    r
+                }
+            })
+        };
+        assert!(h.store.rate_limit(&both(false)).await.unwrap().allowed);
+        let back = h.store.rate_limit(&both(true)).await.unwrap();
+        assert!(back.allowed);
+        let left: Vec<u32> = back.states.iter().map(|s| s.remaining).collect();
+        assert_eq!(left, [3, 3]);
     }
 
     /// Concurrent reservations, each given back once it is known not to
