@@ -65,9 +65,11 @@ enum Op {
         prefix: usize,
         limit: usize,
     },
+    /// A charge, or (`refund`) giving the cost back.
     RateLimit {
         key: usize,
         cost: u32,
+        refund: bool,
     },
     Advance(u64),
 }
@@ -106,7 +108,11 @@ fn op(clocked: bool) -> impl Strategy<Value = Op> {
             ttl_ms
         }),
         (0..PREFIXES.len(), 1..4usize).prop_map(|(prefix, limit)| Op::List { prefix, limit }),
-        (key, 1..3u32).prop_map(|(key, cost)| Op::RateLimit { key, cost }),
+        (key, 1..3u32, any::<bool>()).prop_map(|(key, cost, refund)| Op::RateLimit {
+            key,
+            cost,
+            refund
+        }),
         advance.prop_map(Op::Advance),
     ]
 }
@@ -338,18 +344,21 @@ async fn check<S: KvStore>(
                 }
                 prop_assert_eq!(listed, expected, "{}", at);
             }
-            Op::RateLimit { key, cost } => {
+            Op::RateLimit { key, cost, refund } => {
                 // Buckets live under their own names, apart from the entries.
                 let bucket = format!("rate-{ns}{}", KEYS[*key]);
                 let request = RateRequest::new(&bucket, RATE, *cost);
+                let request = if *refund { request.refund() } else { request };
                 let decision = store.rate_limit(&[request]).await.unwrap();
                 let window = model.now / 86_400_000;
                 let used = model.windows.entry(bucket).or_insert((window, 0));
                 if used.0 != window {
                     *used = (window, 0);
                 }
-                let allowed = used.1 + cost <= 5;
-                if allowed {
+                let allowed = *refund || used.1 + cost <= 5;
+                if *refund {
+                    used.1 = used.1.saturating_sub(*cost);
+                } else if allowed {
                     used.1 += cost;
                 }
                 prop_assert_eq!(decision.allowed, allowed, "{}", at);
