@@ -244,16 +244,16 @@ impl UserSourceCheck {
     }
 }
 
-/// `ip:203.0.113.7`. IPv4 is written octet by octet: `Ipv4Addr`'s `Display`
-/// supports padding and costs several times more on this per-request path.
 /// How many leading bits of an IPv6 address identify a client by default.
 /// A /64 is one network link, the least a host is given, and whoever holds
 /// one can send from any of its 2⁶⁴ addresses: counted apart, they would be
 /// as many clients.
 pub const IPV6_CLIENT_PREFIX: u8 = 64;
 
-/// `ip:` and the address; an IPv6 one reduced to its first `ipv6_prefix`
-/// bits (`ip:2001:db8::/64`) unless that is all 128.
+/// `ip:203.0.113.7`; an IPv6 address reduced to its first `ipv6_prefix`
+/// bits (`ip:2001:db8::/64`) unless that is all 128. IPv4 is written octet
+/// by octet: `Ipv4Addr`'s `Display` supports padding and costs several
+/// times more on this per-request path.
 fn ip_identity(ip: IpAddr, ipv6_prefix: u8) -> String {
     match ip {
         IpAddr::V4(v4) => {
