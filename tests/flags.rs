@@ -173,8 +173,13 @@ mod cases {
             .route(
                 "/",
                 get(|| async { "standard" }).route_layer(layer.gate("beta_feature").fallback(
-                    tower::service_fn(|_| async {
-                        Ok::<_, Infallible>(axum::response::IntoResponse::into_response("standard"))
+                    // The fallback gets the request's flags, as the gated service would.
+                    tower::service_fn(|req: axum::extract::Request| async move {
+                        let body = match req.extensions().get::<Flags>() {
+                            Some(_) => "standard",
+                            None => "no flags",
+                        };
+                        Ok::<_, Infallible>(axum::response::IntoResponse::into_response(body))
                     }),
                 )),
             );

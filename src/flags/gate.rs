@@ -55,10 +55,14 @@ impl GatedFlag {
         evaluation.enabled
     }
 
-    /// Whether the flag is on for `flags`, with the flags put in `req`.
-    fn decided<B>(&self, flags: Flags, req: &mut Request<B>) -> bool {
+    /// Whether the flag is on for `flags`, with the flags put in `req`
+    /// when a service gets it: on, or off with `off_served` (a fallback).
+    /// A request the gate answers itself is dropped: no map to fill.
+    fn decided<B>(&self, flags: Flags, req: &mut Request<B>, off_served: bool) -> bool {
         let on = self.is_on(&flags);
-        req.extensions_mut().insert(flags);
+        if on || off_served {
+            req.extensions_mut().insert(flags);
+        }
         on
     }
 }
@@ -144,7 +148,9 @@ impl Respond {
     fn response<B>(&self) -> Response<ResponseBody<B>> {
         let mut res = Response::new(ResponseBody::full(self.body.clone()));
         *res.status_mut() = self.status;
-        *res.headers_mut() = self.headers.clone();
+        if !self.headers.is_empty() {
+            *res.headers_mut() = self.headers.clone();
+        }
         res
     }
 }
@@ -155,15 +161,17 @@ impl<S, St, F> FlagGateService<S, St, F> {
 
 impl<S, St: KvStore, F> FlagGateService<S, St, F> {
     /// Whether the flag is on for `req`, with the request's flags put in
-    /// its extensions; else, when the document is stale, the flags to wait
-    /// for (the request is borrowed, never moved, on the fast path).
+    /// its extensions (see [`GatedFlag::decided`]); else, when the document
+    /// is stale, the flags to wait for (the request is borrowed, never
+    /// moved, on the fast path).
     fn decide<B>(
         &self,
         req: &mut Request<B>,
+        off_served: bool,
     ) -> Result<bool, impl Future<Output = Flags> + Send + 'static> {
         self.flags
             .flags_now(req)
-            .map(|flags| self.flag.decided(flags, req))
+            .map(|flags| self.flag.decided(flags, req, off_served))
     }
 }
 
@@ -171,7 +179,7 @@ layer_service! {
     impl<S, St: KvStore> FlagGateService<S, St, Respond>
     { future: S::Future, headers: () }
     fn call(&mut self, mut req) {
-        match self.decide(&mut req) {
+        match self.decide(&mut req, false) {
             Ok(true) => ResponseFuture::inner(self.inner.call(req), None),
             Ok(false) => ResponseFuture::ready(self.otherwise.response()),
             Err(loading) => {
@@ -180,7 +188,7 @@ layer_service! {
                 let respond = self.otherwise.clone();
                 let mut inner = take_ready(&mut self.inner);
                 ResponseFuture::waiting(async move {
-                    match flag.decided(loading.await, &mut req) {
+                    match flag.decided(loading.await, &mut req, false) {
                         true => Ok(inner.call(req).await?.map(ResponseBody::inner)),
                         false => Ok(respond.response()),
                     }
@@ -205,7 +213,7 @@ layer_service! {
         }
     }
     fn call(&mut self, mut req) {
-        match self.decide(&mut req) {
+        match self.decide(&mut req, true) {
             Ok(on) => {
                 let mut either = match on {
                     true => Either::Left(&mut self.inner),
@@ -218,7 +226,7 @@ layer_service! {
                 let mut inner = take_ready(&mut self.inner);
                 let mut fallback = take_ready(&mut self.otherwise.0);
                 ResponseFuture::waiting(async move {
-                    let res = match flag.decided(loading.await, &mut req) {
+                    let res = match flag.decided(loading.await, &mut req, true) {
                         true => inner.call(req).await?,
                         false => fallback.call(req).await?,
                     };
