@@ -57,8 +57,10 @@ impl Clock {
     }
 
     /// [`now_ms`](Self::now_ms) to within the kernel's tick (a few ms) on
-    /// Linux, at a quarter of the cost: for freshness checks counted in
-    /// seconds, never for decisions. Exact on a manual clock.
+    /// Linux, at a quarter of the cost: for checks counted in seconds or
+    /// more that something else makes exact (freshness, a session's
+    /// timeouts behind the store's TTL), never for rate decisions. Exact on
+    /// a manual clock.
     pub(crate) fn recent_ms(&self) -> u64 {
         match &self.manual {
             Some(ms) => ms.load(Ordering::Acquire),
@@ -82,12 +84,7 @@ impl Clock {
 /// The system time to within the kernel's tick, read without the TSC.
 #[cfg(target_os = "linux")]
 fn coarse_system_ms() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    let (secs, nanos) = (u64::try_from(t.tv_sec), u64::try_from(t.tv_nsec));
-    match (secs, nanos) {
-        (Ok(secs), Ok(nanos)) => secs.saturating_mul(1000).saturating_add(nanos / 1_000_000),
-        _ => system_ms(),
-    }
+    linux_ms(rustix::time::ClockId::RealtimeCoarse)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -95,6 +92,24 @@ fn coarse_system_ms() -> u64 {
     system_ms()
 }
 
+/// The system time, read straight into milliseconds (`SystemTime`'s
+/// checked `Duration` on the way costs a quarter of the read).
+#[cfg(target_os = "linux")]
+fn system_ms() -> u64 {
+    linux_ms(rustix::time::ClockId::Realtime)
+}
+
+/// Milliseconds since the epoch on Linux clock `id`; 0 before the epoch.
+#[cfg(target_os = "linux")]
+fn linux_ms(id: rustix::time::ClockId) -> u64 {
+    let t = rustix::time::clock_gettime(id);
+    match (u64::try_from(t.tv_sec), u64::try_from(t.tv_nsec)) {
+        (Ok(secs), Ok(nanos)) => secs.saturating_mul(1000).saturating_add(nanos / 1_000_000),
+        _ => 0,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
 fn system_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
