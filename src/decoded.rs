@@ -66,7 +66,15 @@ impl<T> Decoded<T> {
 
     /// Notes that `key` now holds `bytes`, which decode to `value`.
     pub(crate) fn remember(&self, key: &str, bytes: Bytes, value: Arc<T>) {
-        self.shard(key).lock().put(key.into(), (bytes, value));
+        let mut shard = self.shard(key).lock();
+        match shard.get_mut(key) {
+            // Kept already (a session saved again): replaced in place, the
+            // key's copy reused.
+            Some(slot) => *slot = (bytes, value),
+            None => {
+                shard.put(key.into(), (bytes, value));
+            }
+        }
     }
 }
 

@@ -102,55 +102,30 @@ impl Session {
     /// and is marked private (it depends on the session), or it becomes
     /// the configured error status when a change could not be saved.
     pub(crate) async fn finish<B>(
-        &self,
-        mut res: Response<ResponseBody<B>>,
+        mut self,
+        res: Response<ResponseBody<B>>,
         on_store_error: StatusCode,
     ) -> Response<ResponseBody<B>> {
-        let mut state = self.inner.state.lock().await;
-        if !state.loaded {
-            return res;
+        // The handler usually drops its handles with the request: then the
+        // state is this handle's alone, no lock to take.
+        if let Some(Inner { settings, state }) = Arc::get_mut(&mut self.inner) {
+            return finish(settings, state.get_mut(), res, on_store_error).await;
         }
-        let outcome = match self.inner.settings.save(&mut state).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                count!(metrics::SESSION_EVENTS, 1, "event" => "store_error");
-                tracing::error!(error = %e, "session could not be saved");
-                let mut res = Response::new(ResponseBody::empty());
-                *res.status_mut() = on_store_error;
-                return res;
-            }
-        };
-        self.tell(&mut res, &outcome);
-        res
+        let mut state = self.inner.state.lock().await;
+        finish(&self.inner.settings, &mut state, res, on_store_error).await
     }
 
     /// [`finish`](Self::finish) without waiting, when the request wrote
     /// nothing to its session (unused, or only read) and nobody else holds
     /// it: whether `res` is finished (else it is untouched, for `finish`).
-    pub(crate) fn finish_now<B>(&self, res: &mut Response<ResponseBody<B>>) -> bool {
-        let Ok(state) = self.inner.state.try_lock() else {
-            return false;
-        };
-        if state.loaded && state.writes() {
-            return false;
+    pub(crate) fn finish_now<B>(&mut self, res: &mut Response<ResponseBody<B>>) -> bool {
+        if let Some(Inner { settings, state }) = Arc::get_mut(&mut self.inner) {
+            return finish_now(settings, state.get_mut(), res);
         }
-        if state.loaded {
-            self.tell(res, &Outcome::default());
+        match self.inner.state.try_lock() {
+            Ok(mut state) => finish_now(&self.inner.settings, &mut state, res),
+            Err(_) => false,
         }
-        true
-    }
-
-    /// Tells the client what saving did, and marks the response private.
-    fn tell<B>(&self, res: &mut Response<ResponseBody<B>>, outcome: &Outcome) {
-        let settings = &self.inner.settings;
-        let headers = res.headers_mut();
-        if let Some(id) = &outcome.issue {
-            settings.transport.issue(headers, id);
-        } else if outcome.revoke {
-            settings.transport.revoke(headers);
-        }
-        let no_store = outcome.issue.is_some() || outcome.revoke;
-        mark_private(headers, Some(settings.transport.request_field()), no_store);
     }
 
     /// Whether the request read or changed its session so far (a response
@@ -314,6 +289,57 @@ impl Session {
     pub async fn exists(&self) -> Result<bool, SessionError> {
         Ok(self.loaded().await?.record().is_some())
     }
+}
+
+/// [`Session::finish`] on the session's state.
+async fn finish<B>(
+    settings: &Settings,
+    state: &mut State,
+    mut res: Response<ResponseBody<B>>,
+    on_store_error: StatusCode,
+) -> Response<ResponseBody<B>> {
+    if !state.loaded {
+        return res;
+    }
+    let outcome = match settings.save(state).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            count!(metrics::SESSION_EVENTS, 1, "event" => "store_error");
+            tracing::error!(error = %e, "session could not be saved");
+            let mut res = Response::new(ResponseBody::empty());
+            *res.status_mut() = on_store_error;
+            return res;
+        }
+    };
+    tell(settings, &mut res, &outcome);
+    res
+}
+
+/// [`Session::finish_now`] on the session's state.
+fn finish_now<B>(
+    settings: &Settings,
+    state: &mut State,
+    res: &mut Response<ResponseBody<B>>,
+) -> bool {
+    if state.loaded && state.writes() {
+        return false;
+    }
+    if state.loaded {
+        tell(settings, res, &Outcome::default());
+    }
+    true
+}
+
+/// Tells the client what saving did, and marks the response private.
+fn tell<B>(settings: &Settings, res: &mut Response<ResponseBody<B>>, outcome: &Outcome) {
+    let headers = res.headers_mut();
+    if let Some(id) = &outcome.issue {
+        settings.transport.issue(headers, id);
+    } else if outcome.revoke {
+        settings.transport.revoke(headers);
+    }
+    let no_store = outcome.issue.is_some() || outcome.revoke;
+    mark_private(headers, Some(settings.transport.request_field()), no_store);
 }
 
 /// Records in `state` what loading its session found (`None`: no id was

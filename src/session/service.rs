@@ -80,7 +80,7 @@ impl Finishing {
 
 impl Finish for Finishing {
     fn finish<B: Send + 'static, E: 'static>(
-        self,
+        mut self,
         mut res: Response<ResponseBody<B>>,
     ) -> Finished<B, E> {
         // Unused, or only read: nothing to write, nothing to wait for.

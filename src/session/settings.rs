@@ -158,7 +158,9 @@ impl Settings {
                 return Found::Nothing;
             }
         };
-        match self.remaining_ms(&record, self.clock.now_ms()) {
+        // The store's TTL ends a record on time; this check of the
+        // timeouts (minutes) behind it may be a clock tick late.
+        match self.remaining_ms(&record, self.clock.recent_ms()) {
             Some(_) => Found::Live((record, entry.version)),
             None => Found::Expired(record),
         }
