@@ -329,13 +329,9 @@ pub(crate) fn push_hash_tag(key: &mut String, value: &str) {
     let hash = value.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    key.push('{');
-    for shift in (0..8).rev() {
-        key.push(char::from(
-            b"0123456789abcdef"[(hash >> (shift * 4)) as usize & 0xf],
-        ));
-    }
-    key.push('}');
+    let mut tag = *b"{00000000}";
+    hex::encode_to_slice(hash.to_be_bytes(), &mut tag[1..9]).expect("two hex digits per byte");
+    key.push_str(std::str::from_utf8(&tag).expect("hex is ASCII"));
 }
 
 pub(crate) fn digest(value: &[u8]) -> String {

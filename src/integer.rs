@@ -1,40 +1,18 @@
-//! Structured-field integers (RFC 9651) written without a formatter: the
-//! per-response numbers of `RateLimit` and `Cache-Status`.
+//! Structured-field integers (RFC 9651) written without a formatter (by
+//! `itoa`, two digits per step): the per-response numbers of `RateLimit`
+//! and `Cache-Status`.
 
-/// An RFC 9651 integer (at most 15 digits), in decimal.
-pub(crate) struct Integer {
-    digits: [u8; 15],
-    start: usize,
+/// The largest RFC 9651 integer (15 digits); larger numbers are written as it.
+pub(crate) const MAX: u64 = 999_999_999_999_999;
+
+/// Appends `n`, at most [`MAX`], in decimal.
+pub(crate) fn push(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n.min(MAX)).as_bytes());
 }
 
-impl Integer {
-    pub(crate) const MAX: u64 = 999_999_999_999_999;
-
-    pub(crate) fn new(n: u64) -> Self {
-        let mut n = n.min(Self::MAX);
-        let mut digits = [0u8; 15];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        Self { digits, start }
-    }
-
-    pub(crate) fn digits(&self) -> &[u8] {
-        &self.digits[self.start..]
-    }
-
-    /// How many digits [`new`](Self::new)`(n)` writes.
-    pub(crate) fn len(n: u64) -> usize {
-        n.min(Self::MAX)
-            .checked_ilog10()
-            .map_or(1, |d| d as usize + 1)
-    }
+/// How many digits [`push`] writes for `n`.
+pub(crate) fn len(n: u64) -> usize {
+    n.min(MAX).checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 #[cfg(test)]
@@ -43,22 +21,11 @@ mod tests {
 
     #[test]
     fn integers_know_their_length() {
-        for n in [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            12_345,
-            Integer::MAX,
-            Integer::MAX + 1,
-            u64::MAX,
-        ] {
-            let written = Integer::new(n);
-            assert_eq!(written.digits().len(), Integer::len(n), "{n}");
-            let expected = n.min(Integer::MAX).to_string();
-            assert_eq!(written.digits(), expected.as_bytes());
+        for n in [0, 1, 9, 10, 99, 100, 12_345, MAX, MAX + 1, u64::MAX] {
+            let mut written = Vec::new();
+            push(&mut written, n);
+            assert_eq!(written.len(), len(n), "{n}");
+            assert_eq!(written, n.min(MAX).to_string().as_bytes());
         }
     }
 }

@@ -2,9 +2,9 @@
 //! field: `tower-kv; hit; ttl=42` or `tower-kv; fwd=uri-miss; fwd-status=200; stored`.
 
 use http::header::HeaderValue;
-use sfv::{integer, key_ref, token_ref, ItemSerializer};
+use sfv::{key_ref, token_ref, ItemSerializer};
 
-use crate::integer::Integer;
+use crate::integer;
 use crate::metrics::{self, count};
 
 /// Why a request went to the origin (RFC 9211 §2.2).
@@ -125,7 +125,7 @@ impl CacheStatus {
             CacheStatus::Hit { ttl, detail } => {
                 params = params
                     .parameter(key_ref("hit"), true)
-                    .parameter(key_ref("ttl"), integer(*ttl));
+                    .parameter(key_ref("ttl"), sfv::integer(*ttl));
                 if let Some(detail) = detail {
                     params = params.parameter(key_ref("detail"), token_ref(detail));
                 }
@@ -138,7 +138,8 @@ impl CacheStatus {
             } => {
                 params = params.parameter(key_ref("fwd"), token_ref(reason.token()));
                 if let Some(code) = status {
-                    params = params.parameter(key_ref("fwd-status"), integer(i64::from(*code)));
+                    params =
+                        params.parameter(key_ref("fwd-status"), sfv::integer(i64::from(*code)));
                 }
                 if *stored {
                     params = params.parameter(key_ref("stored"), true);
@@ -159,14 +160,14 @@ impl CacheStatus {
 /// `{cache};hit;ttl={ttl}`, the field of every plain hit, written without
 /// the serializer (its output for this shape, byte for byte).
 fn plain_hit(cache: &str, ttl: i64) -> HeaderValue {
-    let digits = Integer::new(ttl.unsigned_abs());
-    let mut out = Vec::with_capacity(cache.len() + b";hit;ttl=-".len() + digits.digits().len());
+    let ttl_abs = ttl.unsigned_abs();
+    let mut out = Vec::with_capacity(cache.len() + b";hit;ttl=-".len() + integer::len(ttl_abs));
     out.extend_from_slice(cache.as_bytes());
     out.extend_from_slice(b";hit;ttl=");
     if ttl < 0 {
         out.push(b'-');
     }
-    out.extend_from_slice(digits.digits());
+    integer::push(&mut out, ttl_abs);
     HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
         .expect("a token and an integer are a valid header value")
 }
@@ -217,7 +218,7 @@ mod tests {
 
     #[test]
     fn plain_hits_match_the_serializer() {
-        let cap = Integer::MAX as i64;
+        let cap = integer::MAX as i64;
         for ttl in [
             0,
             1,
@@ -235,7 +236,7 @@ mod tests {
             let _ = ItemSerializer::with_buffer(&mut expected)
                 .bare_item(token_ref("my-cache"))
                 .parameter(key_ref("hit"), true)
-                .parameter(key_ref("ttl"), integer(ttl.clamp(-cap, cap)))
+                .parameter(key_ref("ttl"), sfv::integer(ttl.clamp(-cap, cap)))
                 .finish();
             assert_eq!(plain_hit("my-cache", ttl), expected.as_str(), "{ttl}");
         }

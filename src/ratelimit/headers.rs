@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
-use sfv::{integer, key_ref, string_ref, ListSerializer};
+use sfv::{key_ref, string_ref, ListSerializer};
 
 use super::Quota;
 use crate::future::AddHeaders;
-use crate::integer::Integer;
+use crate::integer;
 use crate::store::RateState;
 
 /// `RateLimit-Policy`.
@@ -49,10 +49,10 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 }
 
 fn sf_int(n: u64) -> sfv::Integer {
-    integer(
+    sfv::integer(
         i64::try_from(n)
             .unwrap_or(i64::MAX)
-            .min(Integer::MAX as i64),
+            .min(integer::MAX as i64),
     )
 }
 
@@ -98,7 +98,7 @@ pub(crate) fn current(prefixes: &[Box<str>], states: &[RateState]) -> HeaderValu
         .zip(states)
         .map(|(prefix, s)| {
             let (remaining, reset) = numbers(s);
-            prefix.len() + Integer::len(remaining) + b";t=".len() + Integer::len(reset)
+            prefix.len() + integer::len(remaining) + b";t=".len() + integer::len(reset)
         })
         .sum::<usize>()
         + b", ".len() * prefixes.len().saturating_sub(1);
@@ -109,9 +109,9 @@ pub(crate) fn current(prefixes: &[Box<str>], states: &[RateState]) -> HeaderValu
         }
         let (remaining, reset) = numbers(s);
         out.extend_from_slice(prefix.as_bytes());
-        out.extend_from_slice(Integer::new(remaining).digits());
+        integer::push(&mut out, remaining);
         out.extend_from_slice(b";t=");
-        out.extend_from_slice(Integer::new(reset).digits());
+        integer::push(&mut out, reset);
     }
     debug_assert_eq!(out.len(), len);
     HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
