@@ -38,6 +38,8 @@ fn app(
     ServiceBuilder::new()
         .layer(layer)
         .service_fn(|req: Request<()>| async move {
+            let copies = req.headers().get_all("x-variant-checkout").iter().count();
+            assert!(copies <= 1, "one variant header, not the client's too");
             let seen = req
                 .headers()
                 .get("x-variant-checkout")
@@ -248,8 +250,10 @@ mod cases {
         let send = |name: &'static str, value: String| {
             let svc = svc.clone();
             async move {
+                // Sent twice: every copy must go.
                 let req = Request::get("/")
                     .header("x-user", "mallory")
+                    .header(name, value.clone())
                     .header(name, value)
                     .body(())
                     .unwrap();

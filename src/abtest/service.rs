@@ -55,11 +55,10 @@ struct Visitor {
 }
 
 impl<St: KvStore> Config<St> {
-    /// Removes every client-sent copy of the headers this layer injects.
-    fn strip_client_headers(&self, headers: &mut HeaderMap) -> BTreeMap<String, Variant> {
-        for test in &self.tests {
-            headers.remove(&test.header);
-        }
+    /// The variants a verified QA override forces, with the override
+    /// header removed. (The variant headers a client sends are replaced,
+    /// every copy, when [`apply`](Self::apply) sets them.)
+    fn take_overrides(&self, headers: &mut HeaderMap) -> BTreeMap<String, Variant> {
         let forced = self.overrides(headers);
         headers.remove(OVERRIDE_HEADER);
         forced
@@ -174,6 +173,7 @@ impl<St: KvStore> Config<St> {
             if self.settings.echo {
                 echo.push((test.header.clone(), variant.header.clone()));
             }
+            // `insert`: any copy the client sent goes.
             req.headers_mut()
                 .insert(test.header.clone(), variant.header);
             by_test.push((test.name.clone(), variant.name));
@@ -219,8 +219,9 @@ layer_service! {
     { future: S::Future, headers: ResponseAdditions }
     fn call(&mut self, mut req) {
         let config = &self.config;
-        // A client never chooses its variant: drop any copies it sent.
-        let forced = config.strip_client_headers(req.headers_mut());
+        // A client never chooses its variant: only a signed override
+        // forces one, and `apply` replaces the variant headers it sent.
+        let forced = config.take_overrides(req.headers_mut());
         let visitor = config.visitor(&req);
         // Config cached and assignments read without I/O: no future to box.
         if let Some(variants) = config.variants_now(&forced, &visitor) {
