@@ -22,11 +22,11 @@
 //! with plain hyper, insert the accepted connection's address into each
 //! request.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use http::header::{HeaderName, FORWARDED};
+use http::header::{HeaderName, HeaderValue, FORWARDED};
 use http::request::Parts;
 use http::Request;
 use ipnet::IpNet;
@@ -161,25 +161,50 @@ impl Identity {
     /// [`of`](Self::of), with IPv6 clients grouped by their first
     /// `ipv6_prefix` bits (128: each address apart).
     pub(crate) fn of_grouped<B>(&self, req: &Request<B>, ipv6_prefix: u8) -> Option<String> {
-        let ip = |ip| ip_identity(ip, ipv6_prefix);
+        let mut out = String::with_capacity(IDENTITY_CAPACITY);
+        self.push_grouped(req, ipv6_prefix, &mut out).then_some(out)
+    }
+
+    /// Appends [`of_grouped`](Self::of_grouped)'s identity to `out` (a
+    /// store key being written: no string of its own); whether there was
+    /// one (else `out` is unchanged).
+    pub(crate) fn push_grouped<B>(
+        &self,
+        req: &Request<B>,
+        ipv6_prefix: u8,
+        out: &mut String,
+    ) -> bool {
         match self {
-            Self::PeerIp => peer_ip(req).map(|addr| ip(canonical(addr))),
-            Self::ClientIp(proxies) => proxies.client_ip(req).map(ip),
-            Self::Header(name) => {
-                let value = req.headers().get(name)?.as_bytes();
-                (!value.is_empty()).then(|| tagged_digest("h:", value))
-            }
+            Self::PeerIp => peer_ip(req)
+                .map(|addr| push_ip(out, canonical(addr), ipv6_prefix))
+                .is_some(),
+            Self::ClientIp(proxies) => proxies
+                .client_ip(req)
+                .map(|ip| push_ip(out, ip, ipv6_prefix))
+                .is_some(),
+            Self::Header(name) => match req.headers().get(name).map(HeaderValue::as_bytes) {
+                Some(value) if !value.is_empty() => {
+                    push_tagged_digest(out, "h:", value);
+                    true
+                }
+                _ => false,
+            },
             Self::User => req
                 .extensions()
                 .get::<UserId>()
-                .map(|u| tagged("user:", &u.0)),
-            Self::Cookie(name) => {
-                cookie_value(req, name).map(|v| tagged_digest("c:", v.as_bytes()))
+                .map(|u| push_tagged(out, "user:", &u.0))
+                .is_some(),
+            Self::Cookie(name) => cookie_value(req, name)
+                .map(|v| push_tagged_digest(out, "c:", v.as_bytes()))
+                .is_some(),
+            Self::Global => {
+                out.push_str("global");
+                true
             }
-            Self::Global => Some("global".to_owned()),
-            Self::Either(first, second) => first
-                .of_grouped(req, ipv6_prefix)
-                .or_else(|| second.of_grouped(req, ipv6_prefix)),
+            Self::Either(first, second) => {
+                first.push_grouped(req, ipv6_prefix, out)
+                    || second.push_grouped(req, ipv6_prefix, out)
+            }
             Self::Custom(f) => {
                 // The function sees the head only; rebuilding one costs a
                 // clone of the headers, paid only by custom identities.
@@ -189,7 +214,7 @@ impl Identity {
                 *head.version_mut() = req.version();
                 *head.headers_mut() = req.headers().clone();
                 let (parts, ()) = head.into_parts();
-                f(&parts).map(|v| tagged("fn:", &v))
+                f(&parts).map(|v| push_tagged(out, "fn:", &v)).is_some()
             }
         }
     }
@@ -244,21 +269,24 @@ impl UserSourceCheck {
     }
 }
 
+/// Room for most identities without growing: `ip:` and an IPv6 network
+/// (at most 46), a tag and a 32-digit digest, a tag and a short user id.
+pub(crate) const IDENTITY_CAPACITY: usize = 48;
+
 /// How many leading bits of an IPv6 address identify a client by default.
 /// A /64 is one network link, the least a host is given, and whoever holds
 /// one can send from any of its 2⁶⁴ addresses: counted apart, they would be
 /// as many clients.
 pub const IPV6_CLIENT_PREFIX: u8 = 64;
 
-/// `ip:203.0.113.7`; an IPv6 address reduced to its first `ipv6_prefix`
-/// bits (`ip:2001:db8::/64`) unless that is all 128. IPv4 is written octet
-/// by octet: `Ipv4Addr`'s `Display` supports padding and costs several
-/// times more on this per-request path.
-fn ip_identity(ip: IpAddr, ipv6_prefix: u8) -> String {
+/// Appends `ip:203.0.113.7`; an IPv6 address reduced to its first
+/// `ipv6_prefix` bits (`ip:2001:db8::/64`) unless that is all 128. IPv4 is
+/// written octet by octet: `Ipv4Addr`'s `Display` supports padding and
+/// costs several times more on this per-request path.
+fn push_ip(out: &mut String, ip: IpAddr, ipv6_prefix: u8) {
+    out.push_str("ip:");
     match ip {
         IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(18);
-            out.push_str("ip:");
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     out.push('.');
@@ -271,15 +299,16 @@ fn ip_identity(ip: IpAddr, ipv6_prefix: u8) -> String {
                 }
                 out.push(char::from(b'0' + octet % 10));
             }
-            out
         }
-        IpAddr::V6(v6) if ipv6_prefix >= 128 => format!("ip:{v6}"),
+        IpAddr::V6(v6) if ipv6_prefix >= 128 => {
+            let _ = write!(out, "{v6}");
+        }
         IpAddr::V6(v6) => {
             let mask = u128::MAX
                 .checked_shl(128 - u32::from(ipv6_prefix))
                 .unwrap_or(0);
             let network = Ipv6Addr::from(u128::from(v6) & mask);
-            format!("ip:{network}/{ipv6_prefix}")
+            let _ = write!(out, "{network}/{ipv6_prefix}");
         }
     }
 }
@@ -290,16 +319,14 @@ pub(crate) fn cookie_value<B>(req: &Request<B>, name: &str) -> Option<String> {
     (!found.is_empty() && found.len() <= 256).then(|| found.to_owned())
 }
 
-/// `tag` then `value`, or `tag` then a digest of it when it is longer than
-/// 64 bytes: short values stay readable, store keys stay bounded.
-fn tagged(tag: &str, value: &str) -> String {
+/// Appends `tag` then `value`, or `tag` then a digest of it when it is
+/// longer than 64 bytes: short values stay readable, store keys stay bounded.
+fn push_tagged(out: &mut String, tag: &str, value: &str) {
     if value.len() > 64 {
-        return tagged_digest(tag, value.as_bytes());
+        return push_tagged_digest(out, tag, value.as_bytes());
     }
-    let mut out = String::with_capacity(tag.len() + value.len());
     out.push_str(tag);
     out.push_str(value);
-    out
 }
 
 /// `bytes` (at most 32) bytes from a CSPRNG (rand's `ThreadRng`: ChaCha12,
@@ -319,33 +346,34 @@ pub(crate) fn fill_random_hex(out: &mut [u8]) {
     hex::encode_to_slice(bytes, out).expect("two hex digits per byte");
 }
 
-/// A hex SHA-256 prefix (128 bits) of `value`: stable across instances, not reversible.
-/// Appends `{xxxxxxxx}`, a Redis Cluster hash tag derived from `value`:
-/// keys that carry it share a hash slot (and a `RedisStore` cluster bucket),
-/// and since it is a digest, no user-supplied text (a route pattern's
-/// `{id}`, a `}` in an identity) decides where a key lives.
-pub(crate) fn push_hash_tag(key: &mut String, value: &str) {
+/// `{xxxxxxxx}`, a Redis Cluster hash tag derived from `value`: keys that
+/// carry it share a hash slot (and a `RedisStore` cluster bucket), and
+/// since it is a digest, no user-supplied text (a route pattern's `{id}`,
+/// a `}` in an identity) decides where a key lives.
+pub(crate) fn hash_tag(value: &str) -> [u8; HASH_TAG_LEN] {
     // FNV-1a: placement needs spread, not secrecy.
     let hash = value.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
     let mut tag = *b"{00000000}";
     hex::encode_to_slice(hash.to_be_bytes(), &mut tag[1..9]).expect("two hex digits per byte");
-    key.push_str(std::str::from_utf8(&tag).expect("hex is ASCII"));
+    tag
 }
 
+/// Bytes in a hash tag: `{`, eight hex digits, `}`.
+pub(crate) const HASH_TAG_LEN: usize = 10;
+
+/// A hex SHA-256 prefix (128 bits) of `value`: stable across instances, not reversible.
 pub(crate) fn digest(value: &[u8]) -> String {
     let mut out = String::with_capacity(32);
     push_digest(&mut out, value);
     out
 }
 
-/// `tag` followed by [`digest`]`(value)`.
-fn tagged_digest(tag: &str, value: &[u8]) -> String {
-    let mut out = String::with_capacity(tag.len() + 32);
+/// Appends `tag` followed by [`digest`]`(value)`.
+fn push_tagged_digest(out: &mut String, tag: &str, value: &[u8]) {
     out.push_str(tag);
-    push_digest(&mut out, value);
-    out
+    push_digest(out, value);
 }
 
 /// Appends [`digest`]`(value)` to `out` (no intermediate `String`).
@@ -509,12 +537,9 @@ mod tests {
 
     #[test]
     fn hash_tags_are_eight_hex_digits_in_braces() {
-        let mut key = "rl:".to_owned();
-        push_hash_tag(&mut key, "");
-        assert_eq!(key, "rl:{811c9dc5}", "the FNV-1a offset basis");
-        let mut other = String::new();
-        push_hash_tag(&mut other, "203.0.113.7}{");
-        assert_eq!(other.len(), 10);
+        assert_eq!(&hash_tag(""), b"{811c9dc5}", "the FNV-1a offset basis");
+        let other = String::from_utf8(hash_tag("203.0.113.7}{").to_vec()).unwrap();
+        assert_eq!(other.len(), HASH_TAG_LEN);
         assert!(other.starts_with('{') && other.ends_with('}'));
         assert!(other[1..9].bytes().all(|b| b.is_ascii_hexdigit()));
     }
@@ -571,6 +596,12 @@ mod tests {
         let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
         let req = request("10.0.0.1:80", ("x-forwarded-for", "not-an-ip"));
         assert_eq!(proxies.client_ip(&req), None);
+    }
+
+    fn ip_identity(ip: IpAddr, ipv6_prefix: u8) -> String {
+        let mut out = String::new();
+        push_ip(&mut out, ip, ipv6_prefix);
+        out
     }
 
     #[test]

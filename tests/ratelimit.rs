@@ -41,6 +41,15 @@ fn app(
         })
 }
 
+/// A bucket key as the layer writes it: `route|quota|` and the identity,
+/// after the default prefix and the identity's FNV-1a hash tag.
+fn bucket_key(route_and_quota: &str, identity: &str) -> String {
+    let fnv = identity.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("ratelimit:{{{fnv:08x}}}{route_and_quota}{identity}")
+}
+
 fn get(path: &str, peer: &str) -> Request<()> {
     let mut req = Request::get(path).body(()).unwrap();
     req.extensions_mut()
@@ -94,6 +103,42 @@ mod cases {
         assert!((100..=100 + replenished).contains(&ok), "{ok} passed");
     }
 
+    /// Bucket keys keep one layout across versions (instances of a fleet
+    /// upgraded one by one share their buckets): prefix, the identity's
+    /// FNV-1a hash tag, route, quota, identity.
+    pub async fn bucket_keys_keep_their_layout(h: Harness<impl KvStore>) {
+        let layer = |identity| {
+            RateLimitLayer::new(h.store.clone(), identity)
+                .default_limit(Quota::per_minute(5).named("minute"))
+                .route_any(
+                    "/api/{*rest}",
+                    Limit::new(Quota::per_minute(5).named("a")).and(Quota::per_hour(9).named("b")),
+                )
+        };
+        let peer = app(layer(Identity::PeerIp));
+        send(&peer, get("/", "203.0.113.9:1")).await;
+        send(&peer, get("/api/x", "[2001:db8:1:2::7]:1")).await;
+        send(&app(layer(Identity::Global)), get("/", "203.0.113.9:1")).await;
+        let mut keys: Vec<String> = h
+            .store
+            .list(tower_kv::store::ListOptions::prefix("ratelimit:"))
+            .await
+            .unwrap()
+            .keys
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        keys.sort();
+        let mut expected = vec![
+            bucket_key("default|minute|", "ip:203.0.113.9"),
+            bucket_key("* /api/{*rest}|a|", "ip:2001:db8:1:2::/64"),
+            bucket_key("* /api/{*rest}|b|", "ip:2001:db8:1:2::/64"),
+            bucket_key("default|minute|", "global"),
+        ];
+        expected.sort();
+        assert_eq!(keys, expected);
+    }
+
     pub async fn key_prefix_after_the_limits_applies(h: Harness<impl KvStore>) {
         let layer = RateLimitLayer::new(h.store.clone(), Identity::PeerIp)
             .default_limit(Quota::per_minute(1).fixed_window())
@@ -144,10 +189,11 @@ mod cases {
                 ok += usize::from(handle.await.unwrap() == StatusCode::OK);
             }
             assert_eq!(ok, 100, "{quota:?}");
-            h.store
-                .delete("ratelimit:default|day|global")
+            assert!(h
+                .store
+                .delete(&bucket_key("default|day|", "global"))
                 .await
-                .unwrap();
+                .unwrap());
         }
     }
 
@@ -470,6 +516,7 @@ mod cases {
 }
 
 both_backends!(
+    bucket_keys_keep_their_layout,
     key_prefix_after_the_limits_applies,
     exactly_the_quota_passes_under_contention,
     windows_are_exact_under_contention,

@@ -11,7 +11,7 @@ use super::limit::{Limit, MissingIdentity, OnStoreError};
 use super::outcome::Counters;
 use super::tiers::{RouteLimit, RouteLimitKind, SelectTier};
 use super::{headers, RateLimitService};
-use crate::identity::{push_hash_tag, Identity, UserSourceCheck, IPV6_CLIENT_PREFIX};
+use crate::identity::{hash_tag, Identity, UserSourceCheck, HASH_TAG_LEN, IPV6_CLIENT_PREFIX};
 use crate::routes::RouteTable;
 use crate::store::{KvStore, MemoryStore, RateRequest};
 
@@ -179,16 +179,69 @@ impl Prepared {
     /// `{prefix}{tag}{route}|{quota}|{identity}`, where the identity's hash
     /// tag keeps all its buckets in one cluster slot (one atomic decision).
     pub(crate) fn request(&self, index: usize, identity: &str, cost: u32) -> RateRequest {
-        let q = &self.limit.quotas[index];
-        let parts = [self.route_id.as_str(), "|", q.name(), "|", identity];
-        let len = self.key_prefix.len() + 10 + parts.iter().map(|p| p.len()).sum::<usize>();
-        let mut key = String::with_capacity(len);
+        let mut key = self.key_draft(index, identity.len());
+        key.buffer().push_str(identity);
+        self.request_from(index, key, cost)
+    }
+
+    /// The key of quota `index` without its identity, which the caller
+    /// appends (with room for `identity_len` bytes of it).
+    pub(crate) fn key_draft(&self, index: usize, identity_len: usize) -> KeyDraft {
+        let quota = self.limit.quotas[index].name();
+        let mut key = String::with_capacity(
+            self.key_prefix.len()
+                + HASH_TAG_LEN
+                + self.route_id.len()
+                + quota.len()
+                + 2
+                + identity_len,
+        );
         key.push_str(&self.key_prefix);
-        push_hash_tag(&mut key, identity);
-        for part in parts {
+        let tag_at = key.len();
+        // A placeholder until the identity is known.
+        key.push_str("{00000000}");
+        for part in [self.route_id.as_str(), "|", quota, "|"] {
             key.push_str(part);
         }
-        RateRequest::new(key, q.rate(), cost)
+        KeyDraft {
+            identity_at: key.len(),
+            key,
+            tag_at,
+        }
+    }
+
+    /// The store request of quota `index` at the finished `key`.
+    pub(crate) fn request_from(&self, index: usize, key: KeyDraft, cost: u32) -> RateRequest {
+        RateRequest::new(key.finish(), self.limit.quotas[index].rate(), cost)
+    }
+}
+
+/// A bucket key being written: everything before the identity, the
+/// identity appended by the caller, then [`finish`](Self::finish)ed with
+/// the identity's hash tag.
+pub(crate) struct KeyDraft {
+    key: String,
+    tag_at: usize,
+    identity_at: usize,
+}
+
+impl KeyDraft {
+    /// The key so far, for the identity to be appended to.
+    pub(crate) fn buffer(&mut self) -> &mut String {
+        &mut self.key
+    }
+
+    /// The identity appended so far.
+    pub(crate) fn identity(&self) -> &str {
+        &self.key[self.identity_at..]
+    }
+
+    fn finish(mut self) -> String {
+        let tag = hash_tag(self.identity());
+        let tag = std::str::from_utf8(&tag).expect("hex is ASCII");
+        self.key
+            .replace_range(self.tag_at..self.tag_at + HASH_TAG_LEN, tag);
+        self.key
     }
 }
 

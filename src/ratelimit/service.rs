@@ -13,6 +13,7 @@ use super::limit::{MissingIdentity, OnStoreError, RateLimitBypassed, ShadowLimit
 use super::outcome::{record, Outcome};
 use crate::body::ResponseBody;
 use crate::future::{AddHeaders, ResponseFuture};
+use crate::identity::IDENTITY_CAPACITY;
 use crate::service::{inner_accessors, layer_service, take_ready};
 use crate::store::{KvStore, RateDecision, RateRequest};
 
@@ -159,28 +160,29 @@ layer_service! {
                 return ResponseFuture::ready(res);
             }
         }
-        let identity = match (config.identity.of_grouped(&req, config.ipv6_prefix), config.missing_identity) {
-            (Some(id), _) => id,
-            (None, MissingIdentity::SharedBucket) => "anonymous".to_owned(),
-            (None, MissingIdentity::Allow) => {
-                return ResponseFuture::inner(self.inner.call(req), None)
+        // The first quota's key, the identity written straight into it.
+        let mut key = prepared.key_draft(0, IDENTITY_CAPACITY);
+        if !config.identity.push_grouped(&req, config.ipv6_prefix, key.buffer()) {
+            match config.missing_identity {
+                MissingIdentity::SharedBucket => key.buffer().push_str("anonymous"),
+                MissingIdentity::Allow => return ResponseFuture::inner(self.inner.call(req), None),
+                MissingIdentity::Reject(status) => {
+                    tracing::debug!(identity = ?config.identity, "request has no rate-limit identity");
+                    let body = Bytes::from_static(b"missing client identity\n");
+                    return ResponseFuture::ready(config.respond(status, body));
+                }
             }
-            (None, MissingIdentity::Reject(status)) => {
-                tracing::debug!(identity = ?config.identity, "request has no rate-limit identity");
-                let body = Bytes::from_static(b"missing client identity\n");
-                return ResponseFuture::ready(config.respond(status, body));
-            }
-        };
+        }
         let limit = &prepared.limit;
+        let identity_len = key.identity().len();
+        let first = prepared.request_from(0, key, limit.cost);
+        let identity = &first.key[first.key.len() - identity_len..];
         if limit.count_when.is_none() {
             // Fast path: a store that decides without I/O needs no boxed
             // future (nor, for one quota, a vector of requests).
             let decided = match limit.quotas.len() {
-                1 => {
-                    let request = prepared.request(0, &identity, limit.cost);
-                    config.store.rate_limit_now(std::slice::from_ref(&request))
-                }
-                _ => config.store.rate_limit_now(&prepared.requests(&identity, limit.cost)),
+                1 => config.store.rate_limit_now(std::slice::from_ref(&first)),
+                _ => config.store.rate_limit_now(&prepared.requests(identity, limit.cost)),
             };
             if let Some(Ok(d)) = decided {
                 if !passes(prepared, &d, &mut req) {
@@ -190,6 +192,7 @@ layer_service! {
                 return ResponseFuture::inner(self.inner.call(req), fields);
             }
         }
+        let identity = identity.to_owned();
         let inner = take_ready(&mut self.inner);
         ResponseFuture::waiting(wait_then_call(
             inner,
