@@ -76,15 +76,34 @@ impl Counter {
     /// Adds `n` in the installed recorder.
     pub(crate) fn increment(&self, n: u64) {
         #[cfg(feature = "metrics")]
-        ::metrics::with_recorder(|r| r.register_counter(&self.key, &METADATA).increment(n));
+        increment(&self.key, n);
         #[cfg(not(feature = "metrics"))]
         let _ = n;
     }
 }
 
+/// Adds `n` to the counter at `key` in the installed recorder.
+#[cfg(feature = "metrics")]
+pub(crate) fn increment(key: &::metrics::Key, n: u64) {
+    ::metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(n));
+}
+
 /// Adds `value` to counter `name` with `labels` (nothing without the
-/// feature). Label values are `&'static str` (no allocation) or `String`.
+/// feature). Label values are `&'static str` (no allocation) or `String`;
+/// with literal values the whole key is a `static`, built at compile time.
 macro_rules! count {
+    ($name:expr, $value:expr $(, $label:literal => $v:literal)+ $(,)?) => {{
+        #[cfg(feature = "metrics")]
+        {
+            static LABELS: &[::metrics::Label] = &[$(::metrics::Label::from_static_parts($label, $v)),+];
+            static KEY: ::metrics::Key = ::metrics::Key::from_static_parts($name, LABELS);
+            $crate::metrics::increment(&KEY, $value);
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = ($name, $value);
+        }
+    }};
     ($name:expr, $value:expr $(, $label:literal => $v:expr)* $(,)?) => {{
         #[cfg(feature = "metrics")]
         ::metrics::counter!($name $(, $label => $v)*).increment($value);

@@ -416,7 +416,7 @@ impl MemoryStore {
         if let Some(bucket) = shard.rates.get(key) {
             return Ok(bucket.is_live(now).then(|| bucket_entry(bucket)));
         }
-        Ok(shard.touch(key, now).map(Slot::to_entry))
+        Ok(shard.touch(key, now))
     }
 
     fn decide_rate(&self, requests: &[RateRequest]) -> Result<RateDecision, StoreError> {
@@ -726,10 +726,13 @@ impl Shard {
         self.rates.shrink(now, keep, |k| unlist(order, k))
     }
 
-    /// The live slot at `key`, marked as most recently used.
-    fn touch(&mut self, key: &str, now: u64) -> Option<&Slot> {
-        if self.entries.get(key)?.is_live(now) {
-            return self.entries.peek(key);
+    /// The live entry at `key`, marked as most recently used (one lookup:
+    /// the entry is copied out where it is found).
+    fn touch(&mut self, key: &str, now: u64) -> Option<Entry> {
+        match self.entries.get(key) {
+            Some(slot) if slot.is_live(now) => return Some(slot.to_entry()),
+            Some(_) => {}
+            None => return None,
         }
         self.remove(key);
         None
