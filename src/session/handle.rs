@@ -157,13 +157,18 @@ impl Session {
     }
 
     async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
-        let mut state = self.inner.state.lock().await;
+        // Uncontended (the usual case): no lock future to poll.
+        let mut state = match self.inner.state.try_lock() {
+            Ok(state) => state,
+            Err(_) => self.inner.state.lock().await,
+        };
         if !state.loaded {
+            let settings = &self.inner.settings;
             let loaded = match &state.presented {
-                Some(id) => Some(self.inner.settings.load(id).await),
+                Some(id) => Some(settings.load(id).await),
                 None => None,
             };
-            settle(&self.inner.settings, &mut state, loaded)?;
+            settle(settings, &mut state, loaded)?;
         }
         Ok(state)
     }
