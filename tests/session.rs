@@ -42,6 +42,16 @@ async fn handle(req: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
                     session.insert(k, v.to_string()).await?;
                     "ok".into()
                 }
+                (Method::POST, ["set-keep-handle", k, v]) => {
+                    // A task holds a handle past the response.
+                    session.insert(k, v.to_string()).await?;
+                    let kept = session.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        drop(kept);
+                    });
+                    "ok".into()
+                }
                 (Method::POST, ["slow-set", k]) => {
                     // Load, wait so concurrent requests overlap, then change.
                     session.get::<String>("anything").await?;
@@ -387,6 +397,16 @@ mod cases {
         assert_eq!(client.get("k").await, "w");
     }
 
+    pub async fn a_handle_kept_past_the_response_does_not_stop_the_save<S: KvStore>(h: Harness<S>) {
+        let svc = app(layer(&h, h.store.clone()));
+        let mut client = Client::new(&svc);
+        client.post("/set-keep-handle/k/v").await;
+        assert!(client.cookie.is_some(), "a new session, its cookie sent");
+        assert_eq!(client.get("k").await, "v");
+        client.post("/set-keep-handle/k/w").await;
+        assert_eq!(client.get("k").await, "w", "an update saved too");
+    }
+
     pub async fn an_update_never_resurrects_a_deleted_session<S: KvStore>(h: Harness<S>) {
         let svc = app(layer(&h, h.store.clone()));
         let mut client = Client::new(&svc);
@@ -648,6 +668,7 @@ both_backends!(
     concurrent_writes_both_persist,
     logout_everywhere_ends_every_device,
     bad_input_means_no_session_never_an_error,
+    a_handle_kept_past_the_response_does_not_stop_the_save,
     an_update_never_resurrects_a_deleted_session,
     a_change_after_logout_starts_a_new_session,
     header_signed_and_prefixed_transports,

@@ -2,9 +2,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Response, StatusCode};
+use parking_lot::{Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::Mutex;
 
 use super::id::SessionId;
 use super::record::{Change, Record};
@@ -57,7 +57,7 @@ pub(crate) struct Inner {
 }
 
 /// What a request has seen and done to its session.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct State {
     /// The id the client presented (well-formed, not yet checked against the store).
     pub(crate) presented: Option<SessionId>,
@@ -111,8 +111,13 @@ impl Session {
         if let Some(Inner { settings, state }) = Arc::get_mut(&mut self.inner) {
             return finish(settings, state.get_mut(), res, on_store_error).await;
         }
-        let mut state = self.inner.state.lock().await;
-        finish(&self.inner.settings, &mut state, res, on_store_error).await
+        // Another handle lives on (in a task the handler spawned): save a
+        // copy, then keep what saving did. The lock is never held across
+        // the store's await.
+        let mut state = self.inner.state.lock().clone();
+        let res = finish(&self.inner.settings, &mut state, res, on_store_error).await;
+        *self.inner.state.lock() = state;
+        res
     }
 
     /// [`finish`](Self::finish) without waiting, when the request wrote
@@ -122,20 +127,14 @@ impl Session {
         if let Some(Inner { settings, state }) = Arc::get_mut(&mut self.inner) {
             return finish_now(settings, state.get_mut(), res);
         }
-        match self.inner.state.try_lock() {
-            Ok(mut state) => finish_now(&self.inner.settings, &mut state, res),
-            Err(_) => false,
-        }
+        let mut state = self.inner.state.lock();
+        finish_now(&self.inner.settings, &mut state, res)
     }
 
     /// Whether the request read or changed its session so far (a response
-    /// made since then may depend on it). A session busy elsewhere counts
-    /// as used.
+    /// made since then may depend on it).
     pub(crate) fn was_used(&self) -> bool {
-        self.inner
-            .state
-            .try_lock()
-            .map_or(true, |state| state.loaded)
+        self.inner.state.lock().loaded
     }
 
     /// Whether the layer that made this session puts its user in requests.
@@ -156,19 +155,33 @@ impl Session {
         }
     }
 
-    async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
-        // Uncontended (the usual case): no lock future to poll.
-        let mut state = match self.inner.state.try_lock() {
-            Ok(state) => state,
-            Err(_) => self.inner.state.lock().await,
+    /// The state, its record loaded. The lock is never held across the
+    /// store's await: handles loading at once each read, the first to
+    /// finish settles the state.
+    async fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
+        let settings = &self.inner.settings;
+        let presented = {
+            let mut state = self.inner.state.lock();
+            match &state.presented {
+                _ if state.loaded => return Ok(state),
+                Some(id) => match settings.load_now(id) {
+                    // The usual case: the store answers at once.
+                    Some(loaded) => {
+                        settle(settings, &mut state, Some(loaded))?;
+                        return Ok(state);
+                    }
+                    None => id.clone(),
+                },
+                None => {
+                    settle(settings, &mut state, None)?;
+                    return Ok(state);
+                }
+            }
         };
+        let loaded = settings.load(&presented).await;
+        let mut state = self.inner.state.lock();
         if !state.loaded {
-            let settings = &self.inner.settings;
-            let loaded = match &state.presented {
-                Some(id) => Some(settings.load(id).await),
-                None => None,
-            };
-            settle(settings, &mut state, loaded)?;
+            settle(settings, &mut state, Some(loaded))?;
         }
         Ok(state)
     }
@@ -176,7 +189,7 @@ impl Session {
     /// The signed-in user, when the session is at hand or loads without
     /// waiting (`None`: ask [`user_id`](Self::user_id)).
     pub(crate) fn user_id_now(&self) -> Option<Result<Option<String>, SessionError>> {
-        let mut state = self.inner.state.try_lock().ok()?;
+        let mut state = self.inner.state.try_lock()?;
         if !state.loaded {
             let loaded = match &state.presented {
                 Some(id) => Some(self.inner.settings.load_now(id)?),
