@@ -208,7 +208,7 @@ impl Session {
             // Copy the stored record only when this request changes it.
             let base = state.record().cloned();
             let clock = &self.inner.settings.clock;
-            state.view = Some(base.unwrap_or_else(|| Record::new(clock.now_ms())));
+            state.view = Some(base.unwrap_or_else(|| Record::new(clock.recent_ms())));
         }
         state.view.as_mut().expect("set above").apply(&change);
         state.changes.push(change);

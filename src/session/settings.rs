@@ -158,8 +158,8 @@ impl Settings {
                 return Found::Nothing;
             }
         };
-        // The store's TTL ends a record on time; this check of the
-        // timeouts (minutes) behind it may be a clock tick late.
+        // Session times are read from the coarse clock: timeouts count in
+        // minutes, and the store's TTL ends a record on time anyway.
         match self.remaining_ms(&record, self.clock.recent_ms()) {
             Some(_) => Found::Live((record, entry.version)),
             None => Found::Expired(record),
@@ -240,7 +240,7 @@ impl Settings {
 
     /// A request without a live session made changes: a new session.
     async fn start(&self, changes: &[Change]) -> Result<Outcome, StoreError> {
-        let now = self.clock.now_ms();
+        let now = self.clock.recent_ms();
         let mut record = Record::new(now);
         changes.iter().for_each(|c| record.apply(c));
         let ttl = self.remaining_ms(&record, now).unwrap_or(1);
@@ -260,7 +260,7 @@ impl Settings {
         (mut base, mut version): Stored,
         state: &mut State,
     ) -> Result<Outcome, StoreError> {
-        let now = self.clock.now_ms();
+        let now = self.clock.recent_ms();
         let key = self.record_key(id);
         let mut attempts = CasAttempts::new(&key);
         let mut changed = state.view.take();
