@@ -236,12 +236,13 @@ impl KeyDraft {
         &self.key[self.identity_at..]
     }
 
-    fn finish(mut self) -> String {
+    fn finish(self) -> String {
         let tag = hash_tag(self.identity());
-        let tag = std::str::from_utf8(&tag).expect("hex is ASCII");
-        self.key
-            .replace_range(self.tag_at..self.tag_at + HASH_TAG_LEN, tag);
-        self.key
+        // The placeholder's bytes overwritten in place (cheaper than
+        // `replace_range`): ASCII for ASCII, so the check cannot fail.
+        let mut key = self.key.into_bytes();
+        key[self.tag_at..self.tag_at + HASH_TAG_LEN].copy_from_slice(&tag);
+        String::from_utf8(key).expect("a hash tag is ASCII")
     }
 }
 
