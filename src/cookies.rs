@@ -35,13 +35,14 @@ pub(crate) fn find<'h>(
             let Some((key, value)) = pair.split_once('=') else {
                 continue;
             };
-            if key.trim() != name {
+            // Fields are visible ASCII and tabs: ASCII trimming is all of it.
+            if key.trim_ascii() != name {
                 continue;
             }
             if found.is_some() {
                 return Err(Unreadable::Duplicated);
             }
-            found = Some(value.trim());
+            found = Some(value.trim_ascii());
         }
     }
     Ok(found)
