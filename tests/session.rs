@@ -42,6 +42,23 @@ async fn handle(req: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
                     session.insert(k, v.to_string()).await?;
                     "ok".into()
                 }
+                (Method::POST, ["fan-out", v]) => {
+                    // Eight tasks load and change the one session at once.
+                    let tasks: Vec<_> = (0..8)
+                        .map(|i| {
+                            let session = session.clone();
+                            let v = v.to_string();
+                            tokio::spawn(async move {
+                                session.get::<String>("anything").await?;
+                                session.insert(&format!("f{i}"), v).await
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.expect("task")?;
+                    }
+                    "ok".into()
+                }
                 (Method::POST, ["set-keep-handle", k, v]) => {
                     // A task holds a handle past the response.
                     session.insert(k, v.to_string()).await?;
@@ -407,6 +424,23 @@ mod cases {
         assert_eq!(client.get("k").await, "w", "an update saved too");
     }
 
+    pub async fn tasks_sharing_a_session_all_land_their_changes<S: KvStore>(h: Harness<S>) {
+        let svc = app(layer(&h, h.store.clone()));
+        let mut client = Client::new(&svc);
+        client.post("/fan-out/a").await;
+        for i in 0..8 {
+            assert_eq!(
+                client.get(&format!("f{i}")).await,
+                "a",
+                "new session, key f{i}"
+            );
+        }
+        client.post("/fan-out/b").await;
+        for i in 0..8 {
+            assert_eq!(client.get(&format!("f{i}")).await, "b", "update, key f{i}");
+        }
+    }
+
     pub async fn an_update_never_resurrects_a_deleted_session<S: KvStore>(h: Harness<S>) {
         let svc = app(layer(&h, h.store.clone()));
         let mut client = Client::new(&svc);
@@ -669,6 +703,7 @@ both_backends!(
     logout_everywhere_ends_every_device,
     bad_input_means_no_session_never_an_error,
     a_handle_kept_past_the_response_does_not_stop_the_save,
+    tasks_sharing_a_session_all_land_their_changes,
     an_update_never_resurrects_a_deleted_session,
     a_change_after_logout_starts_a_new_session,
     header_signed_and_prefixed_transports,
