@@ -40,6 +40,10 @@ fn app(
         .service_fn(|req: Request<()>| async move {
             let copies = req.headers().get_all("x-variant-checkout").iter().count();
             assert!(copies <= 1, "one variant header, not the client's too");
+            assert!(
+                req.headers().get("x-ab-override").is_none(),
+                "the QA override never reaches the handler"
+            );
             let seen = req
                 .headers()
                 .get("x-variant-checkout")

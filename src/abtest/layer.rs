@@ -361,9 +361,11 @@ fn sign(key: &[u8], test: &str, variant: &str) -> String {
 }
 
 impl<St: KvStore> Config<St> {
-    /// Variants forced by valid QA tokens in `headers`.
-    pub(crate) fn overrides(&self, headers: &HeaderMap) -> BTreeMap<String, Variant> {
-        match (&self.settings.qa_key, headers.get(OVERRIDE_HEADER)) {
+    /// Variants forced by valid QA tokens in `headers`, with the override
+    /// header removed (it never reaches the handler). (The variant headers
+    /// a client sends are replaced, every copy, when the layer sets them.)
+    pub(crate) fn take_overrides(&self, headers: &mut HeaderMap) -> BTreeMap<String, Variant> {
+        match (&self.settings.qa_key, headers.remove(OVERRIDE_HEADER)) {
             (Some(key), Some(value)) => verified_overrides(key, value.as_bytes()),
             _ => BTreeMap::new(),
         }

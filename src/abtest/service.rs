@@ -5,7 +5,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
 use http::Request;
 
 use super::config::Variant;
-use super::layer::{count_exposure, Config, Variants, OVERRIDE_HEADER};
+use super::layer::{count_exposure, Config, Variants};
 use crate::body::ResponseBody;
 use crate::future::{AddHeaders, ResponseFuture};
 use crate::identity::{cookie_value, random_hex};
@@ -55,15 +55,6 @@ struct Visitor {
 }
 
 impl<St: KvStore> Config<St> {
-    /// The variants a verified QA override forces, with the override
-    /// header removed. (The variant headers a client sends are replaced,
-    /// every copy, when [`apply`](Self::apply) sets them.)
-    fn take_overrides(&self, headers: &mut HeaderMap) -> BTreeMap<String, Variant> {
-        let forced = self.overrides(headers);
-        headers.remove(OVERRIDE_HEADER);
-        forced
-    }
-
     fn visitor<B>(&self, req: &Request<B>) -> Visitor {
         let settings = &self.settings;
         if let Some(check) = &settings.user_check {
