@@ -248,7 +248,7 @@ impl MemoryStore {
         self.sweep_one_shard(now);
         let mut shard = self.shard(key);
         shard.demote(key, now);
-        if !condition(shard.live(key, now)) {
+        if !shard.with_live(key, now, condition) {
             return Ok(None);
         }
         let version = match slot {
@@ -300,7 +300,7 @@ impl KvStore for MemoryStore {
         let now = self.inner.clock.now_ms();
         let mut shard = self.shard(key);
         shard.demote(key, now);
-        let was_live = shard.live(key, now).is_some();
+        let was_live = shard.with_live(key, now, |s| s.is_some());
         shard.remove(key);
         drop(shard);
         self.announce_write(key);
@@ -359,8 +359,8 @@ impl KvStore for MemoryStore {
         self.sweep_one_shard(now);
         let mut shard = self.shard(key);
         shard.demote(key, now);
-        let slot = match shard.live(key, now) {
-            Some(slot) => Slot {
+        let slot = shard.with_live(key, now, |slot| match slot {
+            Some(slot) => Ok(Slot {
                 value: Value::Counter(
                     slot.value
                         .counter()
@@ -373,15 +373,15 @@ impl KvStore for MemoryStore {
                 expires_at: slot.expires_at,
                 version,
                 indexed_at: None,
-            },
-            None => Slot {
+            }),
+            None => Ok(Slot {
                 value: Value::Counter(delta),
                 metadata: None,
                 expires_at: expiry_ms(expiration_on_create, now),
                 version,
                 indexed_at: None,
-            },
-        };
+            }),
+        })?;
         let total = slot.value.counter().expect("written as a counter above");
         if slot.is_live(now) {
             shard.insert(key, slot, now);
@@ -603,6 +603,26 @@ impl Slot {
     }
 }
 
+/// Keeps `slot`'s filing in `expiries` (under `key`) no later than its
+/// expiry, moving it only when the expiry went away or came earlier.
+fn refile(expiries: &mut BTreeSet<(u64, Arc<str>)>, key: &Arc<str>, slot: &mut Slot) {
+    let keep = match (slot.indexed_at, slot.expires_at) {
+        (Some(filed), Some(at)) => filed <= at,
+        (None, None) => true,
+        _ => false,
+    };
+    if keep {
+        return;
+    }
+    let old = std::mem::replace(&mut slot.indexed_at, slot.expires_at);
+    if let Some(filed) = old {
+        expiries.remove(&(filed, key.clone()));
+    }
+    if let Some(at) = slot.indexed_at {
+        expiries.insert((at, key.clone()));
+    }
+}
+
 /// Takes `key` out of the list index, if one is kept.
 fn unlist(order: &mut Option<BTreeSet<Arc<str>>>, key: &str) {
     if let Some(order) = order {
@@ -655,13 +675,18 @@ impl Shard {
         }
     }
 
-    /// The live slot at `key` without touching its recency; drops it if expired.
-    fn live(&mut self, key: &str, now: u64) -> Option<&Slot> {
-        if self.entries.peek(key)?.is_live(now) {
-            return self.entries.peek(key);
+    /// `f` of the live slot at `key` (`None`: absent or expired), without
+    /// touching its recency; an expired slot is dropped after. One lookup.
+    fn with_live<R>(&mut self, key: &str, now: u64, f: impl FnOnce(Option<&Slot>) -> R) -> R {
+        let (result, expired) = match self.entries.peek(key) {
+            Some(slot) if slot.is_live(now) => (f(Some(slot)), false),
+            Some(_) => (f(None), true),
+            None => (f(None), false),
+        };
+        if expired {
+            self.remove(key);
         }
-        self.remove(key);
-        None
+        result
     }
 
     /// Bytes charged for entries and buckets.
@@ -678,8 +703,9 @@ impl Shard {
                 false => Fields::default(),
             };
         }
-        self.live(key, now)
-            .map_or_else(Fields::default, |s| s.value.rate_state())
+        self.with_live(key, now, |s| {
+            s.map_or_else(Fields::default, |s| s.value.rate_state())
+        })
     }
 
     /// Stores `bucket` at `key`, in place of a general entry there.
@@ -742,46 +768,21 @@ impl Shard {
         let charge = slot.charge(key);
         if let Some((stored, current)) = self.entries.get_key_value_mut(key) {
             // Update in place: the key keeps its allocation and its place in `order`.
-            let stored = stored.clone();
             slot.indexed_at = current.indexed_at;
             let old = std::mem::replace(current, slot);
-            self.bytes = self.bytes - old.charge(&stored) + charge;
-            self.refile(&stored);
+            self.bytes = self.bytes - old.charge(stored) + charge;
+            refile(&mut self.expiries, stored, current);
         } else {
             let key: Arc<str> = Arc::from(key);
             self.bytes += charge;
             if let Some(order) = &mut self.order {
                 order.insert(key.clone());
             }
-            self.entries.push(key.clone(), slot);
-            self.refile(&key);
+            refile(&mut self.expiries, &key, &mut slot);
+            self.entries.push(key, slot);
         }
         self.reclaim_expired(now, RECLAIM_PER_WRITE);
         self.evict(now);
-    }
-
-    /// Keeps the slot's `expiries` filing no later than its expiry, moving it
-    /// only when the expiry went away or came earlier.
-    fn refile(&mut self, key: &Arc<str>) {
-        let Some(slot) = self.entries.peek_mut(key) else {
-            return;
-        };
-        let keep = match (slot.indexed_at, slot.expires_at) {
-            (Some(filed), Some(at)) => filed <= at,
-            (None, None) => true,
-            _ => false,
-        };
-        if keep {
-            return;
-        }
-        let old = std::mem::replace(&mut slot.indexed_at, slot.expires_at);
-        let new = slot.indexed_at;
-        if let Some(filed) = old {
-            self.expiries.remove(&(filed, key.clone()));
-        }
-        if let Some(at) = new {
-            self.expiries.insert((at, key.clone()));
-        }
     }
 
     fn remove(&mut self, key: &str) {
