@@ -11,7 +11,9 @@ use super::limit::{Limit, MissingIdentity, OnStoreError};
 use super::outcome::Counters;
 use super::tiers::{RouteLimit, RouteLimitKind, SelectTier};
 use super::{headers, RateLimitService};
-use crate::identity::{hash_tag, Identity, UserSourceCheck, HASH_TAG_LEN, IPV6_CLIENT_PREFIX};
+use crate::identity::{
+    hash_tag, Identity, UserSourceCheck, HASH_TAG_LEN, HASH_TAG_PLACEHOLDER, IPV6_CLIENT_PREFIX,
+};
 use crate::routes::RouteTable;
 use crate::store::{KvStore, MemoryStore, RateRequest};
 
@@ -199,7 +201,7 @@ impl Prepared {
         key.push_str(&self.key_prefix);
         let tag_at = key.len();
         // A placeholder until the identity is known.
-        key.push_str("{00000000}");
+        key.push_str(std::str::from_utf8(&HASH_TAG_PLACEHOLDER).expect("ASCII"));
         for part in [self.route_id.as_str(), "|", quota, "|"] {
             key.push_str(part);
         }
