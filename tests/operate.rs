@@ -438,6 +438,7 @@ mod cases {
         let flag = unique("f");
         let flags = FeatureFlags::new(h.store.clone()).key(unique("flags:"));
         flags.set_flag(&flag, Flag::Bool(true)).await.unwrap();
+        let flags_for_gates = flags.clone();
         let quota = unique("m");
         let stack = ServiceBuilder::new()
             .layer(
@@ -499,6 +500,27 @@ mod cases {
             StatusCode::OK
         );
 
+        // Gates count on counters of their own, for a defined flag and not.
+        let layer = FeatureFlagsLayer::new(flags_for_gates, Identity::PeerIp);
+        for (gate, status) in [
+            (&flag, StatusCode::OK),
+            (&unique("gone"), StatusCode::NOT_FOUND),
+        ] {
+            let gated =
+                ServiceBuilder::new()
+                    .layer(layer.gate(gate))
+                    .service_fn(|_: Request<()>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                    });
+            for _ in 0..2 {
+                let res = gated
+                    .clone()
+                    .oneshot(from("/", "203.0.113.11:1", None))
+                    .await;
+                assert_eq!(res.unwrap().status(), status);
+            }
+        }
+
         let counters = recorded.counters();
         let count = |metric: &str, labels: &[(&str, &str)]| total(&counters, metric, labels);
         use tower_kv::metrics as m;
@@ -543,15 +565,15 @@ mod cases {
                 m::FLAG_EVALUATIONS,
                 &[("flag", &flag), ("reason", "static"), ("value", "on")]
             ),
-            3,
-            "cache hits never reach the handler"
+            3 + 2,
+            "cache hits never reach the handler; the gate's two"
         );
         assert_eq!(
             count(
                 m::FLAG_EVALUATIONS,
                 &[("flag", "(undefined)"), ("reason", "missing")]
             ),
-            3
+            3 + 2
         );
         let backend = std::any::type_name::<S>();
         if backend.contains("RedisStore") {

@@ -238,7 +238,6 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    #[cfg(feature = "metrics")]
     pub(crate) const ALL: [Reason; 6] = [
         Self::Static,
         Self::Rollout,

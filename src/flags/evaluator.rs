@@ -3,7 +3,6 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::document::{Evaluation, FlagDocument, Reason};
-#[cfg(feature = "metrics")]
 use crate::metrics::{self, Counter};
 
 /// The flags of one request, in request extensions: the document and the
@@ -35,13 +34,28 @@ impl Flags {
 
     /// The full evaluation of flag `name`, with the reason (for debugging).
     pub fn evaluate(&self, name: &str) -> Evaluation {
-        let (label, evaluation) = match self.doc.as_ref().map(|doc| doc.flags.get_key_value(name)) {
-            Some(Some((name, flag))) => (name.as_str(), flag.evaluate(name, self.key.as_deref())),
-            // A name the document does not define is not a label: it may come from anywhere.
-            Some(None) => ("(undefined)", Evaluation::off(Reason::Missing)),
-            None => ("(undefined)", Evaluation::off(Reason::Error)),
-        };
-        record(label, &evaluation);
+        self.evaluate_counted(name, None)
+    }
+
+    /// [`evaluate`](Self::evaluate), counted on `own` (counters built for
+    /// `name`, e.g. a gate's) when the document defines the flag: no
+    /// lookup in the process-wide registry.
+    pub(crate) fn evaluate_counted(
+        &self,
+        name: &str,
+        own: Option<&EvaluationCounters>,
+    ) -> Evaluation {
+        let (label, evaluation, own) =
+            match self.doc.as_ref().map(|doc| doc.flags.get_key_value(name)) {
+                Some(Some((name, flag))) => {
+                    let evaluation = flag.evaluate(name, self.key.as_deref());
+                    (name.as_str(), evaluation, own)
+                }
+                // A name the document does not define is not a label: it may come from anywhere.
+                Some(None) => ("(undefined)", Evaluation::off(Reason::Missing), None),
+                None => ("(undefined)", Evaluation::off(Reason::Error), None),
+            };
+        record(label, &evaluation, own);
         evaluation
     }
 
@@ -58,38 +72,26 @@ impl Flags {
     }
 }
 
-/// Counts and traces one evaluation; `flag` is a name the document defines.
-fn record(flag: &str, evaluation: &Evaluation) {
+/// Counts and traces one evaluation; `flag` is a name the document
+/// defines, `own` its counters if the caller keeps them.
+fn record(flag: &str, evaluation: &Evaluation, own: Option<&EvaluationCounters>) {
     let reason = evaluation.reason.as_str();
     let value = if evaluation.enabled { "on" } else { "off" };
-    #[cfg(feature = "metrics")]
-    count_evaluation(
-        flag,
-        evaluation.reason as usize * 2 + usize::from(evaluation.enabled),
-    );
+    match own {
+        Some(counters) => counters.count(evaluation),
+        None => count_evaluation(flag, evaluation),
+    }
     let span = tracing::trace_span!("flag", flag, reason, value);
     span.in_scope(|| tracing::trace!("flag evaluated"));
 }
 
-/// Counts outcome `index` (reason × off/on) of `flag` on counters built the
-/// first time the flag is evaluated and kept for the process: flag names are
-/// the documents' own, a bounded set.
-#[cfg(feature = "metrics")]
-fn count_evaluation(flag: &str, index: usize) {
-    use std::collections::HashMap;
-    use std::sync::OnceLock;
+/// One flag's evaluation counters, one per outcome (reason × off/on).
+#[derive(Debug)]
+pub(crate) struct EvaluationCounters(Box<[Counter]>);
 
-    type ByFlag =
-        parking_lot::RwLock<HashMap<Box<str>, Box<[Counter]>, foldhash::fast::RandomState>>;
-    static BY_FLAG: OnceLock<ByFlag> = OnceLock::new();
-    let by_flag = BY_FLAG.get_or_init(Default::default);
-    if let Some(counters) = by_flag.read().get(flag) {
-        counters[index].increment(1);
-        return;
-    }
-    let counters: Box<[Counter]> = Reason::ALL
-        .iter()
-        .flat_map(|reason| {
+impl EvaluationCounters {
+    pub(crate) fn new(flag: &str) -> Self {
+        let counters = Reason::ALL.iter().flat_map(|reason| {
             ["off", "on"].map(|value| {
                 let labels = [
                     ("flag", flag),
@@ -98,7 +100,38 @@ fn count_evaluation(flag: &str, index: usize) {
                 ];
                 Counter::new(metrics::FLAG_EVALUATIONS, &labels)
             })
-        })
-        .collect();
-    by_flag.write().entry(flag.into()).or_insert(counters)[index].increment(1);
+        });
+        Self(counters.collect())
+    }
+
+    fn count(&self, evaluation: &Evaluation) {
+        let outcome = evaluation.reason as usize * 2 + usize::from(evaluation.enabled);
+        self.0[outcome].increment(1);
+    }
 }
+
+/// Counts `evaluation` of `flag` on counters built the first time the flag
+/// is evaluated and kept for the process: flag names are the documents'
+/// own, a bounded set.
+#[cfg(feature = "metrics")]
+fn count_evaluation(flag: &str, evaluation: &Evaluation) {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    type ByFlag =
+        parking_lot::RwLock<HashMap<Box<str>, EvaluationCounters, foldhash::fast::RandomState>>;
+    static BY_FLAG: OnceLock<ByFlag> = OnceLock::new();
+    let by_flag = BY_FLAG.get_or_init(Default::default);
+    if let Some(counters) = by_flag.read().get(flag) {
+        return counters.count(evaluation);
+    }
+    let counters = EvaluationCounters::new(flag);
+    by_flag
+        .write()
+        .entry(flag.into())
+        .or_insert(counters)
+        .count(evaluation);
+}
+
+#[cfg(not(feature = "metrics"))]
+fn count_evaluation(_: &str, _: &Evaluation) {}

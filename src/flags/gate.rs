@@ -12,7 +12,7 @@ use super::layer::FeatureFlagsLayer;
 use tower::util::future::EitherResponseFuture;
 use tower::util::Either;
 
-use super::evaluator::Flags;
+use super::evaluator::{EvaluationCounters, Flags};
 use super::Reason;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
@@ -34,10 +34,12 @@ pub struct FlagGateLayer<St, F> {
     otherwise: F,
 }
 
-/// The flag a gate checks, and whether it said the flag is missing.
+/// The flag a gate checks, its evaluation counters, and whether it said
+/// the flag is missing.
 #[derive(Clone, Debug)]
 struct GatedFlag {
     name: Arc<str>,
+    counters: Arc<EvaluationCounters>,
     missing: Once,
 }
 
@@ -45,7 +47,7 @@ impl GatedFlag {
     /// Whether the flag is on for `flags`; a flag missing from the document
     /// is off, and said once per gate.
     fn is_on(&self, flags: &Flags) -> bool {
-        let evaluation = flags.evaluate(&self.name);
+        let evaluation = flags.evaluate_counted(&self.name, Some(&self.counters));
         if evaluation.reason == Reason::Missing && !self.missing.done() && self.missing.first() {
             tracing::warn!(
                 flag = %self.name,
@@ -85,6 +87,7 @@ impl<St: KvStore> FlagGateLayer<St, Respond> {
             flags,
             flag: GatedFlag {
                 name: Arc::from(name),
+                counters: Arc::new(EvaluationCounters::new(name)),
                 missing: Once::default(),
             },
             otherwise: Respond {
