@@ -22,6 +22,7 @@
 //! with plain hyper, insert the accepted connection's address into each
 //! request.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -129,18 +130,24 @@ impl Identity {
     /// or cookie value, the address — untagged and not digested. Never
     /// store or log it; [`of`](Self::of) is the store-safe form.
     pub fn value_of<B>(&self, req: &Request<B>) -> Option<String> {
+        self.value_in(req).map(Cow::into_owned)
+    }
+
+    /// [`value_of`](Self::value_of), borrowed from the request when it is
+    /// there as is (a header, a cookie, the user id).
+    pub(crate) fn value_in<'r, B>(&self, req: &'r Request<B>) -> Option<Cow<'r, str>> {
         match self {
-            Self::PeerIp => peer_ip(req).map(|ip| canonical(ip).to_string()),
-            Self::ClientIp(proxies) => proxies.client_ip(req).map(|ip| ip.to_string()),
+            Self::PeerIp => peer_ip(req).map(|ip| Cow::Owned(canonical(ip).to_string())),
+            Self::ClientIp(proxies) => proxies.client_ip(req).map(|ip| Cow::Owned(ip.to_string())),
             Self::Header(name) => {
                 let value = req.headers().get(name)?.to_str().ok()?;
-                (!value.is_empty()).then(|| value.to_owned())
+                (!value.is_empty()).then_some(Cow::Borrowed(value))
             }
-            Self::User => req.extensions().get::<UserId>().map(|u| u.0.clone()),
-            Self::Cookie(name) => cookie_value(req, name),
-            Self::Global => Some("global".to_owned()),
-            Self::Custom(_) => self.of(req),
-            Self::Either(first, second) => first.value_of(req).or_else(|| second.value_of(req)),
+            Self::User => (req.extensions().get::<UserId>()).map(|u| Cow::Borrowed(u.0.as_str())),
+            Self::Cookie(name) => cookie_value(req, name).map(Cow::Borrowed),
+            Self::Global => Some(Cow::Borrowed("global")),
+            Self::Custom(_) => self.of(req).map(Cow::Owned),
+            Self::Either(first, second) => first.value_in(req).or_else(|| second.value_in(req)),
         }
     }
 
@@ -314,9 +321,9 @@ fn push_ip(out: &mut String, ip: IpAddr, ipv6_prefix: u8) {
 }
 
 /// The value of cookie `name`, if the request carries exactly one.
-pub(crate) fn cookie_value<B>(req: &Request<B>, name: &str) -> Option<String> {
+pub(crate) fn cookie_value<'r, B>(req: &'r Request<B>, name: &str) -> Option<&'r str> {
     let found = crate::cookies::find(req.headers(), name, usize::MAX).ok()??;
-    (!found.is_empty() && found.len() <= 256).then(|| found.to_owned())
+    (!found.is_empty() && found.len() <= 256).then_some(found)
 }
 
 /// Appends `tag` then `value`, or `tag` then a digest of it when it is

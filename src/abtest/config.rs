@@ -83,7 +83,7 @@ impl TestConfig {
 
 /// A variant as requests carry it: its name and its header value, both
 /// built once, so a request clones them without allocating.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Variant {
     pub(crate) name: Arc<str>,
     pub(crate) header: HeaderValue,

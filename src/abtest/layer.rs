@@ -38,12 +38,12 @@ type Hook = Arc<dyn Fn(Exposure) -> Pin<Box<dyn Future<Output = ()> + Send>> + S
 /// The variants of the current request, by test name, in request extensions
 /// (axum extractor with feature `axum`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Variants(Vec<(Arc<str>, Arc<str>)>);
+pub struct Variants(Vec<(Arc<str>, Variant)>);
 
 impl Variants {
     /// Each test's variant, sorted by test name (a layer has a handful of
     /// tests: a vector costs one allocation where a map costs a node).
-    pub(crate) fn new(mut by_test: Vec<(Arc<str>, Arc<str>)>) -> Self {
+    pub(crate) fn new(mut by_test: Vec<(Arc<str>, Variant)>) -> Self {
         by_test.sort_by(|a, b| a.0.cmp(&b.0));
         by_test.dedup_by(|a, b| a.0 == b.0);
         Self(by_test)
@@ -52,12 +52,14 @@ impl Variants {
     /// The variant of `test` for this request (`"control"` when the test is off).
     pub fn get(&self, test: &str) -> Option<&str> {
         let (_, variant) = self.0.iter().find(|(name, _)| **name == *test)?;
-        Some(variant)
+        Some(&variant.name)
     }
 
     /// `(test, variant)` pairs, by test name.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(test, variant)| (&**test, &**variant))
+        self.0
+            .iter()
+            .map(|(test, variant)| (&**test, &*variant.name))
     }
 }
 
@@ -489,12 +491,12 @@ impl<S, St: KvStore> Layer<S> for AbTestLayer<St> {
 
 #[cfg(test)]
 mod tests {
-    use super::Variants;
+    use super::{Variant, Variants};
     use std::sync::Arc;
 
     #[test]
     fn variants_are_by_test_name_whatever_the_layer_order() {
-        let pair = |t: &str, v: &str| (Arc::from(t), Arc::from(v));
+        let pair = |t: &str, v: &str| (Arc::from(t), Variant::new(v).unwrap());
         let variants = Variants::new(vec![
             pair("pricing", "b"),
             pair("checkout", "a"),

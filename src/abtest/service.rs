@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -46,8 +47,14 @@ impl<S, St> AbTestService<S, St> {
 
 /// Who a request is for assignment: its identity, or a visitor id (new
 /// ones get a cookie on the response).
-struct Visitor {
-    identity: Option<String>,
+struct Visitor<'r> {
+    /// Borrowed from the request when it is there as is.
+    identity: Option<Cow<'r, str>>,
+    arrival: Arrival,
+}
+
+/// What the layer keeps of a visitor once its variants are known.
+struct Arrival {
     /// Whether assignments for it are stored (sticky across weight changes).
     sticky: bool,
     /// The `Set-Cookie` field of a new visitor's id.
@@ -55,16 +62,18 @@ struct Visitor {
 }
 
 impl<St: KvStore> Config<St> {
-    fn visitor<B>(&self, req: &Request<B>) -> Visitor {
+    fn visitor<'r, B>(&self, req: &'r Request<B>) -> Visitor<'r> {
         let settings = &self.settings;
         if let Some(check) = &settings.user_check {
             check.check(req);
         }
-        if let Some(id) = settings.identity.value_of(req) {
+        if let Some(id) = settings.identity.value_in(req) {
             return Visitor {
                 identity: Some(id),
-                sticky: true,
-                new_cookie: None,
+                arrival: Arrival {
+                    sticky: true,
+                    new_cookie: None,
+                },
             };
         }
         // Anonymous visitors: the bucket of their cookie's id decides, and
@@ -76,22 +85,28 @@ impl<St: KvStore> Config<St> {
             &self.visitor_cookie,
         ) {
             (Some(id), _) => Visitor {
-                identity: Some(id),
-                sticky,
-                new_cookie: None,
+                identity: Some(Cow::Borrowed(id)),
+                arrival: Arrival {
+                    sticky,
+                    new_cookie: None,
+                },
             },
             (None, Some(set_cookie)) => {
                 let id = random_hex(16);
                 Visitor {
-                    new_cookie: set_cookie.with_value(&id),
-                    identity: Some(id),
-                    sticky,
+                    arrival: Arrival {
+                        sticky,
+                        new_cookie: set_cookie.with_value(&id),
+                    },
+                    identity: Some(Cow::Owned(id)),
                 }
             }
             (None, None) => Visitor {
                 identity: None,
-                sticky: false,
-                new_cookie: None,
+                arrival: Arrival {
+                    sticky: false,
+                    new_cookie: None,
+                },
             },
         }
     }
@@ -102,27 +117,28 @@ impl<St: KvStore> Config<St> {
         &self,
         test: &str,
         forced: &BTreeMap<String, Variant>,
-        visitor: &'a Visitor,
+        visitor: &'a Visitor<'_>,
     ) -> Pick<'a> {
-        match (forced.get(test), &visitor.identity) {
+        match (forced.get(test), visitor.identity.as_deref()) {
             (Some(v), _) => Pick::Decided(v.clone()),
             (None, Some(id)) => Pick::Assign(id),
             (None, None) => Pick::Decided(Variant::control()),
         }
     }
 
-    /// Each test's variant for this request (in test order).
+    /// Each test's variant for this request, by test (in test order).
     async fn variants(
         &self,
         forced: &BTreeMap<String, Variant>,
-        visitor: &Visitor,
-    ) -> Vec<Variant> {
+        visitor: &Visitor<'_>,
+    ) -> Vec<(Arc<str>, Variant)> {
         let mut variants = Vec::with_capacity(self.tests.len());
         for test in &self.tests {
-            variants.push(match self.pick(&test.name, forced, visitor) {
+            let variant = match self.pick(&test.name, forced, visitor) {
                 Pick::Decided(v) => v,
-                Pick::Assign(id) => self.assign(test, id, visitor.sticky).await,
-            });
+                Pick::Assign(id) => self.assign(test, id, visitor.arrival.sticky).await,
+            };
+            variants.push((test.name.clone(), variant));
         }
         variants
     }
@@ -131,32 +147,34 @@ impl<St: KvStore> Config<St> {
     fn variants_now(
         &self,
         forced: &BTreeMap<String, Variant>,
-        visitor: &Visitor,
-    ) -> Option<Vec<Variant>> {
+        visitor: &Visitor<'_>,
+    ) -> Option<Vec<(Arc<str>, Variant)>> {
         self.tests
             .iter()
-            .map(|test| match self.pick(&test.name, forced, visitor) {
-                Pick::Decided(v) => Some(v),
-                Pick::Assign(id) => self.assign_now(test, id, visitor.sticky),
+            .map(|test| {
+                let variant = match self.pick(&test.name, forced, visitor) {
+                    Pick::Decided(v) => v,
+                    Pick::Assign(id) => self.assign_now(test, id, visitor.arrival.sticky)?,
+                };
+                Some((test.name.clone(), variant))
             })
             .collect()
     }
 
-    /// Puts the variants in the request (headers and [`Variants`]) and
-    /// returns what its response gets.
+    /// Puts the variants (by test, in test order) in the request (headers
+    /// and [`Variants`]) and returns what its response gets.
     fn apply<B>(
         &self,
-        variants: Vec<Variant>,
+        variants: Vec<(Arc<str>, Variant)>,
         forced: &BTreeMap<String, Variant>,
-        visitor: Visitor,
+        arrival: Arrival,
         req: &mut Request<B>,
     ) -> ResponseAdditions {
+        let Arrival { sticky, new_cookie } = arrival;
         let mut echo = Vec::new();
-        let mut by_test = Vec::with_capacity(self.tests.len());
-        for (test, variant) in self.tests.iter().zip(variants) {
+        for (test, (_, variant)) in self.tests.iter().zip(&variants) {
             // A new visitor whose assignment is not stored is exposed now.
-            if visitor.new_cookie.is_some() && !visitor.sticky && !forced.contains_key(&*test.name)
-            {
+            if new_cookie.is_some() && !sticky && !forced.contains_key(&*test.name) {
                 count_exposure(&test.name, &variant.name);
             }
             let span = tracing::debug_span!("abtest", test = %test.name, variant = %variant.name);
@@ -166,13 +184,19 @@ impl<St: KvStore> Config<St> {
             }
             // `insert`: any copy the client sent goes.
             req.headers_mut()
-                .insert(test.header.clone(), variant.header);
-            by_test.push((test.name.clone(), variant.name));
+                .insert(test.header.clone(), variant.header.clone());
         }
-        req.extensions_mut().insert(Variants::new(by_test));
-        ResponseAdditions {
-            echo,
-            new_cookie: visitor.new_cookie,
+        req.extensions_mut().insert(Variants::new(variants));
+        ResponseAdditions { echo, new_cookie }
+    }
+}
+
+impl Visitor<'_> {
+    /// The same visitor, its identity copied out of the request.
+    fn into_owned(self) -> Visitor<'static> {
+        Visitor {
+            identity: self.identity.map(|id| Cow::Owned(id.into_owned())),
+            arrival: self.arrival,
         }
     }
 }
@@ -216,14 +240,15 @@ layer_service! {
         let visitor = config.visitor(&req);
         // Config cached and assignments read without I/O: no future to box.
         if let Some(variants) = config.variants_now(&forced, &visitor) {
-            let additions = config.apply(variants, &forced, visitor, &mut req);
+            let additions = config.apply(variants, &forced, visitor.arrival, &mut req);
             return ResponseFuture::inner(self.inner.call(req), Some(additions));
         }
+        let visitor = visitor.into_owned();
         let config = config.clone();
         let mut inner = take_ready(&mut self.inner);
         ResponseFuture::waiting(async move {
             let variants = config.variants(&forced, &visitor).await;
-            let additions = config.apply(variants, &forced, visitor, &mut req);
+            let additions = config.apply(variants, &forced, visitor.arrival, &mut req);
             let mut res = inner.call(req).await?.map(ResponseBody::inner);
             additions.add_to(res.headers_mut());
             Ok(res)

@@ -75,8 +75,8 @@ impl AccessList {
         }
         if !self.identities.is_empty()
             && identity
-                .value_of(req)
-                .is_some_and(|v| self.identities.contains(&v))
+                .value_in(req)
+                .is_some_and(|v| self.identities.contains(&*v))
         {
             return true;
         }
