@@ -1,6 +1,7 @@
 //! A stored response: status, headers, body and the times the freshness
 //! calculation needs, framed as `u32 head length ‖ JSON head ‖ body`.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -24,11 +25,12 @@ struct Head {
     sie_ms: Option<u64>,
 }
 
-/// A response as the cache keeps it.
+/// A response as the cache keeps it. Cloning shares the headers: a hit
+/// copies them once, into its response.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
+    pub(crate) headers: Arc<HeaderMap>,
     pub(crate) body: Bytes,
     pub(crate) request_time: SystemTime,
     pub(crate) response_time: SystemTime,
@@ -119,7 +121,7 @@ impl Entry {
         }
         Some(Self {
             status: StatusCode::from_u16(head.status).ok()?,
-            headers,
+            headers: Arc::new(headers),
             body: Bytes::new(),
             request_time: time(head.request_ms),
             response_time: time(head.response_ms),
@@ -152,7 +154,7 @@ mod tests {
         headers.append("x-bin", HeaderValue::from_bytes(&[0x80, 0xff]).unwrap());
         let entry = Entry {
             status: StatusCode::OK,
-            headers,
+            headers: Arc::new(headers),
             body: Bytes::from_static(b"\x00body\xff"),
             request_time: time(1_000),
             response_time: time(2_000),

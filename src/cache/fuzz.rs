@@ -39,7 +39,7 @@ pub(crate) fn check_rules(status: StatusCode, request: &HeaderMap, response: &He
         vary_names(response);
         let entry = Entry {
             status,
-            headers: response.clone(),
+            headers: std::sync::Arc::new(response.clone()),
             body: Bytes::from_static(b"body"),
             request_time: now,
             response_time: now,

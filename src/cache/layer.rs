@@ -7,6 +7,7 @@ use tower_layer::Layer;
 use super::entry::Entry;
 use super::inflight::Coalescer;
 use super::key::{normalized_prefix, primary_key};
+use super::status::OutcomeCounters;
 use super::storage::Purge;
 use super::{CacheService, StoragePolicy};
 use crate::decoded::Decoded;
@@ -46,6 +47,8 @@ pub(crate) struct CacheConfig<St> {
     pub(crate) max_body: u64,
     pub(crate) key_prefix: String,
     pub(crate) name: String,
+    /// Counters labelled with `name`.
+    pub(crate) counters: Arc<OutcomeCounters>,
     pub(crate) expose_key: bool,
     pub(crate) strip: Vec<HeaderName>,
     pub(crate) clock: Clock,
@@ -101,6 +104,7 @@ impl<St: KvStore> CacheLayer<St> {
                 max_body: 1 << 20,
                 key_prefix: "cache:".into(),
                 name: "tower-kv".into(),
+                counters: Arc::new(OutcomeCounters::new("tower-kv")),
                 expose_key: false,
                 strip: Vec::new(),
                 clock: Clock::system(),
@@ -234,7 +238,10 @@ impl<St: KvStore> CacheLayer<St> {
     /// anything else is sent as `tower-kv`.
     #[must_use]
     pub fn name(self, name: &str) -> Self {
-        self.set(|c| c.name = name.to_owned())
+        self.set(|c| {
+            c.name = name.to_owned();
+            c.counters = Arc::new(OutcomeCounters::new(name));
+        })
     }
 
     /// Disclose the cache key in `Cache-Status` (off by default).

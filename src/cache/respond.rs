@@ -13,6 +13,7 @@ use super::entry::Entry;
 use super::range::{self, RangeAnswer};
 use super::CACHE_STATUS;
 use crate::body::ResponseBody;
+use crate::integer;
 
 /// The largest `Age` value sent (RFC 9111 §1.2.2).
 const MAX_AGE_FIELD: u64 = 2_147_483_648;
@@ -31,21 +32,21 @@ pub(crate) fn from_entry<B>(
     let body_len = body.len();
     let mut res = Response::new(ResponseBody::full(body));
     *res.status_mut() = code;
-    *res.headers_mut() = entry.headers.clone();
+    *res.headers_mut() = HeaderMap::clone(&entry.headers);
     if let Some(value) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
         res.headers_mut().insert(CONTENT_RANGE, value);
         res.headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+            .insert(CONTENT_LENGTH, integer::header_value(body_len as u64));
     }
     // RFC 9111 §5.1: an age past 2^31 seconds is sent as 2^31.
     let age = age.as_secs().min(MAX_AGE_FIELD);
-    res.headers_mut().insert(AGE, HeaderValue::from(age));
+    res.headers_mut().insert(AGE, integer::header_value(age));
     res.headers_mut().insert(CACHE_STATUS, status);
     if code == StatusCode::NOT_MODIFIED {
         res.headers_mut().remove(CONTENT_LENGTH);
     } else if method == Method::HEAD && !res.headers().contains_key(CONTENT_LENGTH) {
         // A HEAD says how long the GET's body is (RFC 9110 §9.3.2).
-        let len = HeaderValue::from(entry.body.len());
+        let len = integer::header_value(entry.body.len() as u64);
         res.headers_mut().insert(CONTENT_LENGTH, len);
     }
     res

@@ -89,6 +89,7 @@ layer_service! {
                     stored: false,
                     collapsed: false,
                 };
+                status.record(&config.name, &config.counters);
                 let status = status.header_value(&config.name, None);
                 let Some(strip) = strip else {
                     let future = self.inner.call(req);
@@ -389,6 +390,7 @@ impl<St: KvStore> Ctx<St> {
 
     fn status(&self, status: CacheStatus) -> HeaderValue {
         let key = self.config.expose_key.then_some(self.key.base.as_str());
+        status.record(&self.config.name, &self.config.counters);
         status.header_value(&self.config.name, key)
     }
 
@@ -516,7 +518,7 @@ impl<St: KvStore> Ctx<St> {
         let mut refreshed = entry.clone();
         for (name, value) in new_headers {
             if name != CONTENT_LENGTH {
-                refreshed.headers.insert(name.clone(), value.clone());
+                Arc::make_mut(&mut refreshed.headers).insert(name.clone(), value.clone());
             }
         }
         refreshed.request_time = request_time;
@@ -751,7 +753,7 @@ impl Fetched {
     fn entry(&self, parts: &Parts, body: Bytes) -> Entry {
         Entry {
             status: parts.status,
-            headers: parts.headers.clone(),
+            headers: Arc::new(parts.headers.clone()),
             body,
             request_time: self.times.0,
             response_time: self.times.1,

@@ -5,7 +5,7 @@ use http::header::HeaderValue;
 use sfv::{key_ref, token_ref, ItemSerializer};
 
 use crate::integer;
-use crate::metrics::{self, count};
+use crate::metrics::{self, Counter};
 
 /// Why a request went to the origin (RFC 9211 §2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +35,61 @@ impl Forward {
             Forward::Method => "method",
             Forward::Request => "request",
         }
+    }
+}
+
+/// How metrics and traces name a response's outcome.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Hit,
+    /// Served stale.
+    Stale,
+    /// A 304 refreshed it.
+    Revalidated,
+    /// Waited for another request's fetch.
+    Collapsed,
+    /// Not served from the cache: method, request directives, credentials.
+    Bypass,
+    /// Fetched and stored.
+    Miss,
+    /// Fetched, not storable.
+    Uncacheable,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 7] = [
+        Self::Hit,
+        Self::Stale,
+        Self::Revalidated,
+        Self::Collapsed,
+        Self::Bypass,
+        Self::Miss,
+        Self::Uncacheable,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Stale => "stale",
+            Self::Revalidated => "revalidated",
+            Self::Collapsed => "collapsed",
+            Self::Bypass => "bypass",
+            Self::Miss => "miss",
+            Self::Uncacheable => "uncacheable",
+        }
+    }
+}
+
+/// One cache's request counters, one per outcome, built once.
+#[derive(Debug)]
+pub(crate) struct OutcomeCounters([Counter; Outcome::ALL.len()]);
+
+impl OutcomeCounters {
+    pub(crate) fn new(cache: &str) -> Self {
+        Self(Outcome::ALL.map(|outcome| {
+            let labels = [("cache", cache), ("outcome", outcome.as_str())];
+            Counter::new(metrics::CACHE_REQUESTS, &labels)
+        }))
     }
 }
 
@@ -74,46 +129,39 @@ impl CacheStatus {
         }
     }
 
-    /// The field value, naming this cache `cache` and disclosing `key` only
-    /// when given.
-    /// How metrics and traces name this outcome: `hit`, `stale` (served
-    /// stale), `revalidated` (a 304 refreshed it), `collapsed` (waited for
-    /// another request's fetch), `bypass` (not served from the cache:
-    /// method, request directives, credentials), `miss` (fetched and
-    /// stored), `uncacheable` (fetched, not storable).
-    fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> Outcome {
         match self {
-            CacheStatus::Hit { ttl, .. } if *ttl < 0 => "stale",
-            CacheStatus::Hit { .. } => "hit",
+            CacheStatus::Hit { ttl, .. } if *ttl < 0 => Outcome::Stale,
+            CacheStatus::Hit { .. } => Outcome::Hit,
             CacheStatus::Forward {
                 collapsed: true, ..
-            } => "collapsed",
+            } => Outcome::Collapsed,
             CacheStatus::Forward {
                 reason: Forward::Stale,
                 status: Some(304),
                 ..
-            } => "revalidated",
+            } => Outcome::Revalidated,
             CacheStatus::Forward {
                 reason: Forward::Bypass | Forward::Method | Forward::Request,
                 ..
-            } => "bypass",
-            CacheStatus::Forward { stored: true, .. } => "miss",
-            CacheStatus::Forward { .. } => "uncacheable",
+            } => Outcome::Bypass,
+            CacheStatus::Forward { stored: true, .. } => Outcome::Miss,
+            CacheStatus::Forward { .. } => Outcome::Uncacheable,
         }
     }
 
-    /// Counts and traces the outcome of a response of cache `cache` about to be sent.
-    fn record(&self, cache: &str) {
+    /// Counts (on `counters`, cache `cache`'s) and traces the outcome of a
+    /// response about to be sent.
+    pub(crate) fn record(&self, cache: &str, counters: &OutcomeCounters) {
         let outcome = self.outcome();
-        count!(metrics::CACHE_REQUESTS, 1, "cache" => cache.to_owned(), "outcome" => outcome);
-        let span = tracing::debug_span!("cache", outcome, cache);
+        counters.0[outcome as usize].increment(1);
+        let span = tracing::debug_span!("cache", outcome = outcome.as_str(), cache);
         span.in_scope(|| tracing::debug!("cache decision"));
     }
 
-    /// The field value (each response's status is rendered once, so this
-    /// also counts it).
+    /// The field value, naming this cache `cache` and disclosing `key` only
+    /// when given.
     pub(crate) fn header_value(&self, cache: &str, key: Option<&str>) -> HeaderValue {
-        self.record(cache);
         let token = sfv::TokenRef::from_str(cache).unwrap_or(token_ref("tower-kv"));
         if let (CacheStatus::Hit { ttl, detail: None }, None) = (self, key) {
             return plain_hit(token.as_str(), *ttl);
@@ -161,7 +209,9 @@ impl CacheStatus {
 /// the serializer (its output for this shape, byte for byte).
 fn plain_hit(cache: &str, ttl: i64) -> HeaderValue {
     let ttl_abs = ttl.unsigned_abs();
-    let mut out = Vec::with_capacity(cache.len() + b";hit;ttl=-".len() + integer::len(ttl_abs));
+    let sign = usize::from(ttl < 0);
+    let mut out =
+        Vec::with_capacity(cache.len() + b";hit;ttl=".len() + sign + integer::len(ttl_abs));
     out.extend_from_slice(cache.as_bytes());
     out.extend_from_slice(b";hit;ttl=");
     if ttl < 0 {

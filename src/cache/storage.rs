@@ -1,5 +1,6 @@
 //! Reading, writing and deleting stored responses.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::SET_COOKIE;
@@ -146,7 +147,7 @@ impl<St: KvStore> CacheConfig<St> {
         let entry = match self.set_cookie {
             SetCookieResponses::StoreWithoutCookie if entry.headers.contains_key(SET_COOKIE) => {
                 let mut copy = entry.clone();
-                copy.headers.remove(SET_COOKIE);
+                Arc::make_mut(&mut copy.headers).remove(SET_COOKIE);
                 stripped = copy;
                 &stripped
             }

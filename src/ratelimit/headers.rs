@@ -120,16 +120,16 @@ pub(crate) fn current(prefixes: &[Box<str>], states: &[RateState]) -> HeaderValu
 
 /// `Retry-After` in whole seconds, rounded up and never 0.
 pub(crate) fn retry_after(headers: &mut HeaderMap, after: Duration) {
-    headers.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(after).max(1)));
+    headers.insert(RETRY_AFTER, integer::header_value(ceil_secs(after).max(1)));
 }
 
 /// The legacy trio (limit, remaining, reset) for the quota closest to running out.
 pub(crate) fn legacy(quotas: &[Quota], states: &[RateState]) -> Option<[HeaderValue; 3]> {
     let (q, s) = quotas.iter().zip(states).min_by_key(|(_, s)| s.remaining)?;
     Some([
-        HeaderValue::from(q.limit()),
-        HeaderValue::from(s.remaining),
-        HeaderValue::from(ceil_secs(s.reset_after)),
+        integer::header_value(q.limit().into()),
+        integer::header_value(s.remaining.into()),
+        integer::header_value(ceil_secs(s.reset_after)),
     ])
 }
 
