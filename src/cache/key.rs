@@ -24,8 +24,9 @@ pub(crate) struct RequestKey {
     pub(crate) origin: String,
     /// The URL's key: what unsafe methods and purges invalidate.
     pub(crate) primary: String,
-    /// The primary key with this request's keyed cookies and variants.
-    pub(crate) base: String,
+    /// The primary key with this request's keyed cookies and variants,
+    /// when it has any (see [`base`](Self::base)).
+    keyed: Option<String>,
 }
 
 /// What the cache does with a request.
@@ -102,33 +103,37 @@ impl RequestKey {
             }
             None => key_for(&config.key_prefix, &origin, target(req.uri())),
         };
-        let base = match material.is_empty() {
-            true => primary.clone(),
-            false => format!("{primary}|k|{}", digest(material.as_bytes())),
-        };
+        let keyed =
+            (!material.is_empty()).then(|| format!("{primary}|k|{}", digest(material.as_bytes())));
         Some(Self {
             origin,
             primary,
-            base,
+            keyed,
         })
+    }
+
+    /// The primary key with this request's keyed cookies and variants.
+    pub(crate) fn base(&self) -> &str {
+        self.keyed.as_deref().unwrap_or(&self.primary)
     }
 
     /// The key of the response stored for `request` among those varying on `names`.
     pub(crate) fn variant(&self, names: &[String], request: &HeaderMap) -> String {
-        let mut key = String::with_capacity(self.base.len() + VARIANT_SUFFIX_LEN);
-        key.push_str(&self.base);
+        let base = self.base();
+        let mut key = String::with_capacity(base.len() + VARIANT_SUFFIX_LEN);
+        key.push_str(base);
         push_variant_suffix(&mut key, names, request);
         key
     }
 
     /// The key of the fleet's fetch lease for this URL and variant.
     pub(crate) fn lease(&self) -> String {
-        format!("{}|lease", self.base)
+        format!("{}|lease", self.base())
     }
 
     /// The key listing the header names responses at this key vary on.
     pub(crate) fn vary_index(&self) -> String {
-        format!("{}|vary", self.base)
+        format!("{}|vary", self.base())
     }
 
     /// The prefix of every key stored for this URL.

@@ -280,7 +280,7 @@ where
 
     /// One background request per URL refreshes a stale entry.
     fn revalidate_in_background(self, req: Request<ReqB>, entry: Entry) {
-        let refresh_key = format!("{}|swr", self.ctx.key.base);
+        let refresh_key = format!("{}|swr", self.ctx.key.base());
         let Role::Leader(refreshing) = self.ctx.config.inflight.join_or_lead(&refresh_key) else {
             return;
         };
@@ -389,7 +389,7 @@ impl<St: KvStore> Ctx<St> {
     }
 
     fn status(&self, status: CacheStatus) -> HeaderValue {
-        let key = self.config.expose_key.then_some(self.key.base.as_str());
+        let key = self.config.expose_key.then_some(self.key.base());
         status.record(&self.config.name, &self.config.counters);
         status.header_value(&self.config.name, key)
     }
@@ -435,7 +435,7 @@ impl<St: KvStore> Ctx<St> {
         if !coalesce {
             return Coalesced::Fetch(None);
         }
-        match self.config.inflight.join_or_lead(&self.key.base) {
+        match self.config.inflight.join_or_lead(self.key.base()) {
             Role::Leader(inflight) => match self.fleet_turn(request, miss.reason).await {
                 Ok(lease) => Coalesced::Fetch(Some(Leader {
                     _inflight: inflight,

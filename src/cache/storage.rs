@@ -88,10 +88,10 @@ impl<St: KvStore> CacheConfig<St> {
     /// The response stored without `Vary` for `key`, when the store answers
     /// at once (the in-memory store); `None` when it cannot, fails or holds
     /// none there: then [`lookup`](Self::lookup) decides.
-    pub(crate) fn lookup_now(&self, key: &RequestKey, request: &HeaderMap) -> Option<Box<Entry>> {
+    pub(crate) fn lookup_now(&self, key: &RequestKey, request: &HeaderMap) -> Option<Entry> {
         let only = key.variant(&[], request);
         let found = self.store.get_now(&only)?.ok()??;
-        Entry::decode_at(&only, &found.value, &self.decoded).map(Box::new)
+        Entry::decode_at(&only, &found.value, &self.decoded)
     }
 
     /// The stored response for `request` at `key`.
