@@ -34,29 +34,13 @@ impl Flags {
 
     /// The full evaluation of flag `name`, with the reason (for debugging).
     pub fn evaluate(&self, name: &str) -> Evaluation {
-        self.evaluate_counted(name, None)
+        let (doc, key) = self.parts();
+        evaluate(doc, key, name, None)
     }
 
-    /// [`evaluate`](Self::evaluate), counted on `own` (counters built for
-    /// `name`, e.g. a gate's) when the document defines the flag: no
-    /// lookup in the process-wide registry.
-    pub(crate) fn evaluate_counted(
-        &self,
-        name: &str,
-        own: Option<&EvaluationCounters>,
-    ) -> Evaluation {
-        let (label, evaluation, own) =
-            match self.doc.as_ref().map(|doc| doc.flags.get_key_value(name)) {
-                Some(Some((name, flag))) => {
-                    let evaluation = flag.evaluate(name, self.key.as_deref());
-                    (name.as_str(), evaluation, own)
-                }
-                // A name the document does not define is not a label: it may come from anywhere.
-                Some(None) => ("(undefined)", Evaluation::off(Reason::Missing), None),
-                None => ("(undefined)", Evaluation::off(Reason::Error), None),
-            };
-        record(label, &evaluation, own);
-        evaluation
+    /// The document and the targeting key.
+    pub(crate) fn parts(&self) -> (Option<&FlagDocument>, Option<&str>) {
+        (self.doc.as_deref(), self.key.as_deref())
     }
 
     /// The variant value of flag `name` as `T`, when the flag is on for this
@@ -70,6 +54,26 @@ impl Flags {
     pub fn targeting_key(&self) -> Option<&str> {
         self.key.as_deref()
     }
+}
+
+/// Evaluates flag `name` of `doc` (`None`: no usable document) for the
+/// targeting key `key`, counted on `own` (counters built for `name`, e.g. a
+/// gate's) when the document defines the flag: no lookup in the
+/// process-wide registry.
+pub(crate) fn evaluate(
+    doc: Option<&FlagDocument>,
+    key: Option<&str>,
+    name: &str,
+    own: Option<&EvaluationCounters>,
+) -> Evaluation {
+    let (label, evaluation, own) = match doc.map(|doc| doc.flags.get_key_value(name)) {
+        Some(Some((name, flag))) => (name.as_str(), flag.evaluate(name, key), own),
+        // A name the document does not define is not a label: it may come from anywhere.
+        Some(None) => ("(undefined)", Evaluation::off(Reason::Missing), None),
+        None => ("(undefined)", Evaluation::off(Reason::Error), None),
+    };
+    record(label, &evaluation, own);
+    evaluation
 }
 
 /// Counts and traces one evaluation; `flag` is a name the document

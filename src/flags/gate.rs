@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
@@ -12,7 +13,8 @@ use super::layer::FeatureFlagsLayer;
 use tower::util::future::EitherResponseFuture;
 use tower::util::Either;
 
-use super::evaluator::{EvaluationCounters, Flags};
+use super::evaluator::{evaluate, EvaluationCounters, Flags};
+use super::FlagDocument;
 use super::Reason;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
@@ -44,10 +46,10 @@ struct GatedFlag {
 }
 
 impl GatedFlag {
-    /// Whether the flag is on for `flags`; a flag missing from the document
-    /// is off, and said once per gate.
-    fn is_on(&self, flags: &Flags) -> bool {
-        let evaluation = flags.evaluate_counted(&self.name, Some(&self.counters));
+    /// Whether the flag of `doc` is on for targeting key `key`; a flag
+    /// missing from the document is off, and said once per gate.
+    fn is_on(&self, doc: Option<&FlagDocument>, key: Option<&str>) -> bool {
+        let evaluation = evaluate(doc, key, &self.name, Some(&self.counters));
         if evaluation.reason == Reason::Missing && !self.missing.done() && self.missing.first() {
             tracing::warn!(
                 flag = %self.name,
@@ -61,7 +63,8 @@ impl GatedFlag {
     /// when a service gets it: on, or off with `off_served` (a fallback).
     /// A request the gate answers itself is dropped: no map to fill.
     fn decided<B>(&self, flags: Flags, req: &mut Request<B>, off_served: bool) -> bool {
-        let on = self.is_on(&flags);
+        let (doc, key) = flags.parts();
+        let on = self.is_on(doc, key);
         if on || off_served {
             req.extensions_mut().insert(flags);
         }
@@ -164,17 +167,27 @@ impl<S, St, F> FlagGateService<S, St, F> {
 
 impl<S, St: KvStore, F> FlagGateService<S, St, F> {
     /// Whether the flag is on for `req`, with the request's flags put in
-    /// its extensions (see [`GatedFlag::decided`]); else, when the document
-    /// is stale, the flags to wait for (the request is borrowed, never
-    /// moved, on the fast path).
+    /// its extensions when a service gets it (see [`GatedFlag::decided`]);
+    /// else, when the document is stale, the flags to wait for. On the
+    /// fast path the request is borrowed, never moved, and its targeting
+    /// key copied only into the flags a service gets.
     fn decide<B>(
         &self,
         req: &mut Request<B>,
         off_served: bool,
     ) -> Result<bool, impl Future<Output = Flags> + Send + 'static> {
-        self.flags
-            .flags_now(req)
-            .map(|flags| self.flag.decided(flags, req, off_served))
+        // Not `?`: the error is an opaque future `From` cannot name.
+        #[allow(clippy::question_mark)]
+        let (doc, key) = match self.flags.targeting_now(req) {
+            Ok(parts) => parts,
+            Err(loading) => return Err(loading),
+        };
+        let on = self.flag.is_on(doc.as_deref(), key.as_deref());
+        if on || off_served {
+            let flags = Flags::new(doc, key.map(Cow::into_owned));
+            req.extensions_mut().insert(flags);
+        }
+        Ok(on)
     }
 }
 

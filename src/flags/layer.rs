@@ -1,4 +1,6 @@
+use std::borrow::Cow;
 use std::future::Future;
+use std::sync::Arc;
 
 use http::Request;
 use tower_layer::Layer;
@@ -6,6 +8,7 @@ use tower_layer::Layer;
 use super::evaluator::Flags;
 use super::gate::{FlagGateLayer, Respond};
 use super::FeatureFlags;
+use super::FlagDocument;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
 use crate::identity::{Identity, UserSourceCheck};
@@ -42,13 +45,28 @@ impl<St: KvStore> FeatureFlagsLayer<St> {
         &self,
         req: &Request<B>,
     ) -> Result<Flags, impl Future<Output = Flags> + Send + 'static> {
+        self.targeting_now(req)
+            .map(|(doc, key)| Flags::new(doc, key.map(Cow::into_owned)))
+    }
+
+    /// [`flags_now`](Self::flags_now) in parts, the targeting key borrowed
+    /// where the request holds it as is: the document (`None`: no usable
+    /// one) and the key.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn targeting_now<'r, B>(
+        &self,
+        req: &'r Request<B>,
+    ) -> Result<
+        (Option<Arc<FlagDocument>>, Option<Cow<'r, str>>),
+        impl Future<Output = Flags> + Send + 'static,
+    > {
         if let Some(check) = &self.user_check {
             check.check(req);
         }
-        let key = self.targeting.value_of(req);
         match self.flags.cached() {
-            Some(doc) => Ok(Flags::new(doc, key)),
+            Some(doc) => Ok((doc, self.targeting.value_in(req))),
             None => {
+                let key = self.targeting.value_of(req);
                 let flags = self.flags.clone();
                 Err(async move { Flags::new(flags.current().await, key) })
             }
