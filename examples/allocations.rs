@@ -154,71 +154,59 @@ async fn rate_limits() {
     .await;
 }
 
+/// A handler for sessions of type `$session` that changes the session on a
+/// first request (`x-first`) and in `write` mode, reads it in `read` mode.
+macro_rules! session_handler {
+    ($session:ty, $mode:expr, $written:expr) => {{
+        let (mode, written) = ($mode, $written.clone());
+        move |req: Request<Body>| {
+            let session = req.extensions().get::<$session>().cloned();
+            let written = written.clone();
+            let first = req.headers().contains_key("x-first");
+            async move {
+                let session = session.expect("the session layer is outside");
+                match (first, mode) {
+                    (true, _) | (_, "write") => {
+                        let n = written.fetch_add(1, Ordering::Relaxed);
+                        session.insert("n", n).await.unwrap();
+                    }
+                    (_, "read") => assert!(session.get::<u64>("n").await.unwrap().is_some()),
+                    _ => {}
+                }
+                Ok::<_, Infallible>(Response::new(Body::empty()))
+            }
+        }
+    }};
+}
+
 /// A handler that ignores, reads or changes the session a first request created.
 async fn sessions() {
     for mode in ["untouched", "read", "write"] {
-        let layer = tower_kv::session::SessionLayer::new(MemoryStore::new());
+        let path = format!("session, {mode}");
         let written = Arc::new(AtomicU64::new(0));
-        let svc = ServiceBuilder::new().layer(layer).service_fn({
-            let written = written.clone();
-            move |req: Request<Body>| {
-                let session = req
-                    .extensions()
-                    .get::<tower_kv::session::Session>()
-                    .cloned();
-                let written = written.clone();
-                let first = req.headers().contains_key("x-first");
-                async move {
-                    let session = session.expect("the session layer is outside");
-                    match (first, mode) {
-                        (true, _) | (_, "write") => {
-                            let n = written.fetch_add(1, Ordering::Relaxed);
-                            session.insert("n", n).await.unwrap();
-                        }
-                        (_, "read") => {
-                            assert!(session.get::<u64>("n").await.unwrap().is_some())
-                        }
-                        _ => {}
-                    }
-                    Ok::<_, Infallible>(Response::new(Body::empty()))
-                }
-            }
-        });
+        let layer = tower_kv::session::SessionLayer::new(MemoryStore::new());
+        let handler = session_handler!(tower_kv::session::Session, mode, written);
+        let svc = ServiceBuilder::new().layer(layer).service_fn(handler);
         let cookie = first_cookie(svc.clone()).await;
-        count(
-            &format!("session, {mode}"),
-            "tower_kv",
-            svc,
-            with_cookie(&cookie),
-            |_| {},
-        )
-        .await;
+        count(&path, "tower_kv", svc, with_cookie(&cookie), answered_ok).await;
 
         let layer = SessionManagerLayer::new(tower_sessions::MemoryStore::default());
-        let svc = ServiceBuilder::new().layer(layer).service_fn({
-            let written = written.clone();
-            move |req: Request<Body>| {
-                let session = req.extensions().get::<tower_sessions::Session>().cloned();
-                let written = written.clone();
-                let first = req.headers().contains_key("x-first");
-                async move {
-                    let session = session.expect("the session layer is outside");
-                    match (first, mode) {
-                        (true, _) | (_, "write") => {
-                            let n = written.fetch_add(1, Ordering::Relaxed);
-                            session.insert("n", n).await.unwrap();
-                        }
-                        (_, "read") => assert!(session.get::<u64>("n").await.unwrap().is_some()),
-                        _ => {}
-                    }
-                    Ok::<_, Infallible>(Response::new(Body::empty()))
-                }
-            }
-        });
+        let handler = session_handler!(tower_sessions::Session, mode, written);
+        let svc = ServiceBuilder::new().layer(layer).service_fn(handler);
         let cookie = first_cookie(svc.clone()).await;
-        let path = format!("session, {mode}");
-        count(&path, "tower_sessions", svc, with_cookie(&cookie), |_| {}).await;
+        count(
+            &path,
+            "tower_sessions",
+            svc,
+            with_cookie(&cookie),
+            answered_ok,
+        )
+        .await;
     }
+}
+
+fn answered_ok<B>(res: &Response<B>) {
+    assert_eq!(res.status(), StatusCode::OK);
 }
 
 /// The session cookie a first request (which writes the session) gets.
