@@ -14,7 +14,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
-use tower::{Service, ServiceBuilder};
+use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_kv::abtest::AbTestLayer;
 use tower_kv::identity::Identity;
 use tower_kv::store::{KvStore, MemoryStore, PutOptions};
@@ -43,6 +43,16 @@ fn abtest(c: &mut Criterion) {
     ))
     .unwrap();
     let layer = AbTestLayer::new(store, Identity::header("x-user")).test("checkout");
+    // Before timing: the layer assigns each request a variant header.
+    let checked = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service_fn(|req: Request<Body>| {
+            assert!(req.headers().contains_key("x-variant-checkout"));
+            inner(req)
+        });
+    for user in ["user-1", "new-user"] {
+        rt.block_on(checked.clone().oneshot(request(user))).unwrap();
+    }
     let svc = ServiceBuilder::new().layer(layer).service_fn(inner);
     let mut group = c.benchmark_group("abtest");
 
