@@ -143,7 +143,10 @@ impl Identity {
                 let value = req.headers().get(name)?.to_str().ok()?;
                 (!value.is_empty()).then_some(Cow::Borrowed(value))
             }
-            Self::User => (req.extensions().get::<UserId>()).map(|u| Cow::Borrowed(u.0.as_str())),
+            Self::User => {
+                let user = req.extensions().get::<UserId>()?;
+                Some(Cow::Borrowed(user.0.as_str()))
+            }
             Self::Cookie(name) => cookie_value(req, name).map(Cow::Borrowed),
             Self::Global => Some(Cow::Borrowed("global")),
             Self::Custom(_) => self.of(req).map(Cow::Owned),

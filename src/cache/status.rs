@@ -41,6 +41,7 @@ impl Forward {
 /// How metrics and traces name a response's outcome.
 #[derive(Clone, Copy, Debug)]
 enum Outcome {
+    /// Served fresh.
     Hit,
     /// Served stale.
     Stale,
@@ -225,6 +226,13 @@ fn plain_hit(cache: &str, ttl: i64) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_outcome_indexes_its_own_counter() {
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, i, "{}", outcome.as_str());
+        }
+    }
 
     #[test]
     fn hits_and_forwards_follow_rfc_9211() {
