@@ -170,11 +170,23 @@ impl Prepared {
         })
     }
 
-    /// One store request per quota for `identity`.
-    pub(crate) fn requests(&self, identity: &str, cost: u32) -> Vec<RateRequest> {
-        (0..self.limit.quotas.len())
-            .map(|i| self.request(i, identity, cost))
-            .collect()
+    /// One store request per quota: `first` (quota 0's, whose key ends
+    /// with the identity's `identity_len` bytes), then the others' for the
+    /// same identity.
+    pub(crate) fn requests(
+        &self,
+        first: RateRequest,
+        identity_len: usize,
+        cost: u32,
+    ) -> Vec<RateRequest> {
+        let mut requests = Vec::with_capacity(self.limit.quotas.len());
+        requests.push(first);
+        for index in 1..self.limit.quotas.len() {
+            let key = &requests[0].key;
+            let request = self.request(index, &key[key.len() - identity_len..], cost);
+            requests.push(request);
+        }
+        requests
     }
 
     /// The store request of quota `index` for `identity`: key

@@ -176,15 +176,13 @@ layer_service! {
         let limit = &prepared.limit;
         let identity_len = key.identity().len();
         let first = prepared.request_from(0, key, limit.cost);
-        let identity = &first.key[first.key.len() - identity_len..];
+        let requests = match limit.quotas.len() {
+            1 => Requests::One(first),
+            _ => Requests::Many(prepared.requests(first, identity_len, limit.cost)),
+        };
         if limit.count_when.is_none() {
-            // Fast path: a store that decides without I/O needs no boxed
-            // future (nor, for one quota, a vector of requests).
-            let decided = match limit.quotas.len() {
-                1 => config.store.rate_limit_now(std::slice::from_ref(&first)),
-                _ => config.store.rate_limit_now(&prepared.requests(identity, limit.cost)),
-            };
-            if let Some(Ok(d)) = decided {
+            // Fast path: a store that decides without I/O needs no boxed future.
+            if let Some(Ok(d)) = config.store.rate_limit_now(requests.as_slice()) {
                 if !passes(prepared, &d, &mut req) {
                     return ResponseFuture::ready(config.too_many(prepared, &d));
                 }
@@ -192,15 +190,38 @@ layer_service! {
                 return ResponseFuture::inner(self.inner.call(req), fields);
             }
         }
-        let identity = identity.to_owned();
+        let requests = requests.into_vec();
         let inner = take_ready(&mut self.inner);
         ResponseFuture::waiting(wait_then_call(
             inner,
             config.clone(),
             prepared.clone(),
-            identity,
+            requests,
             req,
         ))
+    }
+}
+
+/// A request's store requests, one per quota; one quota's without a vector
+/// unless the store must be awaited.
+enum Requests {
+    One(RateRequest),
+    Many(Vec<RateRequest>),
+}
+
+impl Requests {
+    fn as_slice(&self) -> &[RateRequest] {
+        match self {
+            Requests::One(request) => std::slice::from_ref(request),
+            Requests::Many(requests) => requests,
+        }
+    }
+
+    fn into_vec(self) -> Vec<RateRequest> {
+        match self {
+            Requests::One(request) => vec![request],
+            Requests::Many(requests) => requests,
+        }
     }
 }
 
@@ -212,7 +233,7 @@ async fn wait_then_call<S, St, ReqB, ResB>(
     mut inner: S,
     config: Arc<Config<St>>,
     prepared: Arc<Prepared>,
-    identity: String,
+    requests: Vec<RateRequest>,
     mut req: Request<ReqB>,
 ) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
@@ -220,7 +241,6 @@ where
     St: KvStore,
 {
     let limit = &prepared.limit;
-    let requests = prepared.requests(&identity, limit.cost);
     // Refused by the store a moment ago: refused again without asking (not
     // in shadow mode, which must still charge; not with `count_when`, whose
     // reservations in flight may be given back a moment later).
