@@ -1,7 +1,10 @@
 //! Cost of a flag check with a warm flag cache (MemoryStore): a request
 //! through a gate whose flag is on (`gate_on`) or off (`gate_off`, answered
 //! 404 by the gate), the same service without a gate (`bare`), and one
-//! evaluation of a 50 % rollout flag for a targeting key (`evaluate_rollout`).
+//! evaluation of a 50 % rollout flag for a targeting key (`evaluate_rollout`);
+//! then the same gate where the README puts it, as a route layer behind
+//! axum's router (`routed_gate_on`), beside the router without it
+//! (`routed_bare`).
 //!
 //! `cargo bench --bench flags`
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -67,6 +70,34 @@ fn flags(c: &mut Criterion) {
     group.bench_function("gate_off", |b| {
         b.iter(|| black_box(ready(off.call(request())).unwrap()))
     });
+
+    // Where the README puts a gate: a route layer behind axum's router,
+    // which has already given the request its extensions map.
+    let routed = |gated: bool| {
+        let route = axum::routing::get(|flags: Option<axum::Extension<Flags>>| async move {
+            [("x-gated", if flags.is_some() { "yes" } else { "no" })]
+        });
+        let route = match gated {
+            true => route.route_layer(layer.gate("on")),
+            false => route,
+        };
+        // `with_state` turns handlers into services once, as `axum::serve` does.
+        axum::Router::new().route("/beta", route).with_state(())
+    };
+    for (name, gated) in [("routed_bare", false), ("routed_gate_on", true)] {
+        let mut app = routed(gated);
+        let res = ready(app.call(request())).unwrap();
+        assert_eq!(res.status(), 200);
+        let expected = if gated { "yes" } else { "no" };
+        assert_eq!(
+            res.headers()["x-gated"],
+            expected,
+            "the gate put the flags in"
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(ready(app.call(request())).unwrap()))
+        });
+    }
 
     let captured = std::sync::Arc::new(std::sync::Mutex::new(None::<Flags>));
     let slot = captured.clone();

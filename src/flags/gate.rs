@@ -29,23 +29,26 @@ use crate::store::KvStore;
 ///
 /// The flag is evaluated for the request's targeting key; the request also
 /// gets its [`Flags`](super::Flags) in extensions.
+///
+/// Its services clone (as axum does per request) with one reference each
+/// for the flag and the response, plus the fallback service's clone.
 #[derive(Clone, Debug)]
 pub struct FlagGateLayer<St, F> {
-    flags: FeatureFlagsLayer<St>,
-    flag: GatedFlag,
+    flag: Arc<GatedFlag<St>>,
     otherwise: F,
 }
 
-/// The flag a gate checks, its evaluation counters, and whether it said
-/// the flag is missing.
-#[derive(Clone, Debug)]
-struct GatedFlag {
-    name: Arc<str>,
-    counters: Arc<EvaluationCounters>,
+/// The flags a gate reads, the flag it checks, that flag's evaluation
+/// counters, and whether it said the flag is missing.
+#[derive(Debug)]
+struct GatedFlag<St> {
+    flags: FeatureFlagsLayer<St>,
+    name: Box<str>,
+    counters: EvaluationCounters,
     missing: Once,
 }
 
-impl GatedFlag {
+impl<St> GatedFlag<St> {
     /// Whether the flag of `doc` is on for targeting key `key`; a flag
     /// missing from the document is off, and said once per gate.
     fn is_on(&self, doc: Option<&FlagDocument>, key: Option<&str>) -> bool {
@@ -74,7 +77,11 @@ impl GatedFlag {
 
 /// Off: answer with this response (default: an empty 404).
 #[derive(Clone, Debug)]
-pub struct Respond {
+pub struct Respond(Arc<Answer>);
+
+/// The response a gate answers with.
+#[derive(Clone, Debug)]
+struct Answer {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
@@ -87,33 +94,35 @@ pub struct Fallback<T>(T);
 impl<St: KvStore> FlagGateLayer<St, Respond> {
     pub(crate) fn new(flags: FeatureFlagsLayer<St>, name: &str) -> Self {
         Self {
-            flags,
-            flag: GatedFlag {
-                name: Arc::from(name),
-                counters: Arc::new(EvaluationCounters::new(name)),
+            flag: Arc::new(GatedFlag {
+                flags,
+                name: name.into(),
+                counters: EvaluationCounters::new(name),
                 missing: Once::default(),
-            },
-            otherwise: Respond {
+            }),
+            otherwise: Respond(Arc::new(Answer {
                 status: StatusCode::NOT_FOUND,
                 headers: HeaderMap::new(),
                 body: Bytes::new(),
-            },
+            })),
         }
     }
 
     /// Off: answer `status` with `body` instead of 404.
     #[must_use]
     pub fn respond(mut self, status: StatusCode, body: impl Into<Bytes>) -> Self {
-        self.otherwise.status = status;
-        self.otherwise.body = body.into();
+        let answer = Arc::make_mut(&mut self.otherwise.0);
+        answer.status = status;
+        answer.body = body.into();
         self
     }
 
     /// Off: redirect (307) to `location`.
     #[must_use]
     pub fn redirect(mut self, location: HeaderValue) -> Self {
-        self.otherwise.status = StatusCode::TEMPORARY_REDIRECT;
-        self.otherwise.headers.insert(LOCATION, location);
+        let answer = Arc::make_mut(&mut self.otherwise.0);
+        answer.status = StatusCode::TEMPORARY_REDIRECT;
+        answer.headers.insert(LOCATION, location);
         self
     }
 
@@ -121,20 +130,18 @@ impl<St: KvStore> FlagGateLayer<St, Respond> {
     #[must_use]
     pub fn fallback<T>(self, service: T) -> FlagGateLayer<St, Fallback<T>> {
         FlagGateLayer {
-            flags: self.flags,
             flag: self.flag,
             otherwise: Fallback(service),
         }
     }
 }
 
-impl<S, St: Clone, F: Clone> Layer<S> for FlagGateLayer<St, F> {
+impl<S, St, F: Clone> Layer<S> for FlagGateLayer<St, F> {
     type Service = FlagGateService<S, St, F>;
 
     fn layer(&self, inner: S) -> Self::Service {
         FlagGateService {
             inner,
-            flags: self.flags.clone(),
             flag: self.flag.clone(),
             otherwise: self.otherwise.clone(),
         }
@@ -142,20 +149,30 @@ impl<S, St: Clone, F: Clone> Layer<S> for FlagGateLayer<St, F> {
 }
 
 /// The service of [`FlagGateLayer`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct FlagGateService<S, St, F> {
     inner: S,
-    flags: FeatureFlagsLayer<St>,
-    flag: GatedFlag,
+    flag: Arc<GatedFlag<St>>,
     otherwise: F,
+}
+
+impl<S: Clone, St, F: Clone> Clone for FlagGateService<S, St, F> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            flag: self.flag.clone(),
+            otherwise: self.otherwise.clone(),
+        }
+    }
 }
 
 impl Respond {
     fn response<B>(&self) -> Response<ResponseBody<B>> {
-        let mut res = Response::new(ResponseBody::full(self.body.clone()));
-        *res.status_mut() = self.status;
-        if !self.headers.is_empty() {
-            *res.headers_mut() = self.headers.clone();
+        let answer = &*self.0;
+        let mut res = Response::new(ResponseBody::full(answer.body.clone()));
+        *res.status_mut() = answer.status;
+        if !answer.headers.is_empty() {
+            *res.headers_mut() = answer.headers.clone();
         }
         res
     }
@@ -165,7 +182,7 @@ impl<S, St, F> FlagGateService<S, St, F> {
     inner_accessors!();
 }
 
-impl<S, St: KvStore, F> FlagGateService<S, St, F> {
+impl<St: KvStore> GatedFlag<St> {
     /// Whether the flag is on for `req`, with the request's flags put in
     /// its extensions when a service gets it (see [`GatedFlag::decided`]);
     /// else, when the document is stale, the flags to wait for. On the
@@ -182,7 +199,7 @@ impl<S, St: KvStore, F> FlagGateService<S, St, F> {
             Ok(parts) => parts,
             Err(loading) => return Err(loading),
         };
-        let on = self.flag.is_on(doc.as_deref(), key.as_deref());
+        let on = self.is_on(doc.as_deref(), key.as_deref());
         if on || off_served {
             let flags = Flags::new(doc, key.map(Cow::into_owned));
             req.extensions_mut().insert(flags);
@@ -195,11 +212,11 @@ layer_service! {
     impl<S, St: KvStore> FlagGateService<S, St, Respond>
     { future: S::Future, headers: () }
     fn call(&mut self, mut req) {
-        match self.decide(&mut req, false) {
+        match self.flag.decide(&mut req, false) {
             Ok(true) => ResponseFuture::inner(self.inner.call(req), None),
             Ok(false) => ResponseFuture::ready(self.otherwise.response()),
             Err(loading) => {
-                // Only the slow path owns a copy of the flag.
+                // Only the slow path keeps the flag past `call`.
                 let flag = self.flag.clone();
                 let respond = self.otherwise.clone();
                 let mut inner = take_ready(&mut self.inner);
@@ -229,7 +246,7 @@ layer_service! {
         }
     }
     fn call(&mut self, mut req) {
-        match self.decide(&mut req, true) {
+        match self.flag.decide(&mut req, true) {
             Ok(on) => {
                 let mut either = match on {
                     true => Either::Left(&mut self.inner),

@@ -16,8 +16,15 @@ use crate::service::{inner_accessors, layer_service, take_ready};
 use crate::store::KvStore;
 
 /// Puts the request's [`Flags`] in its extensions. See the [module docs](super).
+///
+/// Cloning it (and its services, which axum clones per request) copies one
+/// reference.
 #[derive(Clone, Debug)]
-pub struct FeatureFlagsLayer<St> {
+pub struct FeatureFlagsLayer<St>(Arc<Targeting<St>>);
+
+/// The flags, and whom a request's are evaluated for.
+#[derive(Debug)]
+struct Targeting<St> {
     flags: FeatureFlags<St>,
     targeting: Identity,
     user_check: Option<UserSourceCheck>,
@@ -27,11 +34,11 @@ impl<St: KvStore> FeatureFlagsLayer<St> {
     /// Evaluate `flags` for the targeting key `targeting` names
     /// (`Identity::User.or(Identity::Cookie("visitor"))`, a header, …).
     pub fn new(flags: FeatureFlags<St>, targeting: Identity) -> Self {
-        Self {
+        Self(Arc::new(Targeting {
             flags,
             user_check: UserSourceCheck::new("FeatureFlagsLayer", &targeting),
             targeting,
-        }
+        }))
     }
 
     /// A layer letting requests through only when flag `name` is on for
@@ -60,14 +67,19 @@ impl<St: KvStore> FeatureFlagsLayer<St> {
         (Option<Arc<FlagDocument>>, Option<Cow<'r, str>>),
         impl Future<Output = Flags> + Send + 'static,
     > {
-        if let Some(check) = &self.user_check {
+        let Targeting {
+            flags,
+            targeting,
+            user_check,
+        } = &*self.0;
+        if let Some(check) = user_check {
             check.check(req);
         }
-        match self.flags.cached() {
-            Some(doc) => Ok((doc, self.targeting.value_in(req))),
+        match flags.cached() {
+            Some(doc) => Ok((doc, targeting.value_in(req))),
             None => {
-                let key = self.targeting.value_of(req);
-                let flags = self.flags.clone();
+                let key = targeting.value_of(req);
+                let flags = flags.clone();
                 Err(async move { Flags::new(flags.current().await, key) })
             }
         }
