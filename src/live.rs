@@ -33,10 +33,38 @@ impl<T> Live<T> {
     }
 
     /// A handle that follows this configuration (no fork).
-    pub(crate) fn handle(&self) -> Self {
+    pub(crate) fn handle(&self) -> LiveHandle<T> {
+        LiveHandle {
+            current: self.current.clone(),
+        }
+    }
+}
+
+/// What a handle reads of its layer's [`Live`] configuration: always the
+/// layer's current one. Its clones follow the same layer (app state holding
+/// a handle is cloned per request: no fork, no allocation).
+pub(crate) struct LiveHandle<T> {
+    current: Arc<RwLock<Arc<T>>>,
+}
+
+impl<T> LiveHandle<T> {
+    /// The layer's configuration as it is now.
+    pub(crate) fn get(&self) -> Arc<T> {
+        self.current.read().clone()
+    }
+}
+
+impl<T> Clone for LiveHandle<T> {
+    fn clone(&self) -> Self {
         Self {
             current: self.current.clone(),
         }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for LiveHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
     }
 }
 

@@ -566,8 +566,16 @@ mod cases {
         let (clock, calls) = (Clock::manual(), Arc::new(AtomicUsize::new(0)));
         let layer = CacheLayer::new(h.store.clone()).clock(clock.clone());
         let purger = layer.purger();
+        // A copy, as app state holds one (axum clones it per request).
+        let copy = purger.clone();
         let layer = layer.key_prefix("late:");
         let svc = stack_with(layer, &calls);
+        send(&svc, Method::GET, "/max-age", &[]).await;
+        let purged = copy.purge_url("http://example.test/max-age").await;
+        assert!(
+            purged.unwrap() > 0,
+            "a copy of the purger uses the prefix set after it"
+        );
         send(&svc, Method::GET, "/max-age", &[]).await;
         let purged = purger.purge_url("http://example.test/max-age").await;
         assert!(

@@ -331,7 +331,8 @@ mod cases {
 
     pub async fn setters_after_manager_reach_it<S: KvStore>(h: Harness<S>) {
         let layer = layer(&h, h.store.clone());
-        let manager = layer.manager();
+        // A copy of the handle, as app state holds one, follows too.
+        let manager = layer.manager().clone();
         // Any setter after taking the handle: no panic, and the handle follows.
         let layer = layer
             .key_prefix("late-session:")

@@ -11,7 +11,7 @@ use super::status::OutcomeCounters;
 use super::storage::Purge;
 use super::{CacheService, StoragePolicy};
 use crate::decoded::Decoded;
-use crate::live::Live;
+use crate::live::{Live, LiveHandle};
 use crate::routes::RouteTable;
 use crate::store::{KvStore, StoreError};
 use crate::Clock;
@@ -298,7 +298,7 @@ impl<St: KvStore> CacheLayer<St> {
 /// them, or with [`soft`](Self::soft) marks them stale.
 #[derive(Clone, Debug)]
 pub struct CachePurger<St> {
-    config: Live<CacheConfig<St>>,
+    config: LiveHandle<CacheConfig<St>>,
     how: Purge,
 }
 

@@ -11,7 +11,7 @@ use super::transport::Transport;
 use crate::clock::duration_ms_ceil;
 use crate::decoded::Decoded;
 use crate::identity::digest;
-use crate::live::Live;
+use crate::live::LiveHandle;
 use crate::metrics::{self, count};
 use crate::store::update::{CasAttempts, KeyPages};
 use crate::store::{CasOutcome, DynStore, Entry, PutOptions, StoreError, Version};
@@ -358,7 +358,7 @@ fn encode(record: &Record) -> Bytes {
 /// [`manager()`](super::SessionLayer::manager) reach it too.
 #[derive(Clone, Debug)]
 pub struct SessionManager {
-    pub(crate) settings: Live<Settings>,
+    pub(crate) settings: LiveHandle<Settings>,
 }
 
 impl SessionManager {
