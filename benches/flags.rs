@@ -4,7 +4,8 @@
 //! evaluation of a 50 % rollout flag for a targeting key (`evaluate_rollout`);
 //! then the same gate where the README puts it, as a route layer behind
 //! axum's router (`routed_gate_on`), beside the router without it
-//! (`routed_bare`).
+//! (`routed_bare`), and both again with the flags layer on the whole
+//! router (`routed_layer_gate_on`, `routed_layer`).
 //!
 //! `cargo bench --bench flags`
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -71,29 +72,36 @@ fn flags(c: &mut Criterion) {
         b.iter(|| black_box(ready(off.call(request())).unwrap()))
     });
 
-    // Where the README puts a gate: a route layer behind axum's router,
-    // which has already given the request its extensions map.
-    let routed = |gated: bool| {
+    // Where the README puts a gate: a route layer behind axum's router
+    // (which has already given the request its extensions map), with or
+    // without the flags layer on the whole router.
+    let routed = |layered: bool, gated: bool| {
         let route = axum::routing::get(|flags: Option<axum::Extension<Flags>>| async move {
-            [("x-gated", if flags.is_some() { "yes" } else { "no" })]
+            [("x-flags", if flags.is_some() { "yes" } else { "no" })]
         });
         let route = match gated {
             true => route.route_layer(layer.gate("on")),
             false => route,
         };
+        let app = axum::Router::new().route("/beta", route);
+        let app = match layered {
+            true => app.layer(layer.clone()),
+            false => app,
+        };
         // `with_state` turns handlers into services once, as `axum::serve` does.
-        axum::Router::new().route("/beta", route).with_state(())
+        app.with_state(())
     };
-    for (name, gated) in [("routed_bare", false), ("routed_gate_on", true)] {
-        let mut app = routed(gated);
+    for (name, layered, gated) in [
+        ("routed_bare", false, false),
+        ("routed_gate_on", false, true),
+        ("routed_layer", true, false),
+        ("routed_layer_gate_on", true, true),
+    ] {
+        let mut app = routed(layered, gated);
         let res = ready(app.call(request())).unwrap();
         assert_eq!(res.status(), 200);
-        let expected = if gated { "yes" } else { "no" };
-        assert_eq!(
-            res.headers()["x-gated"],
-            expected,
-            "the gate put the flags in"
-        );
+        let expected = if layered || gated { "yes" } else { "no" };
+        assert_eq!(res.headers()["x-flags"], expected, "the flags are in");
         group.bench_function(name, |b| {
             b.iter(|| black_box(ready(app.call(request())).unwrap()))
         });

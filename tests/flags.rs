@@ -318,6 +318,60 @@ mod cases {
         let doc = a.document().await;
         assert_eq!(doc.flags.len(), 20, "{:?}", doc.flags.keys());
     }
+
+    /// A gate inside a flags layer decides for its own layer's targeting
+    /// key, and the service behind it gets that layer's flags: a gate of
+    /// the same layer decides on the flags the layer put in the request,
+    /// a gate of another layer (another identity) never does.
+    pub async fn a_gate_decides_for_its_own_layers_targeting<S: KvStore>(h: Harness<S>) {
+        let flags = flags_for(h.store.clone(), &Clock::manual());
+        flags
+            .replace_json(br#"{"beta": {"enabled": false, "allow": ["alice"]}}"#)
+            .await
+            .unwrap();
+        let by_user = FeatureFlagsLayer::new(flags.clone(), Identity::header("x-user"));
+        let by_team = FeatureFlagsLayer::new(flags.clone(), Identity::header("x-team"));
+        // Which service answered, and the targeting key of the flags it got.
+        let seen = |answer: &'static str| {
+            move |req: Request<()>| {
+                let flags = req.extensions().get::<Flags>();
+                let key = flags.map(|f| f.targeting_key().map(str::to_owned));
+                std::future::ready(Ok::<_, Infallible>(Response::new(format!(
+                    "{answer} {key:?}"
+                ))))
+            }
+        };
+        let call = |gate: FeatureFlagsLayer<S>, user: &'static str, team: &'static str| {
+            let svc = ServiceBuilder::new()
+                .layer(by_user.clone())
+                .layer(gate.gate("beta").fallback(tower::service_fn(seen("off"))))
+                .service_fn(seen("on"));
+            async move {
+                let req = Request::get("/")
+                    .header("x-user", user)
+                    .header("x-team", team)
+                    .body(())
+                    .unwrap();
+                let body = svc.oneshot(req).await.unwrap().into_body();
+                let bytes = http_body_util::BodyExt::collect(body)
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                String::from_utf8(bytes.to_vec()).unwrap()
+            }
+        };
+        // The outer layer's own gate: on for alice, off for bob.
+        let on = call(by_user.clone(), "alice", "red").await;
+        assert_eq!(on, r#"on Some(Some("alice"))"#);
+        let off = call(by_user.clone(), "bob", "alice").await;
+        assert_eq!(off, r#"off Some(Some("bob"))"#);
+        // A gate of the team layer behind the user layer: the team decides,
+        // and the services behind it get the team's flags.
+        let off = call(by_team.clone(), "alice", "red").await;
+        assert_eq!(off, r#"off Some(Some("red"))"#);
+        let on = call(by_team.clone(), "bob", "alice").await;
+        assert_eq!(on, r#"on Some(Some("alice"))"#);
+    }
 }
 
 both_backends!(
@@ -329,4 +383,5 @@ both_backends!(
     the_store_is_read_once_per_cache_ttl,
     malformed_documents_keep_the_last_good_flags,
     concurrent_writers_of_different_flags_all_persist,
+    a_gate_decides_for_its_own_layers_targeting,
 );

@@ -18,13 +18,20 @@ use crate::metrics::{self, Counter};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Flags {
+    /// The id of the layer that made them.
+    origin: u64,
     doc: Option<Arc<FlagDocument>>,
     key: Option<String>,
 }
 
 impl Flags {
-    pub(crate) fn new(doc: Option<Arc<FlagDocument>>, key: Option<String>) -> Self {
-        Self { doc, key }
+    pub(crate) fn new(origin: u64, doc: Option<Arc<FlagDocument>>, key: Option<String>) -> Self {
+        Self { origin, doc, key }
+    }
+
+    /// The id of the [`FeatureFlagsLayer`](super::FeatureFlagsLayer) that made them.
+    pub(crate) fn origin(&self) -> u64 {
+        self.origin
     }
 
     /// Whether flag `name` is on for this request.

@@ -28,7 +28,10 @@ use crate::store::KvStore;
 /// or standard handler" is `flags.gate("beta_feature").fallback(standard)`.
 ///
 /// The flag is evaluated for the request's targeting key; the request also
-/// gets its [`Flags`](super::Flags) in extensions.
+/// gets its [`Flags`](super::Flags) in extensions. Behind the
+/// [`FeatureFlagsLayer`] it came from (or a clone), a gate decides on the
+/// flags that layer put in the request: one evaluation, nothing copied; a
+/// gate of another layer evaluates for its own layer's targeting key.
 ///
 /// Its services clone (as axum does per request) with one reference each
 /// for the flag and the response, plus the fallback service's clone.
@@ -183,16 +186,22 @@ impl<S, St, F> FlagGateService<S, St, F> {
 }
 
 impl<St: KvStore> GatedFlag<St> {
-    /// Whether the flag is on for `req`, with the request's flags put in
-    /// its extensions when a service gets it (see [`GatedFlag::decided`]);
-    /// else, when the document is stale, the flags to wait for. On the
-    /// fast path the request is borrowed, never moved, and its targeting
-    /// key copied only into the flags a service gets.
+    /// Whether the flag is on for `req`, on the flags its layer put in
+    /// the request or else with the request's flags put in its extensions
+    /// when a service gets it (see [`GatedFlag::decided`]); else, when the
+    /// document is stale, the flags to wait for. On the fast path the
+    /// request is borrowed, never moved, and its targeting key copied only
+    /// into the flags a service gets.
     fn decide<B>(
         &self,
         req: &mut Request<B>,
         off_served: bool,
     ) -> Result<bool, impl Future<Output = Flags> + Send + 'static> {
+        // Behind its own layer: the flags it put in are the request's.
+        if let Some(flags) = self.flags.flags_in(req) {
+            let (doc, key) = flags.parts();
+            return Ok(self.is_on(doc, key));
+        }
         // Not `?`: the error is an opaque future `From` cannot name.
         #[allow(clippy::question_mark)]
         let (doc, key) = match self.flags.targeting_now(req) {
@@ -201,7 +210,7 @@ impl<St: KvStore> GatedFlag<St> {
         };
         let on = self.is_on(doc.as_deref(), key.as_deref());
         if on || off_served {
-            let flags = Flags::new(doc, key.map(Cow::into_owned));
+            let flags = self.flags.flags_with(doc, key.map(Cow::into_owned));
             req.extensions_mut().insert(flags);
         }
         Ok(on)

@@ -1,5 +1,6 @@
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::Request;
@@ -25,6 +26,8 @@ pub struct FeatureFlagsLayer<St>(Arc<Targeting<St>>);
 /// The flags, and whom a request's are evaluated for.
 #[derive(Debug)]
 struct Targeting<St> {
+    /// Unique in the process: marks the [`Flags`] this layer makes.
+    id: u64,
     flags: FeatureFlags<St>,
     targeting: Identity,
     user_check: Option<UserSourceCheck>,
@@ -34,7 +37,9 @@ impl<St: KvStore> FeatureFlagsLayer<St> {
     /// Evaluate `flags` for the targeting key `targeting` names
     /// (`Identity::User.or(Identity::Cookie("visitor"))`, a header, …).
     pub fn new(flags: FeatureFlags<St>, targeting: Identity) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self(Arc::new(Targeting {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             flags,
             user_check: UserSourceCheck::new("FeatureFlagsLayer", &targeting),
             targeting,
@@ -53,7 +58,18 @@ impl<St: KvStore> FeatureFlagsLayer<St> {
         req: &Request<B>,
     ) -> Result<Flags, impl Future<Output = Flags> + Send + 'static> {
         self.targeting_now(req)
-            .map(|(doc, key)| Flags::new(doc, key.map(Cow::into_owned)))
+            .map(|(doc, key)| self.flags_with(doc, key.map(Cow::into_owned)))
+    }
+
+    /// The flags of this layer made of `doc` and `key`.
+    pub(crate) fn flags_with(&self, doc: Option<Arc<FlagDocument>>, key: Option<String>) -> Flags {
+        Flags::new(self.0.id, doc, key)
+    }
+
+    /// The flags this layer (or a clone of it) already put in `req`.
+    pub(crate) fn flags_in<'r, B>(&self, req: &'r Request<B>) -> Option<&'r Flags> {
+        let flags = req.extensions().get::<Flags>()?;
+        (flags.origin() == self.0.id).then_some(flags)
     }
 
     /// [`flags_now`](Self::flags_now) in parts, the targeting key borrowed
@@ -68,6 +84,7 @@ impl<St: KvStore> FeatureFlagsLayer<St> {
         impl Future<Output = Flags> + Send + 'static,
     > {
         let Targeting {
+            id,
             flags,
             targeting,
             user_check,
@@ -80,7 +97,8 @@ impl<St: KvStore> FeatureFlagsLayer<St> {
             None => {
                 let key = targeting.value_of(req);
                 let flags = flags.clone();
-                Err(async move { Flags::new(flags.current().await, key) })
+                let id = *id;
+                Err(async move { Flags::new(id, flags.current().await, key) })
             }
         }
     }
