@@ -365,16 +365,17 @@ pub(crate) fn hash_tag(value: &str) -> [u8; HASH_TAG_LEN] {
     let hash = value.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    let mut tag = HASH_TAG_PLACEHOLDER;
+    let mut tag = [0; HASH_TAG_LEN];
+    tag.copy_from_slice(HASH_TAG_PLACEHOLDER.as_bytes());
     hex::encode_to_slice(hash.to_be_bytes(), &mut tag[1..9]).expect("two hex digits per byte");
     tag
 }
 
-/// Bytes in a hash tag: `{`, eight hex digits, `}`.
-pub(crate) const HASH_TAG_LEN: usize = 10;
-
 /// A hash tag's shape before its digits are written.
-pub(crate) const HASH_TAG_PLACEHOLDER: [u8; HASH_TAG_LEN] = *b"{00000000}";
+pub(crate) const HASH_TAG_PLACEHOLDER: &str = "{00000000}";
+
+/// Bytes in a hash tag: `{`, eight hex digits, `}`.
+pub(crate) const HASH_TAG_LEN: usize = HASH_TAG_PLACEHOLDER.len();
 
 /// A hex SHA-256 prefix (128 bits) of `value`: stable across instances, not reversible.
 pub(crate) fn digest(value: &[u8]) -> String {

@@ -89,8 +89,7 @@ layer_service! {
                     stored: false,
                     collapsed: false,
                 };
-                status.record(&config.name, &config.counters);
-                let status = status.header_value(&config.name, None);
+                let status = config.status_field(&status, None);
                 let Some(strip) = strip else {
                     let future = self.inner.call(req);
                     return ResponseFuture::inner(future, Some((CACHE_STATUS, status)));
@@ -381,6 +380,15 @@ where
     }
 }
 
+impl<St> CacheConfig<St> {
+    /// This cache's `Cache-Status` entry for a response about to be sent,
+    /// disclosing `key` only when given; every one rendered is counted.
+    fn status_field(&self, status: &CacheStatus, key: Option<&str>) -> HeaderValue {
+        status.record(&self.name, &self.counters);
+        status.header_value(&self.name, key)
+    }
+}
+
 impl<St: KvStore> Ctx<St> {
     /// Whether the handler read or changed the session: its response is
     /// then that user's alone, whatever its headers say.
@@ -390,8 +398,7 @@ impl<St: KvStore> Ctx<St> {
 
     fn status(&self, status: CacheStatus) -> HeaderValue {
         let key = self.config.expose_key.then_some(self.key.base());
-        status.record(&self.config.name, &self.config.counters);
-        status.header_value(&self.config.name, key)
+        self.config.status_field(&status, key)
     }
 
     fn with_status<B>(&self, mut res: Reply<B>, status: CacheStatus) -> Reply<B> {

@@ -213,7 +213,7 @@ impl Prepared {
         key.push_str(&self.key_prefix);
         let tag_at = key.len();
         // A placeholder until the identity is known.
-        key.push_str(std::str::from_utf8(&HASH_TAG_PLACEHOLDER).expect("ASCII"));
+        key.push_str(HASH_TAG_PLACEHOLDER);
         for part in [self.route_id.as_str(), "|", quota, "|"] {
             key.push_str(part);
         }
